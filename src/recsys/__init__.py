@@ -1,0 +1,3 @@
+"""recsys: a PyTorch Lightning + Hydra experiment framework for deep recommender models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,37 @@
+"""Composition of the run objects from the Hydra config (shared by train and eval)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytorch_lightning as pl
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig
+
+from recsys.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    """DataModule from ``cfg.data`` with the negative sampler of ``cfg.sampler``; set up for fitting."""
+    sampler = instantiate(cfg.sampler) if cfg.get("sampler") else None
+    datamodule = instantiate(cfg.data, negative_sampler=sampler)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.LightningModule:
+    """Model from ``cfg.model``, given the DataModule's ``info`` (sizes, train graph)."""
+    model_kind = getattr(get_class(cfg.model._target_), "data_kind", "graph")
+    data_kind = getattr(datamodule, "kind", "graph")
+    if model_kind != data_kind:
+        raise ConfigError(
+            f"model {cfg.model._target_.rsplit('.', 1)[-1]} needs {model_kind} data but data={cfg.data._target_.rsplit('.', 1)[-1]} "
+            f"is {data_kind} data; choose a {model_kind} dataset (e.g. data=synthetic_{'sessions' if model_kind == 'session' else 'graph'})"
+        )
+    try:
+        return instantiate(cfg.model, info=datamodule.info, _convert_="object")
+    except TypeError as err:
+        raise ConfigError(f"model config does not fit {cfg.model._target_}: {err}") from err

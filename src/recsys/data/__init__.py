@@ -1,0 +1,1 @@
+"""Data: sources (readers), preprocessing, caching and LightningDataModules."""

@@ -1,0 +1,48 @@
+"""Cache of processed datasets under ``${paths.data_dir}/processed/``, keyed by the source fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from recsys.data.interactions import GraphSplits
+from recsys.data.sources.base import GraphSource
+
+log = logging.getLogger(__name__)
+
+
+def cache_key(source: GraphSource) -> str:
+    """sha256 of the canonical JSON of the source fingerprint (first 16 hex digits)."""
+    blob = json.dumps(source.fingerprint(), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def cache_path(source: GraphSource, cache_dir: str | Path) -> Path:
+    return Path(cache_dir) / f"{source.name}-{cache_key(source)}.npz"
+
+
+def ensure_cached(source: GraphSource, cache_dir: str | Path) -> Path:
+    """Build the cache file if it is missing (no load when it exists); return its path."""
+    path = cache_path(source, cache_dir)
+    if not path.exists():
+        load_or_build(source, cache_dir)
+    return path
+
+
+def load_or_build(source: GraphSource, cache_dir: str | Path | None) -> GraphSplits:
+    """Return the cached dataset if its key matches, else build, validate and cache it atomically."""
+    if cache_dir is None:
+        splits = source.build()
+        splits.validate(source.name)
+        return splits
+    path = cache_path(source, cache_dir)
+    if path.exists():
+        log.info("Loading cached dataset %s", path)
+        return GraphSplits.load(path)
+    log.info("Building dataset %s (cache miss: %s)", source.name, path.name)
+    splits = source.build()
+    splits.validate(source.name)
+    splits.save(path)
+    return splits

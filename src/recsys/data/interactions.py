@@ -1,0 +1,177 @@
+"""The in-memory form of implicit-feedback data: user–item pairs, per-user CSR sets and splits."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recsys.errors import DataError
+
+
+@dataclass(frozen=True)
+class UserItemCSR:
+    """Per-user sorted item sets in CSR form (``indptr`` over users, ``indices`` = item ids).
+
+    Set queries are batched: ``contains`` is a binary search over the sorted keys
+    ``user * num_items + item``; ``gather_rows`` expands a batch of rows without a Python loop.
+    """
+
+    indptr: torch.Tensor  # (num_users + 1,) int64
+    indices: torch.Tensor  # (nnz,) int64, sorted within each row
+    num_items: int
+
+    @classmethod
+    def from_pairs(
+        cls, users: torch.Tensor, items: torch.Tensor, num_users: int, num_items: int
+    ) -> UserItemCSR:
+        """Build from (user, item) pairs; duplicates are dropped, rows sorted by item."""
+        users = torch.as_tensor(users, dtype=torch.int64)
+        items = torch.as_tensor(items, dtype=torch.int64)
+        keys = torch.unique(users * num_items + items)  # sorted, deduplicated
+        rows = keys // num_items
+        counts = torch.bincount(rows, minlength=num_users)
+        indptr = torch.zeros(num_users + 1, dtype=torch.int64)
+        torch.cumsum(counts, 0, out=indptr[1:])
+        return cls(indptr=indptr, indices=keys % num_items, num_items=num_items)
+
+    @property
+    def num_users(self) -> int:
+        return self.indptr.numel() - 1
+
+    @property
+    def nnz(self) -> int:
+        return self.indices.numel()
+
+    @property
+    def degrees(self) -> torch.Tensor:
+        return self.indptr[1:] - self.indptr[:-1]
+
+    def keys(self) -> torch.Tensor:
+        """Sorted ``user * num_items + item`` keys of all stored pairs."""
+        rows = torch.repeat_interleave(torch.arange(self.num_users), self.degrees)
+        return rows * self.num_items + self.indices
+
+    def pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All stored (user, item) pairs, row-major."""
+        return torch.repeat_interleave(torch.arange(self.num_users), self.degrees), self.indices
+
+    def contains(self, users: torch.Tensor, items: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
+        """Batched membership test: ``out[j] = items[j] in row users[j]`` (any broadcastable shapes)."""
+        keys = self.keys() if keys is None else keys
+        query = users * self.num_items + items
+        if keys.numel() == 0:
+            return torch.zeros_like(query, dtype=torch.bool)
+        pos = torch.searchsorted(keys, query.reshape(-1)).clamp_(max=keys.numel() - 1)
+        return (keys[pos] == query.reshape(-1)).reshape(query.shape)
+
+    def gather_rows(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Items of the given rows as ``(batch_position, item)`` pairs, vectorised."""
+        starts = self.indptr[users]
+        lengths = self.indptr[users + 1] - starts
+        batch_pos = torch.repeat_interleave(torch.arange(users.numel()), lengths)
+        first = torch.cumsum(lengths, 0) - lengths
+        offsets = torch.arange(batch_pos.numel()) - first[batch_pos]
+        return batch_pos, self.indices[starts[batch_pos] + offsets]
+
+    def union(self, other: UserItemCSR) -> UserItemCSR:
+        u1, i1 = self.pairs()
+        u2, i2 = other.pairs()
+        return UserItemCSR.from_pairs(torch.cat([u1, u2]), torch.cat([i1, i2]), self.num_users, self.num_items)
+
+
+@dataclass
+class GraphSplits:
+    """A processed implicit-feedback dataset: dense ids and train/valid/test (user, item) pairs.
+
+    ``user_ids``/``item_ids`` keep the original ids (as strings) so recommendations can be mapped back.
+    """
+
+    num_users: int
+    num_items: int
+    train: tuple[np.ndarray, np.ndarray]
+    valid: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+    user_ids: np.ndarray | None = None
+    item_ids: np.ndarray | None = None
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def validate(self, origin: str = "dataset") -> None:
+        """Check ids are in range; raise :class:`DataError` naming ``origin`` otherwise."""
+        for name, (u, i) in (("train", self.train), ("valid", self.valid), ("test", self.test)):
+            if len(u) != len(i):
+                raise DataError(f"{origin}: {name} split has {len(u)} users but {len(i)} items")
+            if len(u) and (u.min() < 0 or u.max() >= self.num_users):
+                raise DataError(f"{origin}: {name} split has user ids outside [0, {self.num_users})")
+            if len(i) and (i.min() < 0 or i.max() >= self.num_items):
+                raise DataError(f"{origin}: {name} split has item ids outside [0, {self.num_items})")
+        if len(self.train[0]) == 0:
+            raise DataError(f"{origin}: the train split is empty")
+
+    def csr(self, split: str) -> UserItemCSR:
+        u, i = getattr(self, split)
+        return UserItemCSR.from_pairs(torch.from_numpy(u), torch.from_numpy(i), self.num_users, self.num_items)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically as ``.npz`` (temporary file in the same folder, then ``os.replace``)."""
+        arrays = {
+            "num_users": np.int64(self.num_users),
+            "num_items": np.int64(self.num_items),
+            **{f"{s}_{k}": a.astype(np.int64) for s in ("train", "valid", "test")
+               for k, a in zip(("users", "items"), getattr(self, s), strict=True)},
+            "meta_keys": np.array(list(self.meta.keys()), dtype=str),
+            "meta_values": np.array(list(self.meta.values()), dtype=str),
+        }
+        if self.user_ids is not None:
+            arrays["user_ids"] = np.asarray(self.user_ids).astype(str)
+        if self.item_ids is not None:
+            arrays["item_ids"] = np.asarray(self.item_ids).astype(str)
+        atomic_write(path, lambda f: np.savez(f, **arrays))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> GraphSplits:
+        with np.load(path, allow_pickle=False) as z:
+            return cls(
+                num_users=int(z["num_users"]),
+                num_items=int(z["num_items"]),
+                train=(z["train_users"], z["train_items"]),
+                valid=(z["valid_users"], z["valid_items"]),
+                test=(z["test_users"], z["test_items"]),
+                user_ids=z["user_ids"] if "user_ids" in z else None,
+                item_ids=z["item_ids"] if "item_ids" in z else None,
+                meta=dict(zip(z["meta_keys"].tolist(), z["meta_values"].tolist(), strict=True)),
+            )
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a graph model needs to know about its data: sizes, the train graph and popularity."""
+
+    num_users: int
+    num_items: int
+    train: UserItemCSR
+
+    @property
+    def item_popularity(self) -> torch.Tensor:
+        """Number of train interactions of every item."""
+        return torch.bincount(self.train.indices, minlength=self.num_items)
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(fileobj)`` on a temporary file next to ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

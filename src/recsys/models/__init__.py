@@ -1,0 +1,1 @@
+"""Models: plain nn.Module encoders in ``components/`` and the LightningModules that train them."""

@@ -1,0 +1,1 @@
+"""Plain ``nn.Module`` encoders: no config objects, no datasets in their constructors."""

@@ -1,0 +1,76 @@
+"""Base LightningModule for top-K recommenders: exact full-ranking validation and test."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytorch_lightning as pl
+import torch
+
+from recsys.metrics import METRIC_NAMES, TopKMetrics, rank_topk
+
+
+class TopKRecommender(pl.LightningModule):
+    """Evaluates ``score_users`` by full ranking (algorithms.md §1.6).
+
+    Per evaluation batch: score every item for the batch's users, set the masked items (train, plus
+    validation at test time) to −∞, take the top ``max K`` (ties → lower item id), mark the hits and
+    feed :class:`~recsys.metrics.TopKMetrics`. Logged at epoch end as ``val/recall@20``, ``test/ndcg@20``, …
+    """
+
+    #: the kind of DataModule this model trains on (checked before the model is built)
+    data_kind = "graph"
+
+    def __init__(self, topk: Sequence[int] = (10, 20, 50), metrics: Sequence[str] = METRIC_NAMES) -> None:
+        super().__init__()
+        self.val_metrics = TopKMetrics(topk, metrics)
+        self.test_metrics = TopKMetrics(topk, metrics)
+
+    # -- to implement ----------------------------------------------------------------------------
+    def score_users(self, users: torch.Tensor) -> torch.Tensor:
+        """Scores ``(len(users), num_items)``; higher is better."""
+        raise NotImplementedError
+
+    def prepare_scoring(self) -> None:
+        """Hook run once before an evaluation epoch (e.g. propagate the graph once)."""
+
+    def finish_scoring(self) -> None:
+        """Hook run after an evaluation epoch (drop caches)."""
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def evaluate_batch(self, batch: dict[str, torch.Tensor], metric: TopKMetrics) -> None:
+        users = batch["users"]
+        scores = self.score_users(users).float()
+        scores[batch["mask_rows"], batch["mask_items"]] = -torch.inf
+        top = rank_topk(scores, metric.max_k)
+        relevant = torch.zeros_like(scores, dtype=torch.bool)
+        relevant[batch["target_rows"], batch["target_items"]] = True
+        hits = torch.gather(relevant, 1, top)
+        num_relevant = torch.bincount(batch["target_rows"], minlength=users.numel())
+        metric.update(hits, num_relevant)
+
+    def on_validation_epoch_start(self) -> None:
+        self.prepare_scoring()
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.evaluate_batch(batch, self.val_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val", self.val_metrics)
+
+    def on_test_epoch_start(self) -> None:
+        self.prepare_scoring()
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.evaluate_batch(batch, self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test", self.test_metrics)
+
+    def _log_metrics(self, stage: str, metric: TopKMetrics) -> None:
+        # compute() already sums the states over processes, so every rank logs the same exact value
+        values = metric.compute()
+        metric.reset()
+        self.finish_scoring()
+        for name, value in values.items():
+            self.log(f"{stage}/{name}", value, prog_bar=name == "recall@20", sync_dist=False)

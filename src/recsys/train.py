@@ -1,0 +1,79 @@
+"""``python train.py``: fit, validate, test the best checkpoint and write the run artifacts."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from recsys.builders import build_datamodule, build_model
+from recsys.utils.callbacks import BestMetricTracker, ConfigInCheckpoint
+from recsys.utils.devices import resolve_trainer_config
+from recsys.utils.instantiators import instantiate_callbacks, instantiate_loggers
+from recsys.utils.run import metric_value, run_task, write_metrics
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train ``cfg.model`` on ``cfg.data``; return the flat metrics written to ``metrics.json``."""
+    trainer_cfg = resolve_trainer_config(cfg.trainer)  # fails fast on impossible device requests
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule)
+    num_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    tracker = BestMetricTracker(cfg.monitor.metric, cfg.monitor.mode)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    callbacks += [tracker, ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True))]
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
+    for lg in loggers:
+        lg.log_hyperparams({"cfg": OmegaConf.to_container(cfg, resolve=True), "num_parameters": num_parameters})
+
+    metrics: dict[str, Any] = {"num_parameters": num_parameters, "fit_seconds": 0.0, "test_seconds": 0.0}
+    if getattr(datamodule, "validate_on_test", False):
+        log.warning("data.validate_on_test=true: model selection uses the TEST split (the papers' protocol)")
+    metrics["validate_on_test"] = bool(getattr(datamodule, "validate_on_test", False))
+
+    trainable = num_parameters > 0
+    if cfg.get("train"):
+        start = time.perf_counter()
+        if trainable:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        else:  # e.g. MostPop: nothing to fit, evaluate once
+            trainer.validate(model, datamodule=datamodule)
+            tracker.on_validation_end(trainer, model)
+        metrics["fit_seconds"] = time.perf_counter() - start
+        metrics.update(tracker.best_metrics)
+        metrics["best_epoch"] = tracker.best_epoch
+        metrics["epochs_trained"] = trainer.current_epoch
+
+    if cfg.get("test"):
+        ckpt = None
+        checkpoint_cb = trainer.checkpoint_callback
+        if trainable and checkpoint_cb is not None and getattr(checkpoint_cb, "best_model_path", ""):
+            ckpt = checkpoint_cb.best_model_path
+            metrics["best_checkpoint"] = ckpt
+        elif trainable:
+            log.warning("No best checkpoint (checkpointing off or no validation ran): testing current weights")
+        start = time.perf_counter()
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+        metrics["test_seconds"] = time.perf_counter() - start
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+
+    write_metrics(Path(cfg.paths.output_dir) / "metrics.json", metrics)
+    return metrics
+
+
+def main(cfg: DictConfig) -> float | None:
+    """Hydra task: train and return ``cfg.optimized_metric`` for sweepers."""
+    metrics = run_task(train, cfg)
+    return metric_value(metrics, cfg.get("optimized_metric"))

@@ -1,0 +1,91 @@
+"""Running a task: error reporting, wandb clean-up and the ``metrics.json`` artifact."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from pytorch_lightning.utilities import rank_zero_only
+
+from recsys.data.interactions import atomic_write
+from recsys.errors import RecsysError
+
+log = logging.getLogger(__name__)
+
+
+def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> dict[str, Any]:
+    """Run ``task(cfg)``; user errors end the process with one clear line, other errors are logged and
+    re-raised. Any active wandb run is finished with the matching exit code (so multirun jobs never
+    share a run and failed jobs show as failed)."""
+    exit_code = 1
+    try:
+        apply_extras(cfg)
+        result = task(cfg)
+        exit_code = 0
+        return result
+    except RecsysError as err:
+        log.error("%s", err)
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    except Exception:
+        log.exception("Run failed; output folder: %s", cfg.paths.get("output_dir"))
+        raise
+    finally:
+        finish_wandb(exit_code)
+
+
+def finish_wandb(exit_code: int) -> None:
+    if "wandb" not in sys.modules:
+        return
+    import wandb
+
+    if wandb.run is not None:
+        log.info("Closing wandb run %s (exit code %d)", wandb.run.id, exit_code)
+        wandb.finish(exit_code=exit_code)
+
+
+@rank_zero_only
+def write_metrics(path: str | Path, metrics: dict[str, Any]) -> None:
+    """Write ``metrics.json`` atomically (flat keys, sorted)."""
+    text = json.dumps(metrics, indent=2, sort_keys=True) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
+    log.info("Wrote %s", path)
+
+
+def metric_value(metrics: dict[str, Any], name: str | None) -> float | None:
+    """The value to return to a Hydra sweeper; errors clearly if it was never logged."""
+    if not name:
+        return None
+    if name not in metrics:
+        raise RecsysError(f"optimized_metric={name!r} was not logged; available: {sorted(metrics)}")
+    return float(metrics[name])
+
+
+@rank_zero_only
+def apply_extras(cfg: DictConfig) -> None:
+    """``extras`` group: silence warnings; print the composed config as a tree (and save it)."""
+    extras = cfg.get("extras") or {}
+    if extras.get("ignore_warnings"):
+        import warnings
+
+        warnings.filterwarnings("ignore")
+    if extras.get("print_config"):
+        import rich.syntax
+        import rich.tree
+        from omegaconf import OmegaConf
+
+        tree = rich.tree.Tree("CONFIG", guide_style="dim")
+        for key, value in cfg.items():
+            text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+            tree.add(str(key)).add(rich.syntax.Syntax(text, "yaml"))
+        rich.print(tree)
+        output_dir = cfg.get("paths", {}).get("output_dir")
+        if output_dir:
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            with open(Path(output_dir) / "config_tree.log", "w") as f:
+                rich.print(tree, file=f)
