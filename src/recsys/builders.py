@@ -6,9 +6,10 @@ import logging
 
 import pytorch_lightning as pl
 from hydra.utils import get_class, instantiate
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, RecsysError
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +17,12 @@ log = logging.getLogger(__name__)
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     """DataModule from ``cfg.data`` with the negative sampler of ``cfg.sampler``; set up for fitting."""
     sampler = instantiate(cfg.sampler) if cfg.get("sampler") else None
-    datamodule = instantiate(cfg.data, negative_sampler=sampler)
+    try:
+        datamodule = instantiate(cfg.data, negative_sampler=sampler)
+    except InstantiationException as err:  # a data source's own ConfigError/DataError: report it plainly
+        if isinstance(err.__cause__, RecsysError):
+            raise err.__cause__ from None
+        raise
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule
@@ -33,5 +39,8 @@ def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.Light
         )
     try:
         return instantiate(cfg.model, info=datamodule.info, _convert_="object")
-    except TypeError as err:
-        raise ConfigError(f"model config does not fit {cfg.model._target_}: {err}") from err
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, (TypeError, ValueError)):  # unknown key / impossible value in cfg.model
+            raise ConfigError(f"model ({cfg.model._target_}): {cause}") from err
+        raise

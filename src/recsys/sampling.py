@@ -1,8 +1,52 @@
 """Negative samplers (the ``sampler/`` config group) and the BPR epoch sampler.
 
-A negative sampler is bound once to the training data (``bind``) and then draws negatives for a batch of
-users in a few tensor ops (``sample``). Rejection against the user's train positives is a batched
-binary search on sorted ``user * num_items + item`` keys; only rejected entries are redrawn.
+Strategies (``configs/sampler/<name>.yaml``, algorithms.md §1.4 and §3.3):
+
+* ``uniform``    — :class:`UniformNegativeSampler`: items uniform, rejecting the user's train positives.
+* ``popularity`` — :class:`PopularityNegativeSampler`: ``P(i) ∝ count_i^alpha`` (0 = uniform, 1 = popularity),
+  rejecting train positives.
+* ``in_batch``   — :class:`InBatchNegativeSampler`: the other rows' positives of the mini-batch are the
+  negatives (GRU4Rec's scheme), plus ``n_sample`` optional extras shared by the batch; entries that are one of
+  the row's own train positives are *masked*, not redrawn.
+* ``hard``       — :class:`HardNegativeSampler` (dynamic negative sampling): ``candidates`` (M) rejected
+  draws per negative; the training module scores them with the current model and keeps the arg-max
+  (:func:`select_hard_negatives`).
+
+Interface shared by graph (BPR) and session (GRU4Rec) training
+--------------------------------------------------------------
+Every sampler has the attributes ``num_negatives`` (per positive, graph models; ``None`` = all others for
+``in_batch``), ``n_sample`` (extra negatives shared by the whole mini-batch; GRU4Rec's ``n_sample``) and
+``alpha`` (exponent of the proposal ``∝ count^alpha``; GRU4Rec's ``sample_alpha``; always 0 for ``uniform``),
+and the methods
+
+* ``bind(train: UserItemCSR | None = None, item_counts: Tensor | None = None, num_items: int | None = None)``
+  — once, before drawing. With ``train`` the proposal counts are the train item degrees (unless
+  ``item_counts`` is given) and rejection against each user's train positives is available. Without
+  ``train`` (session data) give ``item_counts`` (``(num_items,)``, e.g. the number of training events of each
+  item) or, for ``alpha == 0``, just ``num_items``; then only ``propose`` works. Returns ``self``.
+* ``propose(n: int, generator: torch.Generator) -> Tensor`` — ``(n,)`` int64 item ids drawn i.i.d. from the
+  proposal ``∝ count^alpha`` (inverse CDF: ``searchsorted`` on the cumulative weights), no rejection.
+  GRU4Rec draws its shared extra negatives with ``propose(sampler.n_sample, g)``.
+* ``proposal_weights() -> Tensor`` — ``(num_items,)`` float64 unnormalised ``count^alpha`` (logQ correction).
+* ``sample(users: Tensor, generator) -> Tensor`` — ``(B, num_negatives)`` per-row negatives, each drawn from
+  the proposal restricted to the items *not* in the user's train set (rejection by a batched binary search
+  on sorted ``user * num_items + item`` keys; only rejected entries are redrawn; the few left after
+  ``MAX_REJECTION_ROUNDS`` are drawn exactly from the masked distribution). Needs ``bind(train)``.
+* ``batch_negatives(users: Tensor, pos_items: Tensor, generator) -> dict[str, Tensor]`` — what one training
+  batch needs; called by :class:`BPREpochSampler` for every yielded batch (after DDP sharding and slicing).
+
+Keys of a BPR training batch (``GraphRecommender.training_step`` dispatches on them):
+
+* ``users`` ``(B,)``, ``pos_items`` ``(B,)``: always;
+* ``neg_items`` ``(B, n)``: per-row negatives, all valid (``uniform``, ``popularity``);
+* ``neg_candidates`` ``(B, n, M)``: per-row candidates, the module keeps the best-scoring one per ``(b, n)``
+  (``hard``);
+* ``neg_shared`` ``(S,)`` + ``neg_shared_mask`` ``(B, S)`` bool: negatives shared by the whole batch and
+  which of them row ``b`` may use (``in_batch``: ``S = B + n_sample``, the batch's positives then the extras;
+  the other strategies add ``n_sample`` extras this way when ``n_sample > 0``).
+
+Seeding: an epoch's draw is a function of ``(seed, epoch)``; per-batch negatives come from
+:func:`sampling_generator` ``(seed, epoch, rank)``, so every DDP rank draws its own negatives reproducibly.
 """
 
 from __future__ import annotations
@@ -10,6 +54,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler
@@ -17,55 +62,255 @@ from torch.utils.data import Dataset, Sampler
 from recsys.data.interactions import UserItemCSR
 from recsys.errors import ConfigError, DataError
 
-MAX_REJECTION_ROUNDS = 100
+MAX_REJECTION_ROUNDS = 16
+_DENSE_FALLBACK_ELEMENTS = 1 << 24
+
+
+def sampling_generator(seed: int, epoch: int, rank: int = 0, stream: int = 0) -> torch.Generator:
+    """A CPU generator seeded by a hash of ``(seed, epoch, rank, stream)`` (numpy ``SeedSequence``)."""
+    words = [int(seed) % (1 << 63), int(epoch), int(rank), int(stream)]
+    state = np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
 
 
 class NegativeSampler:
-    """Base class: draws ``num_negatives`` items per user, never one of the user's train positives."""
+    """Per-row negatives ``∝ count^alpha`` over the items outside the user's train set.
 
-    def __init__(self, num_negatives: int = 1) -> None:
-        if num_negatives < 1:
+    Args:
+        num_negatives: negatives per positive (BPR averages the pairwise losses over them).
+        n_sample: extra negatives shared by the whole mini-batch (0 = none).
+        alpha: exponent of the proposal ``P(i) ∝ count_i^alpha``; 0 = uniform over all items.
+    """
+
+    def __init__(self, num_negatives: int | None = 1, n_sample: int = 0, alpha: float = 0.0) -> None:
+        if num_negatives is None or num_negatives < 1:
             raise ConfigError(f"sampler.num_negatives must be >= 1, got {num_negatives}")
+        if n_sample < 0:
+            raise ConfigError(f"sampler.n_sample must be >= 0, got {n_sample}")
+        if not math.isfinite(alpha) or alpha < 0:
+            raise ConfigError(f"sampler.alpha must be a finite number >= 0, got {alpha}")
         self.num_negatives = num_negatives
+        self.n_sample = int(n_sample)
+        self.alpha = float(alpha)
+        self.num_items: int | None = None
         self.train: UserItemCSR | None = None
         self._keys: torch.Tensor | None = None
+        self._weights: torch.Tensor | None = None  # (num_items,) float64, None = uniform
+        self._cdf: torch.Tensor | None = None
 
-    def bind(self, train: UserItemCSR) -> NegativeSampler:
-        """Attach the training interactions (called once by the DataModule)."""
-        full = (train.degrees >= train.num_items).nonzero()
-        if full.numel():
-            raise DataError(
-                f"user {int(full[0])} interacted with all {train.num_items} items in train: "
-                "no negative item exists for it (filter such users out)"
-            )
+    # -- binding -------------------------------------------------------------------------------
+    def bind(
+        self,
+        train: UserItemCSR | None = None,
+        item_counts: torch.Tensor | None = None,
+        num_items: int | None = None,
+    ) -> NegativeSampler:
+        """Attach the proposal counts and (with ``train``) the positives to reject. Returns ``self``."""
+        if train is not None:
+            num_items = train.num_items
+        elif item_counts is not None:
+            num_items = int(torch.as_tensor(item_counts).numel())
+        if num_items is None or num_items < 1:
+            raise DataError("NegativeSampler.bind needs a train CSR, item_counts or num_items >= 1")
+        self.num_items = int(num_items)
+        if self.alpha == 0.0:
+            self._weights = self._cdf = None
+        else:
+            if item_counts is None:
+                if train is None:
+                    raise DataError(f"sampler.alpha={self.alpha} needs item counts: bind(item_counts=...)")
+                item_counts = torch.bincount(train.indices, minlength=self.num_items)
+            counts = torch.as_tensor(item_counts, dtype=torch.float64).reshape(-1)
+            if counts.numel() != self.num_items or (counts < 0).any() or not torch.isfinite(counts).all():
+                raise DataError(f"item_counts must be {self.num_items} finite non-negative numbers")
+            weights = counts.pow(self.alpha)
+            if weights.sum() <= 0:
+                raise DataError("every item has count 0: the popularity proposal is empty")
+            self._weights = weights
+            self._cdf = torch.cumsum(weights, 0)
         self.train = train
-        self._keys = train.keys()
+        self._keys = None
+        if train is not None:
+            self._check_every_user_has_a_negative(train)
+            self._keys = train.keys()
         return self
 
-    def propose(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """Draw ``n`` candidate item ids from the proposal distribution (uniform here)."""
-        assert self.train is not None
-        return torch.randint(self.train.num_items, (n,), generator=generator)
+    def _check_every_user_has_a_negative(self, train: UserItemCSR) -> None:
+        if self._weights is None:
+            support, pos_support = torch.full((train.num_users,), self.num_items), train.degrees
+        else:
+            positive = (self._weights > 0).long()
+            support = positive.sum().expand(train.num_users)
+            rows, items = train.pairs()
+            pos_support = torch.zeros(train.num_users, dtype=torch.long).index_add_(0, rows, positive[items])
+        full = (pos_support >= support).nonzero()
+        if full.numel():
+            u = int(full[0])
+            raise DataError(
+                f"user {u} interacted in train with all {int(support[u])} items the sampler can propose "
+                f"(sampler.alpha={self.alpha}): no negative item exists for it (filter such users out)"
+            )
 
+    # -- proposal ------------------------------------------------------------------------------
+    def proposal_weights(self) -> torch.Tensor:
+        """Unnormalised proposal ``count^alpha`` of every item, ``(num_items,)`` float64."""
+        self._require_bound()
+        return torch.ones(self.num_items, dtype=torch.float64) if self._weights is None else self._weights.clone()
+
+    def propose(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` i.i.d. item ids from the proposal ``∝ count^alpha`` (no rejection), int64 ``(n,)``."""
+        self._require_bound()
+        if self._cdf is None:
+            return torch.randint(self.num_items, (n,), generator=generator)
+        u = torch.rand(n, generator=generator, dtype=torch.float64) * self._cdf[-1]
+        return torch.searchsorted(self._cdf, u, right=True).clamp_(max=self.num_items - 1)
+
+    # -- per-row negatives ---------------------------------------------------------------------
     def sample(self, users: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Negatives of shape ``(len(users), num_negatives)``, rejected against train positives."""
+        """Negatives of shape ``(len(users), num_negatives)``, never one of the user's train positives."""
+        return self.draw_rejected(users, self.num_negatives, generator)
+
+    def draw_rejected(self, users: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+        """``(len(users), k)`` proposal draws conditioned on not being in the user's train set."""
         if self.train is None:
             raise RuntimeError("NegativeSampler.bind(train) must be called before sample()")
-        users_rep = users[:, None].expand(-1, self.num_negatives).reshape(-1)
+        users_rep = users[:, None].expand(-1, k).reshape(-1)
         items = self.propose(users_rep.numel(), generator)
         todo = self.train.contains(users_rep, items, self._keys).nonzero().squeeze(1)
-        rounds = 0
-        while todo.numel():
-            rounds += 1
-            if rounds > MAX_REJECTION_ROUNDS:
-                raise RuntimeError(f"negative sampling did not converge after {MAX_REJECTION_ROUNDS} rounds")
+        for _ in range(MAX_REJECTION_ROUNDS):
+            if todo.numel() == 0:
+                break
             items[todo] = self.propose(todo.numel(), generator)
             todo = todo[self.train.contains(users_rep[todo], items[todo], self._keys)]
-        return items.view(-1, self.num_negatives)
+        if todo.numel():
+            items[todo] = self._draw_exact(users_rep[todo], generator)
+        return items.view(-1, k)
+
+    def _draw_exact(self, users: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One draw per user from the proposal with the user's positives zeroed (dense, chunked)."""
+        assert self.train is not None and self.num_items is not None
+        base = self.proposal_weights()
+        out = torch.empty(users.numel(), dtype=torch.int64)
+        chunk = max(1, _DENSE_FALLBACK_ELEMENTS // self.num_items)
+        for lo in range(0, users.numel(), chunk):
+            part = users[lo : lo + chunk]
+            weights = base.expand(part.numel(), -1).clone()
+            rows, items = self.train.gather_rows(part)
+            weights[rows, items] = 0.0
+            out[lo : lo + chunk] = torch.multinomial(weights, 1, generator=generator).squeeze(1)
+        return out
+
+    def shared_negatives(self, users: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """``n_sample`` proposal draws shared by the batch and the ``(B, S)`` mask of usable ones."""
+        if self.n_sample == 0:
+            return {}
+        shared = self.propose(self.n_sample, generator)
+        return {"neg_shared": shared, "neg_shared_mask": ~self._is_positive(users[:, None], shared[None, :])}
+
+    def _is_positive(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        if self.train is None:
+            raise RuntimeError("NegativeSampler.bind(train) must be called before drawing batch negatives")
+        return self.train.contains(users, items, self._keys)
+
+    def batch_negatives(
+        self, users: torch.Tensor, pos_items: torch.Tensor, generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        """Negatives of one BPR batch: ``neg_items`` ``(B, num_negatives)`` (+ shared extras)."""
+        return {"neg_items": self.sample(users, generator), **self.shared_negatives(users, generator)}
+
+    def _require_bound(self) -> None:
+        if self.num_items is None:
+            raise RuntimeError(f"{type(self).__name__}.bind(...) must be called before drawing")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_negatives={self.num_negatives}, n_sample={self.n_sample}, alpha={self.alpha})"
 
 
 class UniformNegativeSampler(NegativeSampler):
     """``sampler=uniform``: items uniform over the catalogue, rejecting train positives (LightGCN/NGCF)."""
+
+    def __init__(self, num_negatives: int = 1, n_sample: int = 0) -> None:
+        super().__init__(num_negatives=num_negatives, n_sample=n_sample, alpha=0.0)
+
+
+class PopularityNegativeSampler(NegativeSampler):
+    """``sampler=popularity``: ``P(i) ∝ count_i^alpha`` (train degree), rejecting train positives."""
+
+    def __init__(self, num_negatives: int = 1, alpha: float = 1.0, n_sample: int = 0) -> None:
+        super().__init__(num_negatives=num_negatives, n_sample=n_sample, alpha=alpha)
+
+
+class InBatchNegativeSampler(NegativeSampler):
+    """``sampler=in_batch``: the other rows' positives are row ``b``'s negatives (GRU4Rec, §3.3).
+
+    The batch gets ``neg_shared = [pos_items, n_sample extras ∝ count^alpha]`` and ``neg_shared_mask``
+    ``(B, B + n_sample)``: the diagonal (the row's own positive) and every entry that is one of the row's
+    train positives (the same item, or another positive of the same user) are masked out, not redrawn.
+    ``num_negatives=None`` keeps all ``B − 1`` other rows; ``k`` keeps ``k`` of them per row, chosen by ``k``
+    distinct random shifts ``(b + s) mod B`` shared by the batch.
+    """
+
+    def __init__(self, num_negatives: int | None = None, n_sample: int = 0, alpha: float = 0.0) -> None:
+        super().__init__(num_negatives=1 if num_negatives is None else num_negatives, n_sample=n_sample, alpha=alpha)
+        self.num_negatives = num_negatives
+
+    def sample(self, users: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Explicit per-row draws (used outside BPR batches): ``num_negatives`` (default 1) rejected draws."""
+        return self.draw_rejected(users, self.num_negatives or 1, generator)
+
+    def batch_negatives(
+        self, users: torch.Tensor, pos_items: torch.Tensor, generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        b = users.numel()
+        extras = self.propose(self.n_sample, generator)
+        shared = torch.cat([pos_items, extras])
+        rows = torch.arange(b)
+        if self.num_negatives is None or self.num_negatives >= b - 1:
+            others = rows[:, None] != rows[None, :]
+        else:
+            shifts = torch.randperm(b - 1, generator=generator)[: self.num_negatives] + 1
+            others = torch.zeros(b, b, dtype=torch.bool)
+            others[rows[:, None], (rows[:, None] + shifts[None, :]) % b] = True
+        usable = torch.cat([others, torch.ones(b, extras.numel(), dtype=torch.bool)], 1)
+        usable &= ~self._is_positive(users[:, None], shared[None, :])
+        return {"neg_shared": shared, "neg_shared_mask": usable}
+
+
+class HardNegativeSampler(NegativeSampler):
+    """``sampler=hard`` (dynamic negative sampling, Zhang et al. SIGIR'13; RecBole ``dynamic``).
+
+    The data path draws ``candidates`` (M) rejected proposals per negative, ``neg_candidates``
+    ``(B, num_negatives, M)``; the module scores them with the current embeddings and keeps the arg-max of
+    each ``(b, n)`` (:func:`select_hard_negatives`).
+    """
+
+    def __init__(self, num_negatives: int = 1, candidates: int = 16, alpha: float = 0.0, n_sample: int = 0) -> None:
+        super().__init__(num_negatives=num_negatives, n_sample=n_sample, alpha=alpha)
+        if candidates < 1:
+            raise ConfigError(f"sampler.candidates must be >= 1, got {candidates}")
+        self.candidates = int(candidates)
+
+    def batch_negatives(
+        self, users: torch.Tensor, pos_items: torch.Tensor, generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        cands = self.draw_rejected(users, self.num_negatives * self.candidates, generator)
+        return {
+            "neg_candidates": cands.view(-1, self.num_negatives, self.candidates),
+            **self.shared_negatives(users, generator),
+        }
+
+
+@torch.no_grad()
+def select_hard_negatives(
+    user_emb: torch.Tensor, item_emb: torch.Tensor, users: torch.Tensor, candidates: torch.Tensor
+) -> torch.Tensor:
+    """The highest-scoring candidate of every ``(b, n)``: ``argmax_m e_{u_b}ᵀ e_{c_bnm}`` → ``(B, n)``.
+
+    No gradient flows through the selection; ties go to the first candidate.
+    """
+    scores = torch.einsum("bd,bnmd->bnm", user_emb[users], item_emb[candidates])
+    best = scores.argmax(-1, keepdim=True)
+    return candidates.gather(-1, best).squeeze(-1)
 
 
 def distributed_rank_and_world() -> tuple[int, int]:
@@ -76,13 +321,15 @@ def distributed_rank_and_world() -> tuple[int, int]:
 
 
 class BPREpochSampler(Sampler):
-    """Yields one epoch of BPR training batches ``{users, pos_items, neg_items}``.
+    """Yields one epoch of BPR training batches ``{users, pos_items, <negatives>}``.
 
     The LightGCN protocol (algorithms.md §1.4): ``num_samples`` (default: number of train interactions)
-    users drawn uniformly with replacement among users that have train items, a uniform positive of each,
-    and negatives from ``negative_sampler``. The whole epoch is drawn in a few tensor ops from a generator
-    seeded by ``(seed, epoch)``; under DDP every rank draws the same epoch and keeps the disjoint slice
-    ``rank::world_size``. Used as the ``sampler`` of a DataLoader over :class:`PassThrough`.
+    users drawn uniformly with replacement among users that have train items and a uniform positive of each,
+    drawn in a few tensor ops from a generator seeded by ``(seed, epoch)``. Under DDP every rank draws the
+    same (users, positives) and keeps the disjoint slice ``rank::world_size``. The negatives are added per
+    yielded batch by ``negative_sampler.batch_negatives`` (in-batch negatives depend on the batch), from a
+    generator seeded by ``(seed, epoch, rank)``. Used as the ``sampler`` of a DataLoader over
+    :class:`PassThrough`.
     """
 
     def __init__(
@@ -117,24 +364,25 @@ class BPREpochSampler(Sampler):
         return math.ceil(self._local_count() / self.batch_size)
 
     def draw_epoch(self) -> dict[str, torch.Tensor]:
-        """The full epoch's triples (all ranks), deterministic in (seed, epoch)."""
+        """The full epoch's ``users`` and ``pos_items`` (all ranks), deterministic in (seed, epoch)."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         users = self.active_users[torch.randint(self.active_users.numel(), (self.num_samples,), generator=g)]
         start = self.train.indptr[users]
         deg = self.train.indptr[users + 1] - start
         offset = (torch.rand(self.num_samples, generator=g, dtype=torch.float64) * deg).long()
         pos = self.train.indices[start + offset]
-        neg = self.negative_sampler.sample(users, g)
-        return {"users": users, "pos_items": pos, "neg_items": neg}
+        return {"users": users, "pos_items": pos}
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         epoch = self.draw_epoch()
         rank, world = distributed_rank_and_world()
         if world > 1:
             epoch = {k: v[rank::world] for k, v in epoch.items()}
+        g = sampling_generator(self.seed, self.epoch, rank)
         n = epoch["users"].numel()
         for lo in range(0, n, self.batch_size):
-            yield {k: v[lo : lo + self.batch_size] for k, v in epoch.items()}
+            users, pos = epoch["users"][lo : lo + self.batch_size], epoch["pos_items"][lo : lo + self.batch_size]
+            yield {"users": users, "pos_items": pos, **self.negative_sampler.batch_negatives(users, pos, g)}
 
 
 class PassThrough(Dataset):

@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+from recsys.data.download import file_lock
 from recsys.data.interactions import GraphSplits
 from recsys.data.sources.base import GraphSource
 
@@ -41,8 +42,13 @@ def load_or_build(source: GraphSource, cache_dir: str | Path | None) -> GraphSpl
     if path.exists():
         log.info("Loading cached dataset %s", path)
         return GraphSplits.load(path)
-    log.info("Building dataset %s (cache miss: %s)", source.name, path.name)
-    splits = source.build()
-    splits.validate(source.name)
-    splits.save(path)
+    # one process builds (DDP ranks, parallel sweep jobs); the others wait for the lock, then load
+    with file_lock(path):
+        if path.exists():
+            log.info("Loading cached dataset %s (built by another process)", path)
+            return GraphSplits.load(path)
+        log.info("Building dataset %s (cache miss: %s)", source.name, path.name)
+        splits = source.build()
+        splits.validate(source.name)
+        splits.save(path)
     return splits

@@ -32,6 +32,8 @@ class UserItemCSR:
         """Build from (user, item) pairs; duplicates are dropped, rows sorted by item."""
         users = torch.as_tensor(users, dtype=torch.int64)
         items = torch.as_tensor(items, dtype=torch.int64)
+        if users.numel() and (users.min() < 0 or users.max() >= num_users or items.min() < 0 or items.max() >= num_items):
+            raise ValueError(f"user/item ids must lie in [0, {num_users}) x [0, {num_items})")
         keys = torch.unique(users * num_items + items)  # sorted, deduplicated
         rows = keys // num_items
         counts = torch.bincount(rows, minlength=num_users)

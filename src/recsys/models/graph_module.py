@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from recsys.data.interactions import DatasetInfo
-from recsys.losses import bpr_loss, embedding_l2
+from recsys.losses import bpr_loss, embedding_l2_sq
 from recsys.metrics import METRIC_NAMES
 from recsys.models.components.adjacency import SparseAdjacency
 from recsys.models.ranking_module import TopKRecommender
+from recsys.sampling import select_hard_negatives
 
 
 class GraphRecommender(TopKRecommender):
@@ -63,17 +64,14 @@ class GraphRecommender(TopKRecommender):
         return self.encoder(self.adjacency())
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        users, pos, neg = batch["users"], batch["pos_items"], batch["neg_items"]
+        users, pos = batch["users"], batch["pos_items"]
         user_emb, item_emb = self()
-        u, i, j = user_emb[users], item_emb[pos], item_emb[neg]
-        pos_scores = (u * i).sum(-1)
-        neg_scores = torch.einsum("bd,bnd->bn", u, j)
-        loss_bpr = bpr_loss(pos_scores, neg_scores)
-        if self.encoder.regularize_ego:
-            ego_u, ego_i = self.encoder.ego()
-            reg = embedding_l2(ego_u[users], ego_i[pos], ego_i[neg])
-        else:
-            reg = embedding_l2(u, i, j)
+        reg_user, reg_item = self.encoder.ego() if self.encoder.regularize_ego else (user_emb, item_emb)
+        u = user_emb[users]
+        pos_scores = (u * item_emb[pos]).sum(-1)
+        neg_scores, neg_mask, neg_sq = batch_negative_scores(batch, user_emb, item_emb, reg_item)
+        loss_bpr = bpr_loss(pos_scores, neg_scores, neg_mask)
+        reg = embedding_l2_sq(reg_user[users].pow(2).sum(-1), reg_item[pos].pow(2).sum(-1), neg_sq)
         loss = loss_bpr + self.reg_weight * reg
         size = users.numel()
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size)
@@ -94,3 +92,40 @@ class GraphRecommender(TopKRecommender):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(params=self.parameters())
+
+
+def batch_negative_scores(
+    batch: dict[str, torch.Tensor], user_emb: torch.Tensor, item_emb: torch.Tensor, reg_item: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Scores ``(B, N)`` and mask ``(B, N)`` (None = all valid) of a batch's negatives, and per row the mean
+    ``‖e_j‖²`` of the regularised embeddings (``reg_item``) of its valid negatives ``(B,)``.
+
+    Dispatches on the keys the negative sampler put in the batch (see :mod:`recsys.sampling`):
+    ``neg_items`` ``(B, n)`` per-row negatives; ``neg_candidates`` ``(B, n, M)`` → the best-scoring
+    candidate of each ``(b, n)`` (no gradient through the choice); ``neg_shared`` ``(S,)`` with
+    ``neg_shared_mask`` ``(B, S)``: negatives shared by the batch (in-batch, extra samples), scored as one
+    ``(B, d) @ (d, S)`` product.
+    """
+    users = batch["users"]
+    u = user_emb[users]
+    per_row = batch.get("neg_items")
+    if "neg_candidates" in batch:
+        per_row = select_hard_negatives(user_emb, item_emb, users, batch["neg_candidates"])
+    shared = batch.get("neg_shared")
+    if per_row is None and shared is None:
+        raise KeyError("a BPR batch needs neg_items, neg_candidates or neg_shared (see recsys.sampling)")
+    scores, sq_sum, count = [], 0.0, 0.0
+    if per_row is not None:
+        scores.append(torch.einsum("bd,bnd->bn", u, item_emb[per_row]))
+        sq_sum, count = reg_item[per_row].pow(2).sum((1, 2)), per_row.shape[1]
+    mask = None
+    if shared is not None:
+        shared_mask = batch["neg_shared_mask"]
+        scores.append(u @ item_emb[shared].T)
+        valid = shared_mask.to(reg_item.dtype)
+        sq_sum = sq_sum + valid @ reg_item[shared].pow(2).sum(-1)
+        count = count + valid.sum(1)
+        mask = shared_mask if per_row is None else torch.cat([torch.ones_like(per_row, dtype=torch.bool), shared_mask], 1)
+    neg_scores = scores[0] if len(scores) == 1 else torch.cat(scores, 1)
+    neg_sq = sq_sum / count.clamp(min=1) if torch.is_tensor(count) else sq_sum / count
+    return neg_scores, mask, neg_sq

@@ -1,0 +1,144 @@
+"""Speed and memory of the hot paths, one section per subcommand (numbers go to ``docs/benchmarks.md``).
+
+    python scripts/benchmark.py --list
+    python scripts/benchmark.py data-gowalla [--path ../shared/datasets/gowalla] [--repeat 3]
+
+Add a section with ``@section("name", "help")`` on a function ``(args) -> list[Row]``; its rows are printed as
+a Markdown table. Times are the best of ``--repeat`` runs (wall clock); peak memory is measured in a separate
+run with :mod:`tracemalloc` (Python and NumPy allocations of that phase, not the interpreter), and the
+process's peak RSS (``ru_maxrss``) is printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import platform
+import resource
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Row:
+    phase: str
+    seconds: float
+    peak_mib: float | None = None
+    note: str = ""
+
+
+SECTIONS: dict[str, tuple[str, Callable[[argparse.Namespace], list[Row]], Callable[[argparse.ArgumentParser], None]]] = {}
+
+
+def section(name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None] = lambda p: None):  # noqa: A002
+    """Register a benchmark section (a subcommand)."""
+
+    def register(fn: Callable[[argparse.Namespace], list[Row]]) -> Callable[[argparse.Namespace], list[Row]]:
+        SECTIONS[name] = (help, fn, arguments)
+        return fn
+
+    return register
+
+
+def measure(fn: Callable[[], Any], repeat: int, setup: Callable[[], None] = lambda: None) -> tuple[float, float, Any]:
+    """(best wall seconds over ``repeat`` runs, tracemalloc peak MiB of one more run, last result)."""
+    best = float("inf")
+    result = None
+    for _ in range(repeat):
+        setup()
+        gc.collect()
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+        del result
+    setup()
+    gc.collect()
+    tracemalloc.start()
+    result = fn()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return best, peak / 2**20, result
+
+
+def _gowalla_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--path", default=str(ROOT.parent / "shared" / "datasets" / "gowalla"),
+                   help="folder with train.txt/test.txt (default: ../shared/datasets/gowalla)")
+
+
+@section("data-gowalla", "Gowalla split files: parse, load from raw, write and load the cache", _gowalla_args)
+def bench_data_gowalla(args: argparse.Namespace) -> list[Row]:
+    from recsys.data import cache
+    from recsys.data.sources import files as files_mod
+    from recsys.data.sources.split_folder import SplitFolderSource, read_user_lines
+
+    source = SplitFolderSource(dataset="gowalla", path=args.path)
+    files = source.files()
+    rows = []
+    size_mib = (files["train.txt"].stat().st_size + files["test.txt"].stat().st_size) / 2**20
+
+    t, peak, _ = measure(lambda: read_user_lines(files["train.txt"]), args.repeat)
+    rows.append(Row("parse train.txt (vectorised)", t, peak, f"{files['train.txt'].stat().st_size / 2**20:.1f} MiB"))
+    t, peak, splits = measure(source.build, args.repeat)
+    rows.append(Row("load from raw (parse + preprocess)", t, peak,
+                    f"{size_mib:.1f} MiB; {len(splits.train[0]):,} train / {len(splits.test[0]):,} test"))
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "gowalla.npz"
+        t, peak, _ = measure(lambda: splits.save(target), args.repeat)
+        rows.append(Row("write cache (.npz, atomic)", t, peak, f"{target.stat().st_size / 2**20:.1f} MiB"))
+        cache_dir = Path(tmp) / "processed"
+        cache.load_or_build(source, cache_dir)
+
+        def forget_hashes() -> None:  # a new process would hash the files again
+            files_mod._HASH_MEMO.clear()
+
+        t, peak, _ = measure(lambda: cache.load_or_build(source, cache_dir), args.repeat, forget_hashes)
+        rows.append(Row("load from cache (sha256 of files + .npz)", t, peak))
+
+        def first_build() -> None:
+            forget_hashes()
+            for p in cache_dir.glob("*.npz"):
+                p.unlink()
+
+        t, peak, _ = measure(lambda: cache.load_or_build(source, cache_dir), args.repeat, first_build)
+        rows.append(Row("cache miss: fingerprint + build + write", t, peak))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--list", action="store_true", help="list the sections")
+    sub = parser.add_subparsers(dest="section")
+    for name, (help_text, _, arguments) in SECTIONS.items():
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--repeat", type=int, default=3, help="timed runs (best is reported)")
+        arguments(p)
+    args = parser.parse_args(argv)
+    if args.list or not args.section:
+        for name, (help_text, _, _) in SECTIONS.items():
+            print(f"{name:<20}{help_text}")
+        return
+    sys.path.insert(0, str(ROOT / "src"))
+    rows = SECTIONS[args.section][1](args)
+    import numpy
+
+    print(f"## {args.section}  (python {platform.python_version()}, numpy {numpy.__version__}, "
+          f"{platform.machine()}, best of {args.repeat})\n")
+    print("| phase | seconds | peak MiB (tracemalloc) | note |")
+    print("|---|---:|---:|---|")
+    for r in rows:
+        peak = f"{r.peak_mib:.0f}" if r.peak_mib is not None else ""
+        print(f"| {r.phase} | {r.seconds:.3f} | {peak} | {r.note} |")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(f"\nprocess peak RSS: {rss:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

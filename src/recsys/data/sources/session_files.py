@@ -1,0 +1,498 @@
+"""Readers of session click data (``data=rsc15``, ``yoochoose_raw``, ``diginetica``, ``csv_sessions``,
+``ml_1m_sessions``). A session source has ``name``, ``fingerprint()`` and ``build() -> SessionSplits``.
+
+Files are parsed by numpy's C reader (``np.loadtxt`` in chunks of rows, typed columns); nothing loops per
+line in Python unless a file is malformed, in which case the file is scanned once more to report the first
+bad line: ``DataError("<file>, line <n>: <what>; expected <format>")``. Missing files are downloaded (with a
+pinned checksum) when the source knows where from, else a :class:`DataError` says where to get them and to
+set ``data.path``.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import logging
+import os
+import warnings
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys.data.session_data import SessionSplits
+from recsys.data.session_preprocess import (
+    DAY,
+    SessionEvents,
+    SessionPreprocessing,
+    assemble_splits,
+    preprocess_sessions,
+    sessions_from_user_events,
+    split_codes,
+)
+from recsys.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+CHUNK_ROWS = 2_000_000
+TIME_FORMATS = ("unix", "unix_ms", "iso", "date")
+
+# GRU4Rec "prepared" RSC15 100k-click sample (rn5l/session-rec, bytes unchanged; see datasets README)
+RSC15_BASE_URL = (
+    "https://raw.githubusercontent.com/rn5l/session-rec/5dcd583cbd8d44703a5248b9a308945f24b91390/data/rsc15/prepared/"
+)
+RSC15_FILES = {
+    "yoochoose-clicks-100k_train_full.txt": "sha256:9842c90358298ee784fcf0c9dccb2eeb283ab04368e53bdeee896747f4c03e1e",
+    "yoochoose-clicks-100k_test.txt": "sha256:380410c606403531019e1ec0b4d192ef90492d594b9b5a91633b860618dd7136",
+    "yoochoose-clicks-100k_train_tr.txt": "sha256:fb4c6381c8e5bc4de51553cb1ed210fb4016c87d2425d58344cd6b19e81c133a",
+    "yoochoose-clicks-100k_train_valid.txt": "sha256:14fca72e690c19b0da391059b7cf2c1b611cddbd1248ce93578a039ddb26ea69",
+}
+ML1M_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
+ML1M_CHECKSUM = "md5:c4d9eecfca2ab87c1945afe126590906"
+
+
+# -- low-level parsing -----------------------------------------------------------------------------
+def _converter(dtype: str) -> Callable[[str], Any]:
+    if dtype.startswith("i"):
+        return int
+    if dtype.startswith("f"):
+        return float
+    if dtype.startswith("M8"):
+        return lambda s: np.datetime64(s.rstrip("Z"), "ms")
+    return str
+
+
+def _scan_for_error(
+    lines: Sequence[str], path: Path, delimiter: str, columns: Sequence[tuple[int, str]], first_line: int,
+    expected: str,
+) -> DataError:
+    """Error path only: the first line of ``lines`` that does not parse, as a :class:`DataError`."""
+    need = max(c for c, _ in columns) + 1
+    for k, line in enumerate(lines):
+        text = line.rstrip("\r\n")
+        if not text.strip():
+            continue
+        fields = text.split(delimiter)
+        where = f"{path}, line {first_line + k}"
+        if len(fields) < need:
+            return DataError(f"{where}: {len(fields)} field(s) {text[:80]!r}; expected {expected}")
+        for col, dtype in columns:
+            value = fields[col].strip().strip('"')
+            try:
+                _converter(dtype)(value)
+            except (ValueError, TypeError):
+                return DataError(f"{where}: field {col + 1} is {value!r}, not a valid {_kind(dtype)}; expected {expected}")
+    return DataError(f"{path}: could not be parsed; expected {expected}")
+
+
+def _kind(dtype: str) -> str:
+    return {"i": "integer", "f": "number", "M": "ISO timestamp"}.get(dtype[0], "value")
+
+
+def read_columns(
+    path: str | os.PathLike,
+    columns: Sequence[tuple[int, str]],
+    delimiter: str,
+    expected: str,
+    skip_lines: int = 0,
+    text: str | None = None,
+) -> list[np.ndarray]:
+    """Typed columns of a delimited text file, read in chunks of :data:`CHUNK_ROWS` rows by numpy's C reader.
+
+    ``columns``: ``(0-based column index, dtype)`` with dtype ``"i8"``, ``"f8"``, ``"U<n>"`` or ``"M8[ms]"``
+    (ISO timestamps, a trailing ``Z`` allowed; returned as float64 unix seconds). ``skip_lines`` header lines
+    are skipped; blank lines are ignored. ``text`` replaces the file's content (already decoded).
+    """
+    path = Path(path)
+    if text is None and not path.is_file():
+        raise DataError(f"{path}: file not found" + (" (it is a folder)" if path.is_dir() else ""))
+    order = sorted(range(len(columns)), key=lambda k: columns[k][0])
+    usecols = [columns[k][0] for k in order]
+    if len(set(usecols)) != len(usecols):
+        raise ConfigError(f"{path}: the same column is selected twice ({usecols})")
+    load_types = [("U40" if dt.startswith("M8") else dt) for _, dt in columns]
+    dtype = [(f"c{k}", load_types[k]) for k in order]
+    chunks: list[list[np.ndarray]] = [[] for _ in columns]
+    handle = io.StringIO(text) if text is not None else open(path, encoding="utf-8", errors="replace", newline=None)
+    with handle as f:
+        for _ in range(skip_lines):
+            f.readline()
+        line_no = skip_lines + 1
+        while True:
+            lines = list(itertools.islice(f, CHUNK_ROWS))
+            if not lines:
+                break
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
+                    table = np.loadtxt(lines, delimiter=delimiter, dtype=dtype, usecols=usecols, comments=None,
+                                       quotechar='"', ndmin=1)
+            except ValueError:
+                raise _scan_for_error(lines, path, delimiter, columns, line_no, expected) from None
+            for k in range(len(columns)):
+                values = table[f"c{k}"]
+                if columns[k][1].startswith("M8"):
+                    values = _iso_to_seconds(values, path, expected)
+                chunks[k].append(values)
+            line_no += len(lines)
+            if len(lines) < CHUNK_ROWS:
+                break
+    return [np.concatenate(c) if c else np.zeros(0) for c in chunks]
+
+
+def _iso_to_seconds(values: np.ndarray, path: Path, expected: str) -> np.ndarray:
+    stripped = np.char.rstrip(np.char.strip(values), "Z")
+    try:
+        stamps = stripped.astype("datetime64[ms]")
+    except ValueError:
+        for v in stripped.tolist():  # error path: find the bad value
+            try:
+                np.datetime64(v, "ms")
+            except ValueError:
+                raise DataError(f"{path}: {v!r} is not an ISO timestamp; expected {expected}") from None
+        raise
+    return stamps.astype(np.int64).astype(np.float64) / 1000.0
+
+
+def header_fields(path: Path, delimiter: str) -> list[str]:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found" + (" (it is a folder)" if path.is_dir() else ""))
+    with open(path, encoding="utf-8", errors="replace") as f:
+        first = f.readline().rstrip("\r\n")
+    return [h.strip().strip('"').lstrip("\ufeff") for h in first.split(delimiter)]
+
+
+def column_index(header: list[str], name: str | int, path: Path, key: str) -> int:
+    if isinstance(name, int):
+        if not 0 <= name < len(header):
+            raise ConfigError(f"{key}={name}: {path} has {len(header)} columns")
+        return name
+    if name not in header:
+        raise DataError(f"{path}, line 1: no column {name!r} in the header {header}; set {key} to one of them")
+    return header.index(name)
+
+
+def convert_times(values: np.ndarray, time_format: str, path: Path, expected: str) -> np.ndarray:
+    """Strings of a time column → float64 seconds."""
+    if time_format not in TIME_FORMATS:
+        raise ConfigError(f"data.source.time_format={time_format!r}; expected one of {TIME_FORMATS}")
+    if time_format in ("iso", "date"):
+        return _iso_to_seconds(values, path, expected)
+    try:
+        seconds = values.astype(np.float64)
+    except ValueError:
+        bad = next(v for v in values.tolist() if not _is_float(v))
+        raise DataError(f"{path}: time {bad!r} is not a number; expected {expected}") from None
+    return seconds / 1000.0 if time_format == "unix_ms" else seconds
+
+
+def _is_float(v: str) -> bool:
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False
+
+
+def file_fingerprint(path: Path) -> dict[str, Any]:
+    st = path.stat()
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _preprocessing(options: dict[str, Any] | SessionPreprocessing | None) -> SessionPreprocessing:
+    if isinstance(options, SessionPreprocessing):
+        return options
+    try:
+        return SessionPreprocessing(**dict(options or {}))
+    except TypeError as err:
+        raise ConfigError(f"data.source.preprocessing: {err}") from err
+
+
+def _resolve_file(path: str | os.PathLike, default_names: Sequence[str], what: str, hint: str) -> Path:
+    """``path`` itself if it is a file, else the first of ``default_names`` (glob patterns) in the folder."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        for pattern in default_names:
+            found = sorted(p.glob(pattern))
+            if found:
+                return found[0]
+    raise DataError(f"{p}: no {what} found (looked for {list(default_names)}). {hint}")
+
+
+# -- sources ---------------------------------------------------------------------------------------
+class PreparedSessionSource:
+    """``data=rsc15``: GRU4Rec "prepared" TSV files with header ``SessionId ItemId Time`` (integer ids,
+    time in unix seconds), already preprocessed and split (train / optional valid / test).
+
+    ``path`` is the folder holding the files. The default file names are the public 100k-click RSC15 sample
+    (``train_full`` → ``test``); missing files of that sample are downloaded with pinned sha256 checksums
+    when ``download`` is true. Test (and valid) events whose item is not in train are dropped.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        train: str = "yoochoose-clicks-100k_train_full.txt",
+        test: str = "yoochoose-clicks-100k_test.txt",
+        valid: str | None = None,
+        download: bool = True,
+        name: str = "rsc15",
+        session_key: str = "SessionId",
+        item_key: str = "ItemId",
+        time_key: str = "Time",
+        delimiter: str = "\t",
+    ) -> None:
+        self.path = Path(path)
+        self.files = {"train": train, "valid": valid, "test": test}
+        self.download = download
+        self.name = name
+        self.keys = (session_key, item_key, time_key)
+        self.delimiter = delimiter
+
+    def _file(self, split: str) -> Path | None:
+        fname = self.files[split]
+        if fname is None:
+            return None
+        p = self.path / fname
+        if p.is_file():
+            return p
+        if self.download and fname in RSC15_FILES:
+            from recsys.data.download import download
+
+            return download(RSC15_BASE_URL + fname, p, RSC15_FILES[fname])
+        raise DataError(
+            f"{p}: file not found. Point data.path at the folder holding the GRU4Rec prepared files "
+            f"(e.g. data.path=../shared/datasets/rsc15_100k) or set data.source.{split}=<file name>"
+        )
+
+    def fingerprint(self) -> dict[str, Any]:
+        files = {}
+        for split in ("train", "valid", "test"):
+            p = self._file(split)
+            files[split] = None if p is None else file_fingerprint(p)
+        return {"source": "prepared_sessions", "version": 1, "files": files, "keys": self.keys,
+                "delimiter": self.delimiter}
+
+    def read(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        p = self._file(split)
+        assert p is not None
+        header = header_fields(p, self.delimiter)
+        expected = f"{self.delimiter!r}-separated '{' '.join(self.keys)}' rows (integer ids, time in seconds)"
+        idx = [column_index(header, k, p, f"data.source.{n}") for k, n in
+               zip(self.keys, ("session_key", "item_key", "time_key"), strict=True)]
+        s, i, t = read_columns(p, [(idx[0], "i8"), (idx[1], "i8"), (idx[2], "f8")], self.delimiter, expected,
+                               skip_lines=1)
+        if len(i) == 0:
+            raise DataError(f"{p}: no events; expected {expected}")
+        return s, i, t
+
+    def build(self) -> SessionSplits:
+        names = [n for n in ("train", "valid", "test") if self.files[n] is not None]
+        parts = split_codes([self.read(n) for n in names], [str(self.path / self.files[n]) for n in names])
+        ev = dict(zip(names, parts, strict=True))
+        splits = assemble_splits(ev["train"], ev["test"], ev.get("valid"))
+        splits.meta.update({"source": self.name, "files": str(self.files)})
+        return splits
+
+
+class YoochooseClicksSource:
+    """``data=yoochoose_raw``: the raw RecSys Challenge 2015 ``yoochoose-clicks.dat`` (no header;
+    ``session,ISO timestamp,item,category``), preprocessed the GRU4Rec way (``preprocessing``).
+
+    The file is not redistributable: download it from the challenge's host and set ``data.path`` to the file
+    or its folder.
+    """
+
+    name = "yoochoose_raw"
+    expected = "'session,timestamp,item,category' rows (integer session and item, ISO timestamp)"
+
+    def __init__(self, path: str, preprocessing: dict[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        self.preprocessing = _preprocessing(preprocessing)
+
+    def _file(self) -> Path:
+        return _resolve_file(self.path, ["yoochoose-clicks.dat"], "yoochoose-clicks.dat",
+                             "Download the RecSys Challenge 2015 data and set data.path=/folder/or/yoochoose-clicks.dat")
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"source": self.name, "version": 1, "file": file_fingerprint(self._file()),
+                "preprocessing": self.preprocessing.as_dict()}
+
+    def build(self) -> SessionSplits:
+        p = self._file()
+        s, t, i = read_columns(p, [(0, "i8"), (1, "M8[ms]"), (2, "i8")], ",", self.expected)
+        if len(i) == 0:
+            raise DataError(f"{p}: no events; expected {self.expected}")
+        splits = preprocess_sessions(SessionEvents.from_ids(s, i, t, str(p)), self.preprocessing)
+        splits.meta["source"] = self.name
+        return splits
+
+
+class DigineticaSource:
+    """``data=diginetica``: CIKM Cup 2016 ``train-item-views.csv`` (``;``-separated, header
+    ``session_id;user_id;item_id;timeframe;eventdate``). Event time = ``eventdate`` (a day) + ``timeframe``
+    (ms since the session start); then the GRU4Rec preprocessing with a time split in days.
+
+    ``path``: the file, or a folder holding ``train-item-views.csv`` (or SR-GNN's ``sample_train-item-views.csv``).
+    """
+
+    name = "diginetica"
+    expected = "';'-separated 'session_id;user_id;item_id;timeframe;eventdate' rows"
+
+    def __init__(self, path: str, preprocessing: dict[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        self.preprocessing = _preprocessing(preprocessing)
+
+    def _file(self) -> Path:
+        return _resolve_file(self.path, ["train-item-views.csv", "*train-item-views.csv"], "train-item-views.csv",
+                             "Download the CIKM Cup 2016 (DIGINETICA) data and set data.path=/folder/or/file")
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"source": self.name, "version": 1, "file": file_fingerprint(self._file()),
+                "preprocessing": self.preprocessing.as_dict()}
+
+    def build(self) -> SessionSplits:
+        p = self._file()
+        header = header_fields(p, ";")
+        names = ("session_id", "item_id", "timeframe", "eventdate")
+        idx = [column_index(header, n, p, f"the {n} column") for n in names]
+        s, i, frame, date = read_columns(p, [(idx[0], "i8"), (idx[1], "i8"), (idx[2], "f8"), (idx[3], "M8[ms]")],
+                                         ";", self.expected, skip_lines=1)
+        if len(i) == 0:
+            raise DataError(f"{p}: no events; expected {self.expected}")
+        times = date + frame / 1000.0
+        splits = preprocess_sessions(SessionEvents.from_ids(s, i, times, str(p)), self.preprocessing)
+        splits.meta["source"] = self.name
+        return splits
+
+
+class CsvSessionSource:
+    """``data=csv_sessions``: any delimited file with a column mapping.
+
+    Either a session column, or (``session_column: null``) a user column whose time-ordered events are cut
+    into sessions after ``session_gap`` seconds of inactivity. Columns are header names (``header: true``)
+    or 0-based indices. ``time_format``: ``unix`` (seconds), ``unix_ms``, ``iso`` (``2014-04-07T10:51:09.277Z``)
+    or ``date`` (``2016-05-09``). Then the GRU4Rec preprocessing (``preprocessing``).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        item_column: str | int = "item_id",
+        time_column: str | int = "timestamp",
+        session_column: str | int | None = "session_id",
+        user_column: str | int | None = None,
+        session_gap: float | None = None,
+        delimiter: str = ",",
+        header: bool = True,
+        time_format: str = "unix",
+        preprocessing: dict[str, Any] | None = None,
+        name: str = "csv_sessions",
+    ) -> None:
+        if time_format not in TIME_FORMATS:
+            raise ConfigError(f"data.source.time_format={time_format!r}; expected one of {TIME_FORMATS}")
+        if session_column is None and (user_column is None or session_gap is None):
+            raise ConfigError(
+                "data.source: give session_column, or user_column and session_gap (seconds of inactivity "
+                "that end a session)"
+            )
+        if not delimiter or len(delimiter) > 2:
+            raise ConfigError(f"data.source.delimiter must be one or two characters, got {delimiter!r}")
+        self.path = Path(path)
+        self.columns = {"session": session_column, "user": user_column, "item": item_column, "time": time_column}
+        self.session_gap = session_gap
+        self.delimiter = delimiter
+        self.header = header
+        self.time_format = time_format
+        self.preprocessing = _preprocessing(preprocessing)
+        self.name = name
+
+    def fingerprint(self) -> dict[str, Any]:
+        if not self.path.is_file():
+            raise DataError(f"{self.path}: file not found; set data.path=/path/to/file.csv")
+        return {"source": "csv_sessions", "version": 1, "file": file_fingerprint(self.path), "columns": self.columns,
+                "session_gap": self.session_gap, "delimiter": self.delimiter, "header": self.header,
+                "time_format": self.time_format, "preprocessing": self.preprocessing.as_dict()}
+
+    def read_events(self) -> SessionEvents:
+        p = self.path
+        text = None
+        delimiter = self.delimiter
+        if len(delimiter) == 2:  # e.g. MovieLens '::': numpy's reader needs one character
+            text = p.read_text(encoding="utf-8", errors="replace").replace(delimiter, "\t") if p.is_file() else None
+            delimiter = "\t"
+        header = header_fields(p, self.delimiter) if self.header else None
+        keys = ["session" if self.columns["session"] is not None else "user", "item", "time"]
+        idx = []
+        for key in keys:
+            col = self.columns[key]
+            if header is None:
+                if not isinstance(col, int):
+                    raise ConfigError(f"data.source.{key}_column={col!r}: without a header, columns are 0-based indices")
+                idx.append(col)
+            else:
+                idx.append(column_index(header, col, p, f"data.source.{key}_column"))
+        expected = f"{self.delimiter!r}-separated rows with {keys[0]}, item and time ({self.time_format}) columns"
+        who, items, times = read_columns(p, [(idx[0], "U64"), (idx[1], "U64"), (idx[2], "U40")], delimiter, expected,
+                                         skip_lines=1 if self.header else 0, text=text)
+        if len(items) == 0:
+            raise DataError(f"{p}: no events; expected {expected}")
+        seconds = convert_times(times, self.time_format, p, expected)
+        if keys[0] == "user":
+            who = sessions_from_user_events(who, seconds, float(self.session_gap))
+        return SessionEvents.from_ids(who, items, seconds, str(p))
+
+    def build(self) -> SessionSplits:
+        splits = preprocess_sessions(self.read_events(), self.preprocessing)
+        splits.meta["source"] = self.name
+        return splits
+
+
+class MovieLensSessionSource(CsvSessionSource):
+    """``data=ml_1m_sessions``: MovieLens-1M ``ratings.dat`` (``UserID::MovieID::Rating::Timestamp``) cut into
+    sessions by an inactivity gap, so GRU4Rec can run on user–item data. ``path``: a folder holding
+    ``ratings.dat`` (or ``ml-1m/ratings.dat``); when missing and ``download`` is true, ``ml-1m.zip`` is
+    downloaded into it (pinned md5) and ``ratings.dat`` extracted."""
+
+    def __init__(self, path: str, session_gap: float = 3600.0, download: bool = True,
+                 preprocessing: dict[str, Any] | None = None) -> None:
+        self.folder = Path(path)
+        self.download = download
+        super().__init__(path=str(self.folder / "ratings.dat"), item_column=1, time_column=3, session_column=None,
+                         user_column=0, session_gap=session_gap, delimiter="::", header=False, time_format="unix",
+                         preprocessing=preprocessing, name="ml_1m_sessions")
+
+    def _ensure_file(self) -> None:
+        for candidate in (self.folder / "ratings.dat", self.folder / "ml-1m" / "ratings.dat"):
+            if candidate.is_file():
+                self.path = candidate
+                return
+        if not self.download:
+            raise DataError(f"{self.folder}: no ratings.dat (MovieLens-1M); set data.path or data.source.download=true")
+        from recsys.data.download import download
+
+        archive = download(ML1M_URL, self.folder / "ml-1m.zip", ML1M_CHECKSUM)
+        with zipfile.ZipFile(archive) as z:
+            data = z.read("ml-1m/ratings.dat")
+        from recsys.data.interactions import atomic_write
+
+        atomic_write(self.folder / "ratings.dat", lambda f: f.write(data))
+        self.path = self.folder / "ratings.dat"
+
+    def fingerprint(self) -> dict[str, Any]:
+        self._ensure_file()
+        return super().fingerprint()
+
+    def build(self) -> SessionSplits:
+        self._ensure_file()
+        return super().build()
+
+
+__all__ = [
+    "DAY", "CsvSessionSource", "DigineticaSource", "MovieLensSessionSource", "PreparedSessionSource",
+    "YoochooseClicksSource", "read_columns",
+]

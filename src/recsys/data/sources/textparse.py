@@ -1,0 +1,128 @@
+"""Vectorised parsing of whitespace-separated non-negative integers (no Python loop per token or line).
+
+The file's bytes are viewed as a ``uint8`` array; digit runs are found with one ``diff``; their values are
+accumulated digit place by digit place (a loop over at most 18 places, each a vector operation over all
+tokens); each token's line is a ``searchsorted`` into the newline positions. Any byte that is neither a digit
+nor a separator is reported with its file, 1-based line and token.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from recsys.errors import DataError
+
+MAX_DIGITS = 18  # fits int64
+
+
+@dataclass
+class IntTokens:
+    """Every integer token of a file: its value and its 0-based line index."""
+
+    values: np.ndarray  # int64
+    line: np.ndarray  # int64, 0-based physical line of each token
+    num_lines: int
+
+    def tokens_per_line(self) -> np.ndarray:
+        return np.bincount(self.line, minlength=self.num_lines)
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found" + (" (it is a folder)" if path.is_dir() else ""))
+    return path.read_bytes()
+
+
+def _line_of(buf: np.ndarray, pos: int) -> int:
+    return int(np.count_nonzero(buf[:pos] == 10)) + 1
+
+
+def _token_around(buf: np.ndarray, pos: int, separators: bytes) -> str:
+    stop = set(separators) | {10}
+    start, end = pos, pos
+    while start > 0 and buf[start - 1] not in stop:
+        start -= 1
+    while end < len(buf) and buf[end] not in stop and end - pos < 40:
+        end += 1
+    return bytes(buf[start:end]).decode("utf-8", errors="replace")
+
+
+def parse_int_tokens(raw: bytes, origin: str | os.PathLike, expected: str, separators: bytes = b" \t\r") -> IntTokens:
+    """All non-negative integer tokens of ``raw`` (separated by ``separators``, lines by ``\\n``).
+
+    Raises :class:`DataError` naming ``origin``, the line and the token for a negative id, a non-integer
+    token or an id too large for int64; ``expected`` describes the format in the message.
+    """
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    allowed = np.zeros(256, dtype=bool)
+    allowed[48:58] = True
+    allowed[10] = True
+    allowed[list(separators)] = True
+    ok = allowed[buf]
+    if not ok.all():
+        pos = int(np.argmin(ok))
+        token = _token_around(buf, pos, separators)
+        what = "negative id" if token.startswith("-") and token[1:].isdigit() else "non-integer token"
+        raise DataError(f"{origin}, line {_line_of(buf, pos)}: {what} {token!r}; expected {expected}")
+    digits = buf - np.uint8(48)  # uint8 arithmetic: separators wrap to values > 9
+    is_digit = (digits < 10).view(np.int8)
+    edges = np.diff(is_digit, prepend=np.int8(0), append=np.int8(0))
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1)
+    del edges, is_digit
+    lengths = ends - starts
+    if len(lengths) and lengths.max() > MAX_DIGITS:
+        k = int(np.argmax(lengths))
+        raise DataError(f"{origin}, line {_line_of(buf, int(starts[k]))}: id with {int(lengths[k])} digits is too "
+                        f"large; expected {expected}")
+    values = np.zeros(len(starts), dtype=np.int64)
+    active = np.arange(len(starts))
+    for place in range(int(lengths.max()) if len(lengths) else 0):
+        active = active[lengths[active] > place]
+        values[active] = values[active] * 10 + digits[starts[active] + place]
+    newlines = np.flatnonzero(buf == 10)
+    num_lines = len(newlines) + (1 if len(buf) and buf[-1] != 10 else 0)
+    line = np.searchsorted(newlines, starts)
+    return IntTokens(values=values, line=line.astype(np.int64), num_lines=num_lines)
+
+
+def first_token_flags(tokens: IntTokens) -> np.ndarray:
+    """``True`` for the first token of every non-empty line."""
+    first = np.ones(len(tokens.line), dtype=bool)
+    first[1:] = tokens.line[1:] != tokens.line[:-1]
+    return first
+
+
+def parse_columns(
+    raw: bytes, origin: str | os.PathLike, num_columns: int | tuple[int, ...], expected: str,
+    separators: bytes = b" \t\r",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a file with a fixed number of integer columns (blank lines skipped).
+
+    Returns ``(table (rows, columns) int64, 0-based line of every row)``; a row with another count of
+    tokens raises :class:`DataError` naming its line. ``num_columns`` may list several accepted counts (the
+    first ``min(num_columns)`` columns are returned).
+    """
+    accepted = (num_columns,) if isinstance(num_columns, int) else tuple(num_columns)
+    tokens = parse_int_tokens(raw, origin, expected, separators)
+    per_line = tokens.tokens_per_line()
+    nonblank = per_line > 0
+    bad = nonblank & ~np.isin(per_line, accepted)
+    if bad.any():
+        line = int(np.argmax(bad))
+        raise DataError(f"{origin}, line {line + 1}: {int(per_line[line])} fields; expected {expected}")
+    width = min(accepted)
+    counts = per_line[nonblank]
+    if len(counts) == 0:
+        return np.zeros((0, width), dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if (counts == counts[0]).all():
+        table = tokens.values.reshape(-1, int(counts[0]))[:, :width]
+    else:
+        starts = np.cumsum(counts) - counts
+        table = tokens.values[starts[:, None] + np.arange(width)[None, :]]
+    return table, np.flatnonzero(nonblank)

@@ -1,0 +1,57 @@
+"""Helpers for integration tests: run the root scripts as subprocesses with tiny budgets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# a small version of the embedded default: seconds per run on 2 CPU cores
+TINY_DATA = [
+    "data.source.num_users=300",
+    "data.source.num_items=200",
+    "data.source.max_interactions=40",
+]
+# for eval.py (no callbacks group); TRAIN_QUIET for train.py
+QUIET = ["extras.print_config=false", "trainer.enable_progress_bar=false"]
+TRAIN_QUIET = [*QUIET, "~callbacks.progress_bar"]
+
+
+def run_script(script: str, *overrides: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``python <script> <overrides>`` from the repository root; return the completed process."""
+    full_env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled"), "HYDRA_FULL_ERROR": "1"}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *overrides],
+        cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def check(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    if proc.returncode != 0:
+        pytest.fail(f"exit code {proc.returncode}\nSTDOUT:\n{proc.stdout[-4000:]}\nSTDERR:\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture
+def tiny_train_args(tmp_path: Path) -> list[str]:
+    """Overrides for a seconds-long training run writing into tmp_path."""
+    return [
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        *TINY_DATA,
+        *TRAIN_QUIET,
+        "trainer.max_epochs=3",
+        "trainer.check_val_every_n_epoch=1",
+        "model.embedding_dim=16",
+    ]

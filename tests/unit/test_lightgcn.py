@@ -1,0 +1,350 @@
+"""LightGCN encoder and adjacency builders against dense numpy/torch formulas (algorithms.md §1.1–1.3)."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+from recsys.data.interactions import DatasetInfo, UserItemCSR
+from recsys.models.components.adjacency import (
+    random_walk_adjacency,
+    symmetric_norm_adjacency,
+)
+from recsys.models.components.lightgcn import LightGCNEncoder
+from recsys.models.graph_module import GraphRecommender
+
+# 3 users, 4 items; item 3 has no interaction (degree 0)
+TINY_PAIRS = [(0, 0), (0, 1), (1, 1), (1, 2), (2, 0)]
+TINY_M, TINY_N = 3, 4
+
+
+def csr_from(pairs, num_users, num_items) -> UserItemCSR:
+    u = torch.tensor([p[0] for p in pairs], dtype=torch.long)
+    i = torch.tensor([p[1] for p in pairs], dtype=torch.long)
+    return UserItemCSR.from_pairs(u, i, num_users, num_items)
+
+
+def dense_bipartite(pairs, num_users, num_items) -> np.ndarray:
+    n = num_users + num_items
+    a = np.zeros((n, n))
+    for u, i in pairs:
+        a[u, num_users + i] = 1.0
+        a[num_users + i, u] = 1.0
+    return a
+
+
+def dense_sym_norm(a: np.ndarray) -> np.ndarray:
+    deg = a.sum(1)
+    d = np.zeros_like(deg)
+    d[deg > 0] = deg[deg > 0] ** -0.5
+    return d[:, None] * a * d[None, :]
+
+
+def random_pairs(seed: int, num_users: int, num_items: int, n: int):
+    rng = np.random.default_rng(seed)
+    users, items = rng.integers(0, num_users, n), rng.integers(0, num_items, n)
+    return sorted({(int(u), int(i)) for u, i in zip(users, items, strict=True)})
+
+
+def dense_lightgcn(a_hat: np.ndarray, e0: np.ndarray, alphas) -> np.ndarray:
+    out = np.zeros_like(e0)
+    x = e0
+    for k, alpha in enumerate(alphas):
+        if k:
+            x = a_hat @ x
+        out = out + alpha * x
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- adjacency
+def test_symmetric_norm_adjacency_tiny_graph_by_hand():
+    adj = symmetric_norm_adjacency(csr_from(TINY_PAIRS, TINY_M, TINY_N))
+    got = adj.to_dense().double().numpy()
+    # degrees: users (2, 2, 1); items (2, 2, 1, 0)
+    want = np.zeros((7, 7))
+    deg = {0: 2, 1: 2, 2: 1, 3: 2, 4: 2, 5: 1, 6: 0}
+    for u, i in TINY_PAIRS:
+        want[u, 3 + i] = want[3 + i, u] = 1 / np.sqrt(deg[u] * deg[3 + i])
+    np.testing.assert_allclose(got, want, atol=1e-7)
+    np.testing.assert_allclose(got, dense_sym_norm(dense_bipartite(TINY_PAIRS, TINY_M, TINY_N)), atol=1e-7)
+    assert np.all(np.diag(got) == 0)  # no self-loops
+    assert np.all(got[6] == 0) and np.all(got[:, 6] == 0)  # isolated item
+    np.testing.assert_allclose(adj.matrix_t.to_dense().numpy(), got.T, atol=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_symmetric_norm_adjacency_random_graph(seed):
+    m, n = 9, 13
+    pairs = random_pairs(seed, m, n, 30)
+    got = symmetric_norm_adjacency(csr_from(pairs, m, n)).to_dense().double().numpy()
+    np.testing.assert_allclose(got, dense_sym_norm(dense_bipartite(pairs, m, n)), atol=1e-7)
+
+
+def test_symmetric_norm_adjacency_with_self_loops():
+    pairs = TINY_PAIRS
+    got = symmetric_norm_adjacency(csr_from(pairs, TINY_M, TINY_N), self_loops=True).to_dense().double().numpy()
+    a = dense_bipartite(pairs, TINY_M, TINY_N) + np.eye(7)
+    np.testing.assert_allclose(got, dense_sym_norm(a), atol=1e-7)
+
+
+@pytest.mark.parametrize("self_loops", [True, False])
+def test_random_walk_adjacency(self_loops):
+    m, n = 6, 8
+    pairs = random_pairs(3, m, n, 15)
+    adj = random_walk_adjacency(csr_from(pairs, m, n), self_loops=self_loops)
+    a = dense_bipartite(pairs, m, n) + (np.eye(m + n) if self_loops else 0)
+    deg = a.sum(1, keepdims=True)
+    want = np.divide(a, deg, out=np.zeros_like(a), where=deg > 0)
+    got = adj.to_dense().double().numpy()
+    np.testing.assert_allclose(got, want, atol=1e-7)
+    np.testing.assert_allclose(adj.matrix_t.to_dense().double().numpy(), want.T, atol=1e-7)
+
+
+def test_csr_matmul_backward_uses_transpose_on_non_symmetric_matrix():
+    """D̃⁻¹(A+I) is not symmetric: dL/dx must be Aᵀ g (a missing transpose would pass on a symmetric Â)."""
+    m, n = 5, 7
+    pairs = random_pairs(4, m, n, 14)
+    adj = random_walk_adjacency(csr_from(pairs, m, n))
+    dense = adj.to_dense()
+    assert not torch.allclose(dense, dense.T)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(m + n, 3, generator=g, requires_grad=True)
+    r = torch.randn(m + n, 3, generator=g)
+    y = adj @ x
+    torch.testing.assert_close(y, dense @ x.detach())
+    (y * r).sum().backward()
+    torch.testing.assert_close(x.grad, dense.T @ r)
+
+
+def test_edge_dropout():
+    m, n = 20, 25
+    pairs = random_pairs(5, m, n, 150)
+    adj = symmetric_norm_adjacency(csr_from(pairs, m, n))
+    assert adj.edge_dropout(0.0) is adj
+    dropped = adj.edge_dropout(0.5, generator=torch.Generator().manual_seed(0))
+    again = adj.edge_dropout(0.5, generator=torch.Generator().manual_seed(0))
+    other = adj.edge_dropout(0.5, generator=torch.Generator().manual_seed(1))
+    orig = adj.to_dense()
+    new = dropped.to_dense()
+    kept = new != 0
+    # every kept entry is the original scaled by 1/(1-p) = 2; no entry appears where there was none
+    torch.testing.assert_close(new[kept], 2 * orig[kept])
+    assert torch.all(orig[kept] != 0)
+    frac = kept.sum().item() / (orig != 0).sum().item()
+    assert 0.35 < frac < 0.65
+    assert 0 < kept.sum() < (orig != 0).sum()
+    # transpose consistent with the dropped matrix (not the original one)
+    assert torch.equal(dropped.matrix_t.to_dense(), new.T)
+    assert torch.equal(again.to_dense(), new)
+    assert not torch.equal(other.to_dense(), new)
+    # the original is untouched
+    assert torch.equal(adj.to_dense(), orig)
+    # matmul and its backward through the dropped matrix
+    x = torch.randn(m + n, 4, requires_grad=True)
+    r = torch.randn(m + n, 4)
+    y = dropped @ x
+    torch.testing.assert_close(y, new @ x.detach())
+    (y * r).sum().backward()
+    torch.testing.assert_close(x.grad, new.T @ r)
+
+
+def test_with_values_and_to_keep_pattern():
+    adj = symmetric_norm_adjacency(csr_from(TINY_PAIRS, TINY_M, TINY_N))
+    ones = adj.with_values(torch.ones_like(adj.values))
+    np.testing.assert_array_equal(ones.to_dense().numpy(), dense_bipartite(TINY_PAIRS, TINY_M, TINY_N))
+    assert adj.to("cpu") is adj
+
+
+# ---------------------------------------------------------------------------------------------- encoder
+@pytest.mark.parametrize("num_layers", [0, 1, 2, 3])
+def test_forward_equals_dense_mean_of_powers(num_layers):
+    m, n = 8, 11
+    pairs = random_pairs(num_layers, m, n, 30)
+    torch.manual_seed(num_layers)
+    enc = LightGCNEncoder(m, n, embedding_dim=5, num_layers=num_layers)
+    adj = enc.build_adjacency(csr_from(pairs, m, n))
+    users, items = enc(adj)
+    assert users.shape == (m, 5) and items.shape == (n, 5)
+    e0 = torch.cat(enc.ego()).detach().double().numpy()
+    a_hat = dense_sym_norm(dense_bipartite(pairs, m, n))
+    want = dense_lightgcn(a_hat, e0, [1 / (num_layers + 1)] * (num_layers + 1))
+    got = torch.cat([users, items]).detach().double().numpy()
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    if num_layers == 0:  # matrix factorisation: the ego embeddings themselves
+        assert torch.equal(users, enc.user_embedding.weight) and torch.equal(items, enc.item_embedding.weight)
+
+
+def test_learned_layer_weights():
+    m, n, k = 8, 11, 3
+    pairs = random_pairs(7, m, n, 30)
+    torch.manual_seed(0)
+    mean_enc = LightGCNEncoder(m, n, embedding_dim=4, num_layers=k, layer_weights="mean")
+    learned = LightGCNEncoder(m, n, embedding_dim=4, num_layers=k, layer_weights="learned")
+    learned.load_state_dict(mean_enc.state_dict(), strict=False)
+    adj = learned.build_adjacency(csr_from(pairs, m, n))
+    # at init: uniform weights → same output as "mean"
+    torch.testing.assert_close(learned.layer_weights(), torch.full((k + 1,), 0.25))
+    for a, b in zip(learned(adj), mean_enc(adj), strict=True):
+        torch.testing.assert_close(a, b)
+
+    r = torch.randn(m + n, 4, generator=torch.Generator().manual_seed(1))
+    loss = (torch.cat(learned(adj)) * r).sum() + torch.cat(learned(adj)).pow(2).sum()
+    loss.backward()
+    assert learned.layer_logits.grad is not None
+    assert learned.layer_logits.grad.abs().max() > 1e-6
+    torch.optim.SGD([learned.layer_logits], lr=1.0).step()
+
+    alphas = learned.layer_weights().detach()
+    assert float(alphas.sum()) == pytest.approx(1.0, abs=1e-6)
+    assert torch.all(alphas > 0)
+    assert not torch.allclose(alphas, torch.full((k + 1,), 0.25))
+    with torch.no_grad():
+        got = torch.cat(learned(adj)).double().numpy()
+        ref_mean = torch.cat(mean_enc(adj)).double().numpy()
+    e0 = torch.cat(learned.ego()).detach().double().numpy()
+    a_hat = dense_sym_norm(dense_bipartite(pairs, m, n))
+    soft = np.exp(learned.layer_logits.detach().double().numpy())
+    soft /= soft.sum()
+    np.testing.assert_allclose(got, dense_lightgcn(a_hat, e0, soft), atol=1e-6)
+    assert np.abs(got - ref_mean).max() > 1e-5
+
+
+@pytest.mark.parametrize("num_layers", [1, 3])
+def test_gradients_match_dense_autograd(num_layers):
+    m, n = 7, 9
+    pairs = random_pairs(11, m, n, 25)
+    torch.manual_seed(2)
+    enc = LightGCNEncoder(m, n, embedding_dim=3, num_layers=num_layers)
+    adj = enc.build_adjacency(csr_from(pairs, m, n))
+    r = torch.randn(m + n, 3, generator=torch.Generator().manual_seed(3))
+    loss = (torch.cat(enc(adj)) * r).sum() + torch.cat(enc(adj))[:m].pow(2).sum()
+    loss.backward()
+
+    dense = torch.from_numpy(dense_sym_norm(dense_bipartite(pairs, m, n)))
+    e0 = torch.cat(enc.ego()).detach().double().clone().requires_grad_(True)
+    x, out = e0, e0 / (num_layers + 1)
+    for _ in range(num_layers):
+        x = dense @ x
+        out = out + x / (num_layers + 1)
+    ref_loss = (out * r.double()).sum() + out[:m].pow(2).sum()
+    ref_loss.backward()
+    torch.testing.assert_close(enc.user_embedding.weight.grad.double(), e0.grad[:m], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(enc.item_embedding.weight.grad.double(), e0.grad[m:], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("num_layers", [0, 1, 2, 3])
+def test_gradient_reaches_ego_embeddings_three_hops_away(num_layers):
+    """Path graph u0 – i0 – u1 – i1: a loss on item i1's output reaches user u0's ego embedding only
+    through three propagation steps."""
+    pairs = [(0, 0), (1, 0), (1, 1)]
+    enc = LightGCNEncoder(2, 2, embedding_dim=3, num_layers=num_layers)
+    adj = enc.build_adjacency(csr_from(pairs, 2, 2))
+    _, items = enc(adj)
+    items[1].sum().backward()
+    grad_u0 = enc.user_embedding.weight.grad[0]
+    if num_layers >= 3:
+        # Â³ entry (i1, u0) = Â(i1,u1) Â(u1,i0) Â(i0,u0) = 1/√2 · 1/2 · 1/√2 = 1/4; α_3 = 1/4
+        torch.testing.assert_close(grad_u0, torch.full((3,), 0.25 * 0.25))
+    else:
+        assert grad_u0 is None or torch.all(grad_u0 == 0)
+
+
+def test_encoder_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        LightGCNEncoder(2, 2, num_layers=-1)
+    with pytest.raises(ValueError):
+        LightGCNEncoder(2, 2, layer_weights="max")
+    with pytest.raises(ValueError):
+        LightGCNEncoder(2, 2, edge_dropout=1.0)
+
+
+def test_edge_dropout_only_in_training_mode():
+    m, n = 6, 7
+    pairs = random_pairs(2, m, n, 20)
+    enc = LightGCNEncoder(m, n, embedding_dim=3, num_layers=2, edge_dropout=0.5)
+    adj = enc.build_adjacency(csr_from(pairs, m, n))
+    enc.eval()
+    e0 = torch.cat(enc.ego()).detach().double().numpy()
+    want = dense_lightgcn(dense_sym_norm(dense_bipartite(pairs, m, n)), e0, [1 / 3] * 3)
+    with torch.no_grad():
+        np.testing.assert_allclose(torch.cat(enc(adj)).double().numpy(), want, atol=1e-6)
+        enc.train()
+        torch.manual_seed(0)
+        assert not np.allclose(torch.cat(enc(adj)).double().numpy(), want, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- GraphRecommender
+def _softplus(x: np.ndarray) -> np.ndarray:
+    return np.logaddexp(0.0, x)
+
+
+@pytest.mark.parametrize("num_negatives", [1, 3])
+def test_graph_recommender_training_step_loss(monkeypatch, num_negatives):
+    m, n, dim, k, reg_weight = 6, 9, 4, 2, 0.1
+    pairs = random_pairs(8, m, n, 22)
+    train = csr_from(pairs, m, n)
+    info = DatasetInfo(num_users=m, num_items=n, train=train)
+    torch.manual_seed(0)
+    model = GraphRecommender(
+        info,
+        encoder=functools.partial(LightGCNEncoder),
+        optimizer=functools.partial(torch.optim.Adam, lr=1e-3),
+        reg_weight=reg_weight,
+        topk=(2, 5),
+        embedding_dim=dim,
+        num_layers=k,
+    )
+    logged: dict[str, float] = {}
+    monkeypatch.setattr(model, "log", lambda name, value, **kw: logged.__setitem__(name, float(value.detach())))
+    g = torch.Generator().manual_seed(1)
+    b = 5
+    batch = {
+        "users": torch.randint(m, (b,), generator=g),
+        "pos_items": torch.randint(n, (b,), generator=g),
+        "neg_items": torch.randint(n, (b, num_negatives), generator=g),
+    }
+    loss = model.training_step(batch, 0)
+
+    e0 = torch.cat(model.encoder.ego()).detach().double().numpy()
+    final = dense_lightgcn(dense_sym_norm(dense_bipartite(pairs, m, n)), e0, [1 / (k + 1)] * (k + 1))
+    uf, itf = final[:m], final[m:]
+    u, p, ng = batch["users"].numpy(), batch["pos_items"].numpy(), batch["neg_items"].numpy()
+    pos = np.sum(uf[u] * itf[p], axis=1)
+    neg = np.einsum("bd,bnd->bn", uf[u], itf[ng])
+    bpr = np.mean(_softplus(neg - pos[:, None]))
+    eu, ei = e0[:m], e0[m:]
+    # LightGCN L2 on ego rows, negatives' squared norms averaged over the negatives
+    reg = 0.5 * (np.sum(eu[u] ** 2) + np.sum(ei[p] ** 2) + np.sum(ei[ng] ** 2) / num_negatives) / b
+    if num_negatives == 1:
+        reg_direct = sum(
+            0.5 * (eu[u[r]] @ eu[u[r]] + ei[p[r]] @ ei[p[r]] + ei[ng[r, 0]] @ ei[ng[r, 0]]) for r in range(b)
+        ) / b
+        assert reg == pytest.approx(reg_direct)
+    assert float(loss.detach()) == pytest.approx(bpr + reg_weight * reg, rel=1e-5, abs=1e-7)
+    assert logged["train/bpr"] == pytest.approx(bpr, rel=1e-5, abs=1e-7)
+    assert logged["train/loss"] == pytest.approx(float(loss.detach()), rel=1e-6)
+    # the loss is differentiable w.r.t. the ego embeddings
+    loss.backward()
+    assert model.encoder.user_embedding.weight.grad.abs().sum() > 0
+    opt = model.configure_optimizers()
+    assert isinstance(opt, torch.optim.Adam)
+
+
+def test_graph_recommender_scoring_is_inner_product_of_propagated_embeddings():
+    m, n = 5, 8
+    pairs = random_pairs(9, m, n, 18)
+    info = DatasetInfo(num_users=m, num_items=n, train=csr_from(pairs, m, n))
+    model = GraphRecommender(info, encoder=LightGCNEncoder, optimizer=torch.optim.Adam,
+                             topk=(3,), embedding_dim=3, num_layers=2)
+    model.prepare_scoring()
+    users = torch.tensor([4, 0, 2])
+    got = model.score_users(users).double().numpy()
+    e0 = torch.cat(model.encoder.ego()).detach().double().numpy()
+    final = dense_lightgcn(dense_sym_norm(dense_bipartite(pairs, m, n)), e0, [1 / 3] * 3)
+    np.testing.assert_allclose(got, final[[4, 0, 2]] @ final[m:].T, atol=1e-6)
+    model.finish_scoring()
+    with pytest.raises(AssertionError):
+        model.score_users(users)

@@ -1,0 +1,255 @@
+"""NGCF encoder against a dense re-implementation of its formulas (algorithms.md §2), and BPR-MF."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from recsys.data.interactions import DatasetInfo, UserItemCSR
+from recsys.data.synthetic import generate_synthetic_graph
+from recsys.errors import ConfigError
+from recsys.models.components.lightgcn import LightGCNEncoder
+from recsys.models.components.ngcf import NGCFEncoder
+from recsys.models.graph_module import GraphRecommender
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+# a tiny bipartite graph: 4 users, 5 items; item 4 and user 3 have a single edge each
+PAIRS = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 3), (2, 0), (2, 2), (2, 3), (2, 4), (3, 4)]
+M, N = 4, 5
+
+
+def tiny_csr() -> UserItemCSR:
+    u, i = zip(*PAIRS, strict=True)
+    return UserItemCSR.from_pairs(torch.tensor(u), torch.tensor(i), M, N)
+
+
+def dense_adjacency() -> torch.Tensor:
+    """A = [[0, R], [Rᵀ, 0]] in float64, built independently of the library."""
+    a = torch.zeros(M + N, M + N, dtype=torch.float64)
+    for u, i in PAIRS:
+        a[u, M + i] = a[M + i, u] = 1.0
+    return a
+
+
+def dense_operator(adj_norm: str) -> torch.Tensor:
+    a = dense_adjacency()
+    eye = torch.eye(M + N, dtype=torch.float64)
+    if adj_norm == "rw_self_loop":  # D~^-1 (A + I)
+        a_i = a + eye
+        return a_i / a_i.sum(1, keepdim=True)
+    if adj_norm == "sym":  # D^-1/2 A D^-1/2
+        d = a.sum(1).rsqrt()
+        return d[:, None] * a * d[None, :]
+    a_i = a + eye  # sym_self_loop: D~^-1/2 (A + I) D~^-1/2
+    d = a_i.sum(1).rsqrt()
+    return d[:, None] * a_i * d[None, :]
+
+
+def dense_ngcf(enc: NGCFEncoder, adj_norm: str, bias: bool, per_branch: bool, normalize: bool) -> torch.Tensor:
+    """The layer formulas written out with dense float64 matrices, one node at a time where possible."""
+    op = dense_operator(adj_norm)
+    eye = torch.eye(M + N, dtype=torch.float64)
+    e = torch.cat([enc.user_embedding.weight, enc.item_embedding.weight]).double()
+    out = [e]
+    for layer in enc.layers:
+        w1, w2 = layer.w1.double(), layer.w2.double()
+        b1 = layer.b1.double() if bias else 0.0
+        b2 = layer.b2.double() if bias else 0.0
+        if adj_norm == "sym":  # paper Eq. 7: (L + I) E W1 + (L E ⊙ E) W2
+            s = (op + eye) @ e @ w1 + b1
+            b = ((op @ e) * e) @ w2 + b2
+        else:  # official code: S = L̂ E; S W1 + (E ⊙ S) W2
+            side = op @ e
+            s = side @ w1 + b1
+            b = (e * side) @ w2 + b2
+        lrelu = lambda x: torch.where(x > 0, x, 0.2 * x)  # noqa: E731
+        e = lrelu(s) + lrelu(b) if per_branch else lrelu(s + b)
+        out.append(e / e.norm(dim=1, keepdim=True) if normalize else e)
+    return torch.cat(out, 1)
+
+
+OPTIONS = list(itertools.product(["rw_self_loop", "sym", "sym_self_loop"], [True, False], [True, False], [True, False]))
+
+
+@pytest.mark.parametrize(("adj_norm", "bias", "per_branch", "normalize"), OPTIONS)
+def test_layers_match_dense_formula(adj_norm: str, bias: bool, per_branch: bool, normalize: bool) -> None:
+    torch.manual_seed(0)
+    enc = NGCFEncoder(
+        M, N, embedding_dim=6, layer_sizes=[5, 4], adj_norm=adj_norm, bias=bias,
+        activation_per_branch=per_branch, normalize_layers=normalize, node_dropout=0.3, message_dropout=0.3,
+    ).eval()
+    adj = enc.build_adjacency(tiny_csr())
+    torch.testing.assert_close(adj.to_dense().double(), dense_operator(adj_norm), rtol=1e-6, atol=1e-7)
+    users, items = enc(adj)
+    expected = dense_ngcf(enc, adj_norm, bias, per_branch, normalize)
+    assert users.shape == (M, 6 + 5 + 4) and items.shape == (N, 15) and enc.output_dim == 15
+    torch.testing.assert_close(torch.cat([users, items]).double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_sym_differs_from_code_form_in_the_bi_term() -> None:
+    """Guard: the paper form must not accidentally use (L + I)E inside the element-wise product."""
+    torch.manual_seed(0)
+    enc = NGCFEncoder(M, N, embedding_dim=4, num_layers=1, adj_norm="sym").eval()
+    adj = enc.build_adjacency(tiny_csr())
+    e = torch.cat(enc.ego()).double()
+    op = dense_operator("sym")
+    wrong_bi = (((op + torch.eye(M + N, dtype=torch.float64)) @ e) * e) @ enc.layers[0].w2.double()
+    right = dense_ngcf(enc, "sym", True, True, True)
+    users, items = enc(adj)
+    got = torch.cat([users, items]).double()
+    torch.testing.assert_close(got, right, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(wrong_bi, ((op @ e) * e) @ enc.layers[0].w2.double())
+
+
+def test_next_layer_gets_unnormalised_output() -> None:
+    """With normalize_layers the stored layer-1 block is normalised but layer 2 is fed the raw output."""
+    torch.manual_seed(1)
+    enc = NGCFEncoder(M, N, embedding_dim=4, num_layers=2, normalize_layers=True).eval()
+    adj = enc.build_adjacency(tiny_csr())
+    users, items = enc(adj)
+    blocks = torch.cat([users, items]).split([4, 4, 4], dim=1)
+    torch.testing.assert_close(blocks[1].norm(dim=1), torch.ones(M + N))
+    torch.testing.assert_close(blocks[2].norm(dim=1), torch.ones(M + N))
+    # feeding the *normalised* layer-1 output to layer 2 would give a different result
+    op = dense_operator("rw_self_loop").float()
+    x1n = blocks[1]
+    side = op @ x1n
+    l2 = enc.layers[1]
+    wrong = F.leaky_relu(side @ l2.w1 + l2.b1, 0.2) + F.leaky_relu((x1n * side) @ l2.w2 + l2.b2, 0.2)
+    assert not torch.allclose(F.normalize(wrong, dim=1), blocks[2], atol=1e-4)
+
+
+@pytest.mark.parametrize(("sizes", "bias"), [([64, 64, 64], True), ([64, 64, 64], False), ([32, 16], True), ([], True)])
+def test_parameter_count_matches_formula(sizes: list[int], bias: bool) -> None:
+    m, n, d = 30, 20, 64
+    enc = NGCFEncoder(m, n, embedding_dim=d, layer_sizes=sizes, bias=bias)
+    dims = [d, *sizes]
+    expected = (m + n) * d + sum(2 * dims[k] * dims[k + 1] + (2 * dims[k + 1] if bias else 0) for k in range(len(sizes)))
+    assert sum(p.numel() for p in enc.parameters()) == expected
+
+
+def test_num_layers_and_layer_sizes() -> None:
+    assert NGCFEncoder(5, 5, embedding_dim=8, num_layers=4).layer_sizes == [8, 8, 8, 8]
+    assert NGCFEncoder(5, 5, embedding_dim=8, num_layers=3, layer_sizes=[8, 4]).layer_sizes == [8, 4]
+    enc = NGCFEncoder(5, 5, num_layers=2, message_dropout=[0.1, 0.2])
+    assert enc.message_dropout == [0.1, 0.2]
+    with pytest.raises(ConfigError, match="message_dropout"):
+        NGCFEncoder(5, 5, num_layers=3, message_dropout=[0.1, 0.2])
+    with pytest.raises(ConfigError, match="adj_norm"):
+        NGCFEncoder(5, 5, adj_norm="mean")
+    with pytest.raises(ConfigError, match="node_dropout"):
+        NGCFEncoder(5, 5, node_dropout=1.0)
+
+
+def test_dropout_only_in_training() -> None:
+    torch.manual_seed(0)
+    enc = NGCFEncoder(M, N, embedding_dim=8, num_layers=3, node_dropout=0.3, message_dropout=0.3)
+    adj = enc.build_adjacency(tiny_csr())
+    enc.eval()
+    a, b = torch.cat(enc(adj)), torch.cat(enc(adj))
+    assert torch.equal(a, b)
+    no_dropout = NGCFEncoder(M, N, embedding_dim=8, num_layers=3, node_dropout=0.0, message_dropout=0.0)
+    no_dropout.load_state_dict(enc.state_dict())
+    torch.testing.assert_close(torch.cat(no_dropout.eval()(adj)), a)
+    enc.train()
+    c, d = torch.cat(enc(adj)), torch.cat(enc(adj))
+    assert not torch.allclose(c, d)
+    assert not torch.allclose(c, a)
+    # layer 0 (the ego block) is never dropped
+    torch.testing.assert_close(c[:, :8], a[:, :8])
+
+
+def test_node_dropout_is_rescaled_entry_dropout() -> None:
+    """In training, layer 1 equals the dense formula on L̂ with entries dropped and scaled by 1/(1-p)."""
+    torch.manual_seed(0)
+    p = 0.5
+    enc = NGCFEncoder(M, N, embedding_dim=4, num_layers=1, node_dropout=p, message_dropout=0.0).train()
+    adj = enc.build_adjacency(tiny_csr())
+    torch.manual_seed(123)
+    got = torch.cat(enc(adj))
+    torch.manual_seed(123)
+    keep = torch.rand(adj.values.shape) >= p  # the same draw as SparseAdjacency.edge_dropout
+    dropped = torch.zeros(M + N, M + N)
+    dropped[adj.rows, adj.cols] = adj.values * keep / (1 - p)
+    e = torch.cat(enc.ego())
+    side = dropped @ e
+    layer = enc.layers[0]
+    x = F.leaky_relu(side @ layer.w1 + layer.b1, 0.2) + F.leaky_relu((e * side) @ layer.w2 + layer.b2, 0.2)
+    torch.testing.assert_close(got, torch.cat([e, F.normalize(x, dim=1)], 1), rtol=1e-5, atol=1e-6)
+
+
+def test_mf_config_is_lightgcn_with_zero_layers() -> None:
+    cfg = OmegaConf.load(CONFIGS / "model" / "mf.yaml")
+    info = DatasetInfo(M, N, tiny_csr())
+    torch.manual_seed(0)
+    mf = instantiate(cfg, info=info, _convert_="object")
+    assert isinstance(mf, GraphRecommender) and type(mf.encoder) is LightGCNEncoder
+    assert mf.encoder.num_layers == 0 and mf.encoder.regularize_ego
+    # same weights → same embeddings as a LightGCN encoder with 0 layers, and plain dot-product scores
+    lgn = LightGCNEncoder(M, N, embedding_dim=cfg.embedding_dim, num_layers=0)
+    lgn.load_state_dict(mf.encoder.state_dict())
+    u, i = mf()
+    u2, i2 = lgn(mf.adjacency())
+    assert torch.equal(u, u2) and torch.equal(i, i2)
+    assert torch.equal(u, mf.encoder.user_embedding.weight)
+    mf.prepare_scoring()
+    torch.testing.assert_close(mf.score_users(torch.arange(M)), u @ i.T)
+    mf.finish_scoring()
+
+
+def test_ngcf_config_instantiates_with_official_defaults() -> None:
+    cfg = OmegaConf.load(CONFIGS / "model" / "ngcf.yaml")
+    model = instantiate(cfg, info=DatasetInfo(M, N, tiny_csr()), _convert_="object")
+    enc = model.encoder
+    assert isinstance(enc, NGCFEncoder) and not enc.regularize_ego
+    assert enc.layer_sizes == [64, 64, 64] and enc.adj_norm == "rw_self_loop" and enc.activation_per_branch
+    assert enc.node_dropout == 0.1 and enc.message_dropout == [0.1, 0.1, 0.1]
+    assert model.reg_weight == 1e-5 and model.optimizer_factory.keywords["lr"] == 1e-4
+    assert model.encoder.user_embedding.weight.shape == (M, 64)
+    cfg.layer_sizes = [32, 16]
+    assert instantiate(cfg, info=DatasetInfo(M, N, tiny_csr()), _convert_="object").encoder.output_dim == 112
+
+
+def _tiny_batches(info: DatasetInfo, batch: int, steps: int, seed: int = 0):
+    """BPR triples drawn independently of the library's samplers (uniform negatives, rejection)."""
+    g = torch.Generator().manual_seed(seed)
+    users, items = info.train.pairs()
+    dense = torch.zeros(info.num_users, info.num_items, dtype=torch.bool)
+    dense[users, items] = True
+    for _ in range(steps):
+        idx = torch.randint(users.numel(), (batch,), generator=g)
+        u, i = users[idx], items[idx]
+        j = torch.randint(info.num_items, (batch,), generator=g)
+        bad = dense[u, j]
+        while bad.any():
+            j[bad] = torch.randint(info.num_items, (int(bad.sum()),), generator=g)
+            bad = dense[u, j]
+        yield u, i, j
+
+
+@pytest.mark.parametrize("model_name", ["ngcf", "mf"])
+def test_loss_decreases_on_tiny_dataset(model_name: str) -> None:
+    splits = generate_synthetic_graph(num_users=80, num_items=60, min_interactions=5, max_interactions=20, seed=3)
+    info = DatasetInfo(splits.num_users, splits.num_items, splits.csr("train"))
+    cfg = OmegaConf.load(CONFIGS / "model" / f"{model_name}.yaml")
+    cfg.optimizer.lr = 0.01
+    torch.manual_seed(0)
+    model = instantiate(cfg, info=info, _convert_="object")
+    model.train()
+    opt = model.configure_optimizers()
+    losses = []
+    for u, i, j in _tiny_batches(info, batch=64, steps=60):
+        loss = model.training_step({"users": u, "pos_items": i, "neg_items": j[:, None]}, 0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < 0.8 * first, (first, last)

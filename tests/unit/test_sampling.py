@@ -1,0 +1,230 @@
+"""Negative samplers and the BPR epoch sampler (algorithms.md §1.4), against python-set references and
+hand-computed chi-square statistics (no scipy)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import recsys.sampling as sampling
+from recsys.data.interactions import UserItemCSR
+from recsys.errors import ConfigError, DataError
+from recsys.sampling import BPREpochSampler, UniformNegativeSampler
+
+
+def random_graph(seed: int, num_users: int, num_items: int):
+    """Every user has 1 .. num_items-1 distinct train items (so a negative always exists)."""
+    rng = np.random.default_rng(seed)
+    sets = []
+    for _ in range(num_users):
+        deg = int(rng.integers(1, num_items))
+        sets.append({int(i) for i in rng.choice(num_items, size=deg, replace=False)})
+    u = torch.tensor([uu for uu, s in enumerate(sets) for _ in s])
+    i = torch.tensor([ii for s in sets for ii in sorted(s)])
+    return UserItemCSR.from_pairs(u, i, num_users, num_items), sets
+
+
+def csr_from_sets(sets, num_items):
+    u = torch.tensor([uu for uu, s in enumerate(sets) for _ in s], dtype=torch.long)
+    i = torch.tensor([ii for s in sets for ii in sorted(s)], dtype=torch.long)
+    return UserItemCSR.from_pairs(u, i, len(sets), num_items)
+
+
+def chi_square(counts: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.sum((counts - expected) ** 2 / expected))
+
+
+def generous_critical(df: int) -> float:
+    """mean + 7 standard deviations of χ²(df): far beyond the 0.999 quantile, far below a real bias."""
+    return df + 7 * math.sqrt(2 * df)
+
+
+# ---------------------------------------------------------------------------------------------- negatives
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("num_negatives", [1, 5])
+def test_negatives_never_train_positives(seed, num_negatives):
+    num_users, num_items = 15 + seed, 12 + 3 * seed
+    train, sets = random_graph(seed, num_users, num_items)
+    sampler = UniformNegativeSampler(num_negatives).bind(train)
+    g = torch.Generator().manual_seed(seed)
+    users = torch.randint(num_users, (400,), generator=g)
+    neg = sampler.sample(users, g)
+    assert neg.shape == (400, num_negatives)
+    assert neg.dtype == torch.int64
+    assert neg.min() >= 0 and neg.max() < num_items
+    for u, row in zip(users.tolist(), neg.tolist(), strict=True):
+        assert not set(row) & sets[u]
+
+
+def test_negatives_for_nearly_full_user():
+    # user 0 has every item but one: the only valid negative is item 7
+    num_items = 20
+    sets = [set(range(num_items)) - {7}, {0}]
+    sampler = UniformNegativeSampler(3).bind(csr_from_sets(sets, num_items))
+    neg = sampler.sample(torch.tensor([0, 0, 1]), torch.Generator().manual_seed(0))
+    assert neg[:2].eq(7).all()
+    assert not (neg[2] == 0).any()
+
+
+def test_negatives_uniform_over_non_positives():
+    num_items = 30
+    positives = {0, 3, 4, 5, 11, 12, 20, 21, 22, 29}
+    sets = [positives, {1, 2}, {5}]
+    sampler = UniformNegativeSampler(2).bind(csr_from_sets(sets, num_items))
+    draws = sampler.sample(torch.zeros(10_000, dtype=torch.long), torch.Generator().manual_seed(123)).reshape(-1)
+    counts = np.bincount(draws.numpy(), minlength=num_items)
+    assert counts[sorted(positives)].sum() == 0
+    allowed = np.array(sorted(set(range(num_items)) - positives))
+    observed = counts[allowed].astype(float)
+    expected = np.full(len(allowed), draws.numel() / len(allowed))
+    assert chi_square(observed, expected) < generous_critical(len(allowed) - 1)
+    # total-variation distance to uniform, also small
+    assert 0.5 * np.abs(observed / observed.sum() - 1 / len(allowed)).sum() < 0.03
+
+
+def test_sample_before_bind_and_bad_config():
+    with pytest.raises(RuntimeError):
+        UniformNegativeSampler().sample(torch.tensor([0]), torch.Generator())
+    with pytest.raises(ConfigError):
+        UniformNegativeSampler(0)
+
+
+def test_bind_rejects_user_with_every_item():
+    sets = [{0, 1}, {0, 1, 2, 3}, {2}]
+    with pytest.raises(DataError, match="user 1"):
+        UniformNegativeSampler().bind(csr_from_sets(sets, 4))
+
+
+# ---------------------------------------------------------------------------------------------- BPR epochs
+def skewed_graph():
+    """user 0: 50 items; users 1..9: one item each; user 10: none (never drawn)."""
+    num_items = 60
+    sets = [set(range(50))] + [{50 + u} for u in range(9)] + [set()]
+    return csr_from_sets(sets, num_items), sets
+
+
+def collect(sampler: BPREpochSampler) -> dict[str, torch.Tensor]:
+    batches = list(iter(sampler))
+    return {k: torch.cat([b[k] for b in batches]) for k in ("users", "pos_items", "neg_items")}
+
+
+def test_users_uniform_over_active_users_not_degree():
+    train, sets = skewed_graph()
+    neg = UniformNegativeSampler().bind(train)
+    sampler = BPREpochSampler(train, neg, batch_size=4096, seed=3, num_samples=20_000)
+    users = collect(sampler)["users"].numpy()
+    counts = np.bincount(users, minlength=len(sets))
+    assert counts[10] == 0  # user without train items
+    observed = counts[:10].astype(float)
+    expected = np.full(10, len(users) / 10)
+    assert chi_square(observed, expected) < generous_critical(9)
+    # degree-proportional sampling would give user 0 about 50/59 of the draws
+    assert counts[0] / len(users) < 0.15
+
+
+def test_positives_are_train_positives_and_uniform_within_user():
+    train, sets = skewed_graph()
+    neg = UniformNegativeSampler(2).bind(train)
+    sampler = BPREpochSampler(train, neg, batch_size=1000, seed=0, num_samples=30_000)
+    ep = collect(sampler)
+    for u, p, n in zip(ep["users"].tolist(), ep["pos_items"].tolist(), ep["neg_items"].tolist(), strict=True):
+        assert p in sets[u]
+        assert not set(n) & sets[u]
+    assert ep["neg_items"].shape == (30_000, 2)
+    pos0 = ep["pos_items"][ep["users"] == 0].numpy()
+    counts = np.bincount(pos0, minlength=50)[:50].astype(float)
+    assert chi_square(counts, np.full(50, len(pos0) / 50)) < generous_critical(49)
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 64, 1000])
+def test_epoch_size_and_len(batch_size):
+    train, sets = random_graph(2, 25, 17)
+    neg = UniformNegativeSampler().bind(train)
+    sampler = BPREpochSampler(train, neg, batch_size=batch_size, seed=1)
+    batches = list(iter(sampler))
+    assert len(sampler) == math.ceil(train.nnz / batch_size) == len(batches)
+    assert sum(b["users"].numel() for b in batches) == train.nnz
+    assert all(b["users"].numel() == batch_size for b in batches[:-1])
+    for b in batches:
+        assert set(b) == {"users", "pos_items", "neg_items"}
+        assert b["neg_items"].shape == (b["users"].numel(), 1)
+        for u, p in zip(b["users"].tolist(), b["pos_items"].tolist(), strict=True):
+            assert p in sets[u]
+
+
+def test_determinism_in_seed_and_epoch():
+    train, _ = random_graph(4, 20, 15)
+
+    def make(seed):
+        return BPREpochSampler(train, UniformNegativeSampler().bind(train), batch_size=16, seed=seed)
+
+    a, b = make(5), make(5)
+    a.set_epoch(3)
+    b.set_epoch(3)
+    ea, eb = list(iter(a)), list(iter(b))
+    assert len(ea) == len(eb)
+    for x, y in zip(ea, eb, strict=True):
+        for k in x:
+            assert torch.equal(x[k], y[k])
+    # iterating twice in the same epoch gives the same epoch
+    assert all(torch.equal(x["users"], y["users"]) for x, y in zip(ea, list(iter(a)), strict=True))
+    b.set_epoch(4)
+    assert not torch.equal(collect(a)["users"], collect(b)["users"])
+    c = make(6)
+    c.set_epoch(3)
+    assert not torch.equal(collect(a)["users"], collect(c)["users"])
+
+
+def _pairs(ep: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.stack([ep["users"], ep["pos_items"]], 1)
+
+
+def _sorted_rows(rows: torch.Tensor) -> np.ndarray:
+    arr = rows.numpy()
+    return arr[np.lexsort(arr.T[::-1])]
+
+
+@pytest.mark.parametrize("num_samples", [None, 101])
+def test_ddp_sharding(monkeypatch, num_samples):
+    """Every rank draws the same epoch of (user, positive) and keeps the slice rank::2; negatives are drawn
+    per rank (sampling_generator(seed, epoch, rank)), so only their validity is checked across ranks."""
+    train, sets = random_graph(6, 30, 20)
+    neg = UniformNegativeSampler(2).bind(train)
+    sampler = BPREpochSampler(train, neg, batch_size=8, seed=2, num_samples=num_samples)
+    sampler.set_epoch(1)
+    n = num_samples or train.nnz
+    full = collect(sampler)
+    full_pairs = _pairs(full)
+    assert full_pairs.shape[0] == n
+
+    lengths, shard_pairs = [], []
+    for rank in (0, 1):
+        monkeypatch.setattr(sampling, "distributed_rank_and_world", lambda rank=rank: (rank, 2))
+        lengths.append(len(sampler))
+        batches = list(iter(sampler))
+        assert len(batches) == lengths[-1]
+        ep = {k: torch.cat([b[k] for b in batches]) for k in ("users", "pos_items", "neg_items")}
+        assert ep["neg_items"].shape == (ep["users"].numel(), 2)
+        for u, row in zip(ep["users"].tolist(), ep["neg_items"].tolist(), strict=True):
+            assert not set(row) & sets[u]
+        shard_pairs.append(_pairs(ep))
+    # each rank keeps the disjoint index slice rank::2 of the same epoch
+    assert torch.equal(shard_pairs[0], full_pairs[0::2])
+    assert torch.equal(shard_pairs[1], full_pairs[1::2])
+    assert shard_pairs[0].shape[0] + shard_pairs[1].shape[0] == n
+    assert lengths == [math.ceil(len(range(r, n, 2)) / 8) for r in (0, 1)]
+    # the union (as a multiset of (user, positive)) is the single-process epoch
+    np.testing.assert_array_equal(_sorted_rows(torch.cat(shard_pairs)), _sorted_rows(full_pairs))
+
+
+def test_epoch_sampler_errors():
+    train, _ = random_graph(0, 5, 6)
+    neg = UniformNegativeSampler().bind(train)
+    with pytest.raises(ConfigError):
+        BPREpochSampler(train, neg, batch_size=0)
+    empty = UserItemCSR.from_pairs(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), 3, 4)
+    with pytest.raises(DataError):
+        BPREpochSampler(empty, UniformNegativeSampler().bind(empty), batch_size=4)
