@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recsys.builders import build_datamodule, build_model
 from recsys.errors import ConfigError
+from recsys.utils.ddp import ResetMetricStates
 from recsys.utils.devices import resolve_trainer_config
 from recsys.utils.instantiators import instantiate_loggers
 from recsys.utils.run import run_task, write_metrics
@@ -42,7 +43,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(run_cfg)
     model = build_model(run_cfg, datamodule)
     loggers = instantiate_loggers(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(trainer_cfg, logger=loggers or False, callbacks=[])
+    trainer: pl.Trainer = instantiate(trainer_cfg, logger=loggers or False, callbacks=[ResetMetricStates()])
     start = time.perf_counter()
     trainer.test(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}

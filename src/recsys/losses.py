@@ -40,3 +40,68 @@ def embedding_l2_sq(user_sq: torch.Tensor, pos_sq: torch.Tensor, neg_sq: torch.T
     the number of negatives; with ``n`` explicit negatives it equals :func:`embedding_l2`.
     """
     return 0.5 * (user_sq.sum() + pos_sq.sum() + neg_sq.sum()) / user_sq.shape[0]
+
+
+# -- GRU4Rec losses (algorithms.md §3.4) -------------------------------------------------------------
+# ``scores`` is the (b, C) matrix O of a session-parallel step: row r is lane r, column r its target (the
+# diagonal), the other columns the other lanes' targets followed by the n_sample extra negatives shared by
+# the mini-batch. Every function returns the per-row losses (b,); the module sums them and divides by the
+# configured batch size, as the official code does.
+
+
+def _diagonal(scores: torch.Tensor) -> torch.Tensor:
+    return scores.diagonal()[:, None]
+
+
+def softmax_over_negatives(scores: torch.Tensor) -> torch.Tensor:
+    """``s_bj = exp(o_bj) / Σ_{k≠b} exp(o_bk)`` for ``j ≠ b`` and ``s_bb = 0`` (the positive left out)."""
+    eye = torch.eye(scores.shape[0], scores.shape[1], dtype=torch.bool, device=scores.device)
+    return scores.masked_fill(eye, -torch.inf).softmax(1)
+
+
+def session_xe_loss(scores: torch.Tensor, log_q: torch.Tensor | None = None, logq: float = 0.0) -> torch.Tensor:
+    """Cross-entropy over the ``C`` columns: ``−log softmax(o_b − logq · log Q)_b``.
+
+    ``log_q`` ``(C,)``: log of the sampling probability of every column (GRU4Rec: ``Q = supp(i)`` for the
+    in-batch targets, ``supp(i)^alpha`` for the extra samples); applied only when ``logq > 0``.
+    """
+    if log_q is not None and logq > 0:
+        scores = scores - logq * log_q[None, :]
+    return -scores.log_softmax(1).diagonal()
+
+
+def bpr_max_loss(scores: torch.Tensor, bpreg: float = 1.0, elu_param: float = 0.0) -> torch.Tensor:
+    """BPR-max: ``−log Σ_{j≠b} s_bj σ(o_bb − o_bj) + bpreg · Σ_{j≠b} s_bj o_bj²`` with ``s`` the softmax over
+    the row's negatives; the scores first go through ``ELU(elu_param)`` when ``elu_param > 0`` (the final
+    activation of the official BPR-max configurations)."""
+    if scores.shape[1] < 2:
+        return scores.sum(1) * 0.0
+    if elu_param > 0:
+        scores = F.elu(scores, alpha=elu_param)
+    s = softmax_over_negatives(scores)
+    ranked = (torch.sigmoid(_diagonal(scores) - scores) * s).sum(1)
+    return -torch.log(ranked + 1e-24) + bpreg * (s * scores.pow(2)).sum(1)
+
+
+def top1_loss(scores: torch.Tensor) -> torch.Tensor:
+    """TOP1 (Theano GRU4Rec): ``mean_j [σ(o_bj − o_bb) + σ(o_bj²)] − σ(o_bb²) / C`` (the mean runs over all C
+    columns; the last term removes the positive's own regularisation term)."""
+    pos = _diagonal(scores)
+    return (torch.sigmoid(scores - pos) + torch.sigmoid(scores.pow(2))).mean(1) - torch.sigmoid(pos.squeeze(1).pow(2)) / scores.shape[1]
+
+
+def session_bpr_loss(scores: torch.Tensor) -> torch.Tensor:
+    """BPR over the session-parallel score matrix (Theano GRU4Rec): ``mean_j −log σ(o_bb − o_bj)`` over all C
+    columns (the diagonal adds the constant ``log 2 / C``)."""
+    return -F.logsigmoid(_diagonal(scores) - scores).mean(1)
+
+
+def top1_max_loss(scores: torch.Tensor) -> torch.Tensor:
+    """TOP1-max: ``Σ_{j≠b} s_bj [σ(o_bj − o_bb) + σ(o_bj²)]`` with ``s`` the softmax over the row's negatives."""
+    if scores.shape[1] < 2:
+        return scores.sum(1) * 0.0
+    s = softmax_over_negatives(scores)
+    return (s * (torch.sigmoid(scores - _diagonal(scores)) + torch.sigmoid(scores.pow(2)))).sum(1)
+
+
+SESSION_LOSSES = ("cross-entropy", "bpr-max", "top1", "bpr", "top1-max")

@@ -205,12 +205,23 @@ class NegativeSampler:
         if self.n_sample == 0:
             return {}
         shared = self.propose(self.n_sample, generator)
-        return {"neg_shared": shared, "neg_shared_mask": ~self._is_positive(users[:, None], shared[None, :])}
+        return {"neg_shared": shared, "neg_shared_mask": ~self.positive_mask(users, shared)}
 
-    def _is_positive(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def positive_mask(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """``out[b, s] = items[s] in train row users[b]``, ``(B, S)`` bool.
+
+        Built from the batch rows' positives (``B · degree`` binary searches into the sorted unique
+        ``items``) and one ``(B, S)`` gather, instead of ``B · S`` searches in the global keys.
+        """
         if self.train is None:
             raise RuntimeError("NegativeSampler.bind(train) must be called before drawing batch negatives")
-        return self.train.contains(users, items, self._keys)
+        uniq, inverse = torch.unique(items, return_inverse=True)
+        rows, row_items = self.train.gather_rows(users)
+        col = torch.searchsorted(uniq, row_items).clamp_(max=max(uniq.numel() - 1, 0))
+        hit = uniq[col] == row_items if uniq.numel() else torch.zeros_like(row_items, dtype=torch.bool)
+        seen = torch.zeros(users.numel(), uniq.numel(), dtype=torch.bool)
+        seen[rows[hit], col[hit]] = True
+        return seen[:, inverse]
 
     def batch_negatives(
         self, users: torch.Tensor, pos_items: torch.Tensor, generator: torch.Generator
@@ -272,7 +283,7 @@ class InBatchNegativeSampler(NegativeSampler):
             others = torch.zeros(b, b, dtype=torch.bool)
             others[rows[:, None], (rows[:, None] + shifts[None, :]) % b] = True
         usable = torch.cat([others, torch.ones(b, extras.numel(), dtype=torch.bool)], 1)
-        usable &= ~self._is_positive(users[:, None], shared[None, :])
+        usable &= ~self.positive_mask(users, shared)
         return {"neg_shared": shared, "neg_shared_mask": usable}
 
 
@@ -326,7 +337,8 @@ class BPREpochSampler(Sampler):
     The LightGCN protocol (algorithms.md §1.4): ``num_samples`` (default: number of train interactions)
     users drawn uniformly with replacement among users that have train items and a uniform positive of each,
     drawn in a few tensor ops from a generator seeded by ``(seed, epoch)``. Under DDP every rank draws the
-    same (users, positives) and keeps the disjoint slice ``rank::world_size``. The negatives are added per
+    same (users, positives) and keeps the disjoint slice ``rank::world_size``, cut to ``num_samples //
+    world_size`` so that every rank takes the same number of steps. The negatives are added per
     yielded batch by ``negative_sampler.batch_negatives`` (in-batch negatives depend on the batch), from a
     generator seeded by ``(seed, epoch, rank)``. Used as the ``sampler`` of a DataLoader over
     :class:`PassThrough`.
@@ -357,8 +369,10 @@ class BPREpochSampler(Sampler):
         self.epoch = epoch
 
     def _local_count(self) -> int:
-        rank, world = distributed_rank_and_world()
-        return len(range(rank, self.num_samples, world))
+        # every rank keeps num_samples // world (drops < world draws) so all ranks take the same number of
+        # optimizer steps; unequal step counts would desynchronise DDP's gradient all-reduce
+        _, world = distributed_rank_and_world()
+        return self.num_samples // world if world > 1 else self.num_samples
 
     def __len__(self) -> int:
         return math.ceil(self._local_count() / self.batch_size)
@@ -377,7 +391,7 @@ class BPREpochSampler(Sampler):
         epoch = self.draw_epoch()
         rank, world = distributed_rank_and_world()
         if world > 1:
-            epoch = {k: v[rank::world] for k, v in epoch.items()}
+            epoch = {k: v[rank::world][: self._local_count()] for k, v in epoch.items()}
         g = sampling_generator(self.seed, self.epoch, rank)
         n = epoch["users"].numel()
         for lo in range(0, n, self.batch_size):

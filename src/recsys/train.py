@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recsys.builders import build_datamodule, build_model
 from recsys.utils.callbacks import BestMetricTracker, ConfigInCheckpoint
+from recsys.utils.ddp import ResetMetricStates
 from recsys.utils.devices import resolve_trainer_config
 from recsys.utils.instantiators import instantiate_callbacks, instantiate_loggers
 from recsys.utils.run import metric_value, run_task, write_metrics
@@ -32,7 +33,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     tracker = BestMetricTracker(cfg.monitor.metric, cfg.monitor.mode)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    callbacks += [tracker, ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True))]
+    callbacks += [tracker, ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)), ResetMetricStates()]
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:

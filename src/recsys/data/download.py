@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import logging
 import os
-import socket
 import sys
 import urllib.error
 import urllib.request
@@ -54,15 +54,18 @@ def parse_checksum(checksum: str) -> tuple[str, str]:
     return kind, digest.lower()
 
 
-def verify_checksum(path: str | os.PathLike, checksum: str | None, url: str = "") -> None:
-    """Raise :class:`DataError` if ``path`` does not match ``checksum`` (``None``: nothing to check)."""
+def verify_checksum(
+    path: str | os.PathLike, checksum: str | None, url: str = "", shown: str | os.PathLike | None = None
+) -> None:
+    """Raise :class:`DataError` if ``path`` does not match ``checksum`` (``None``: nothing to check);
+    the message names ``shown`` (default ``path``)."""
     if checksum is None:
         return
     kind, expected = parse_checksum(checksum)
     actual = file_checksum(path, kind)
     if actual != expected:
         raise DataError(
-            f"{path}: {kind} checksum mismatch (expected {expected}, got {actual})"
+            f"{shown or path}: {kind} checksum mismatch (expected {expected}, got {actual})"
             + (f" for the download of {url}" if url else "")
             + "; the file was deleted. The source may have changed or the transfer was corrupted"
         )
@@ -169,7 +172,7 @@ def download(
             resumed = part.exists() and part.stat().st_size > 0
             try:
                 _fetch(url, part, timeout, progress)
-            except (urllib.error.URLError, socket.timeout, ConnectionError, TimeoutError) as err:
+            except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as err:
                 last_error = err
                 if isinstance(err, urllib.error.HTTPError) and err.code < 500 and err.code not in (408, 429):
                     part.unlink(missing_ok=True)
@@ -180,7 +183,7 @@ def download(
                 log.warning("Download of %s failed (attempt %d/%d): %s", url, attempt + 1, retries + 1, err)
                 continue
             try:
-                verify_checksum(part, checksum, url)
+                verify_checksum(part, checksum, url, shown=dest)
             except DataError:
                 part.unlink(missing_ok=True)
                 if resumed and attempt < retries:

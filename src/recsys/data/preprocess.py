@@ -175,7 +175,8 @@ def drop_duplicates(inter: Interactions) -> Interactions:
 
 def kcore_filter(inter: Interactions, min_user: int, min_item: int) -> Interactions:
     """Iterative k-core: repeat dropping users with < ``min_user`` and items with < ``min_item`` interactions
-    until every remaining user and item meets its minimum (a fixed point)."""
+    until every remaining user and item meets its minimum (a fixed point). Counts are over all interactions,
+    whatever their split in a ``given`` source."""
     if min_user <= 1 and min_item <= 1:
         return inter
     n0 = len(inter)

@@ -169,14 +169,14 @@ class SessionSplits:
                 parts = {
                     name: SessionSequences(
                         z[f"{name}_offsets"], z[f"{name}_items"], z[f"{name}_times"],
-                        z[f"{name}_session_ids"] if f"{name}_session_ids" in z else None,
+                        z.get(f"{name}_session_ids"),
                     )
                     for name in SPLITS
                 }
                 return cls(
                     num_items=int(z["num_items"]),
                     **parts,
-                    item_ids=z["item_ids"] if "item_ids" in z else None,
+                    item_ids=z.get("item_ids"),
                     meta=dict(zip(z["meta_keys"].tolist(), z["meta_values"].tolist(), strict=True)),
                 )
         except (KeyError, ValueError, OSError) as err:

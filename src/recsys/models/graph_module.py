@@ -19,8 +19,12 @@ from recsys.sampling import select_hard_negatives
 class GraphRecommender(TopKRecommender):
     """Trains ``encoder`` with BPR: ``L = mean softplus(ŷ_uj − ŷ_ui) + λ · reg``.
 
+    The mean runs over the batch's valid (user, pos, neg) pairs; the negatives are whatever the
+    ``sampler`` group put in the batch (per-row, hard candidates → arg-max, or shared in-batch negatives
+    with a mask; :func:`batch_negative_scores`).
     ``reg`` is :func:`~recsys.losses.embedding_l2` on the ego embeddings of the batch rows
-    (LightGCN, MF) or on the final embeddings (NGCF), as the encoder declares (``regularize_ego``).
+    (LightGCN, MF) or on the final embeddings (NGCF), as the encoder declares (``regularize_ego``);
+    a row's negative term is the mean ``‖e_j‖²`` over its valid negatives (:func:`~recsys.losses.embedding_l2_sq`).
     Every training step propagates the whole graph (as the official code does); evaluation propagates
     once per epoch. Scores are inner products ``ŷ_ui = e_uᵀ e_i``.
 

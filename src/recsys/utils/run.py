@@ -14,6 +14,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from recsys.data.interactions import atomic_write
 from recsys.errors import RecsysError
+from recsys.utils.ddp import job_scope
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,8 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> d
     exit_code = 1
     try:
         apply_extras(cfg)
-        result = task(cfg)
+        with job_scope():  # DDP in Hydra runs and multirun jobs: see recsys.utils.ddp
+            result = task(cfg)
         exit_code = 0
         return result
     except RecsysError as err:

@@ -53,8 +53,8 @@ class LastFMSource(FileGraphSource):
         part = np.concatenate([np.full(len(t), p, dtype=np.int8) for t, p in tables])
         if len(users) == 0:
             raise DataError(f"{files['data1.txt']}: no interactions; expected {EXPECTED}")
-        num_users, num_items = int(users.max()), int(items.max())
+        user_ids, item_ids = np.unique(users), np.unique(items)  # original 1-based ids, kept as they are
         return Interactions(
-            users=users - 1, items=items - 1, user_ids=np.arange(1, num_users + 1),
-            item_ids=np.arange(1, num_items + 1), ratings=weights, part=part, origin=str(files["data1.txt"].parent),
+            users=np.searchsorted(user_ids, users), items=np.searchsorted(item_ids, items), user_ids=user_ids,
+            item_ids=item_ids, ratings=weights, part=part, origin=str(files["data1.txt"].parent),
         )

@@ -15,7 +15,6 @@ import itertools
 import logging
 import os
 import warnings
-import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from recsys.data.session_preprocess import (
     sessions_from_user_events,
     split_codes,
 )
+from recsys.data.sources.files import file_identity
 from recsys.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,6 @@ RSC15_FILES = {
     "yoochoose-clicks-100k_train_tr.txt": "sha256:fb4c6381c8e5bc4de51553cb1ed210fb4016c87d2425d58344cd6b19e81c133a",
     "yoochoose-clicks-100k_train_valid.txt": "sha256:14fca72e690c19b0da391059b7cf2c1b611cddbd1248ce93578a039ddb26ea69",
 }
-ML1M_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
-ML1M_CHECKSUM = "md5:c4d9eecfca2ab87c1945afe126590906"
 
 
 # -- low-level parsing -----------------------------------------------------------------------------
@@ -115,7 +113,7 @@ def read_columns(
     load_types = [("U40" if dt.startswith("M8") else dt) for _, dt in columns]
     dtype = [(f"c{k}", load_types[k]) for k in order]
     chunks: list[list[np.ndarray]] = [[] for _ in columns]
-    handle = io.StringIO(text) if text is not None else open(path, encoding="utf-8", errors="replace", newline=None)
+    handle = io.StringIO(text) if text is not None else open(path, encoding="utf-8", errors="replace", newline=None)  # noqa: SIM115
     with handle as f:
         for _ in range(skip_lines):
             f.readline()
@@ -196,11 +194,6 @@ def _is_float(v: str) -> bool:
         return False
 
 
-def file_fingerprint(path: Path) -> dict[str, Any]:
-    st = path.stat()
-    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
 def _preprocessing(options: dict[str, Any] | SessionPreprocessing | None) -> SessionPreprocessing:
     if isinstance(options, SessionPreprocessing):
         return options
@@ -224,31 +217,37 @@ def _resolve_file(path: str | os.PathLike, default_names: Sequence[str], what: s
 
 
 # -- sources ---------------------------------------------------------------------------------------
+def _required_path(path: str | os.PathLike | None, name: str, help_text: str) -> Path:
+    if path in (None, ""):
+        raise ConfigError(f"data={name} has no download; set data.path to a local copy ({help_text})")
+    return Path(path).expanduser()
+
+
 class PreparedSessionSource:
     """``data=rsc15``: GRU4Rec "prepared" TSV files with header ``SessionId ItemId Time`` (integer ids,
     time in unix seconds), already preprocessed and split (train / optional valid / test).
 
-    ``path`` is the folder holding the files. The default file names are the public 100k-click RSC15 sample
-    (``train_full`` → ``test``); missing files of that sample are downloaded with pinned sha256 checksums
-    when ``download`` is true. Test (and valid) events whose item is not in train are dropped.
+    ``path``: the folder holding the files (``data.path``). Without it, the public 100k-click RSC15 sample
+    (the default file names, ``train_full`` → ``test``) is downloaded into ``download_dir/<name>`` with pinned
+    sha256 checksums. Test (and valid) events whose item is not in train are dropped.
     """
 
     def __init__(
         self,
-        path: str,
+        path: str | None = None,
+        download_dir: str | None = None,
         train: str = "yoochoose-clicks-100k_train_full.txt",
         test: str = "yoochoose-clicks-100k_test.txt",
         valid: str | None = None,
-        download: bool = True,
         name: str = "rsc15",
         session_key: str = "SessionId",
         item_key: str = "ItemId",
         time_key: str = "Time",
         delimiter: str = "\t",
     ) -> None:
-        self.path = Path(path)
+        self.path = Path(path).expanduser() if path not in (None, "") else None
+        self.download_dir = Path(download_dir) if download_dir else None
         self.files = {"train": train, "valid": valid, "test": test}
-        self.download = download
         self.name = name
         self.keys = (session_key, item_key, time_key)
         self.delimiter = delimiter
@@ -257,24 +256,28 @@ class PreparedSessionSource:
         fname = self.files[split]
         if fname is None:
             return None
-        p = self.path / fname
-        if p.is_file():
+        if self.path is not None:
+            p = self.path / fname if self.path.is_dir() or not self.path.exists() else self.path.parent / fname
+            if not p.is_file():
+                raise DataError(
+                    f"data.path={self.path}: missing {fname}; expected a folder with the GRU4Rec prepared files "
+                    f"(e.g. data.path=../shared/datasets/rsc15_100k) or data.source.{split}=<file name>"
+                )
             return p
-        if self.download and fname in RSC15_FILES:
-            from recsys.data.download import download
+        if fname not in RSC15_FILES:
+            raise ConfigError(f"data.source.{split}={fname!r} has no download; set data.path to the folder holding it")
+        if self.download_dir is None:
+            raise ConfigError(f"data={self.name}: set data.path (a local copy) or data.source.download_dir")
+        from recsys.data.download import download
 
-            return download(RSC15_BASE_URL + fname, p, RSC15_FILES[fname])
-        raise DataError(
-            f"{p}: file not found. Point data.path at the folder holding the GRU4Rec prepared files "
-            f"(e.g. data.path=../shared/datasets/rsc15_100k) or set data.source.{split}=<file name>"
-        )
+        return download(RSC15_BASE_URL + fname, self.download_dir / self.name / fname, RSC15_FILES[fname])
 
     def fingerprint(self) -> dict[str, Any]:
         files = {}
         for split in ("train", "valid", "test"):
             p = self._file(split)
-            files[split] = None if p is None else file_fingerprint(p)
-        return {"source": "prepared_sessions", "version": 1, "files": files, "keys": self.keys,
+            files[split] = None if p is None else file_identity(p)
+        return {"source": "prepared_sessions", "version": 1, "name": self.name, "files": files, "keys": self.keys,
                 "delimiter": self.delimiter}
 
     def read(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -292,7 +295,7 @@ class PreparedSessionSource:
 
     def build(self) -> SessionSplits:
         names = [n for n in ("train", "valid", "test") if self.files[n] is not None]
-        parts = split_codes([self.read(n) for n in names], [str(self.path / self.files[n]) for n in names])
+        parts = split_codes([self.read(n) for n in names], [str(self._file(n)) for n in names])
         ev = dict(zip(names, parts, strict=True))
         splits = assemble_splits(ev["train"], ev["test"], ev.get("valid"))
         splits.meta.update({"source": self.name, "files": str(self.files)})
@@ -303,15 +306,15 @@ class YoochooseClicksSource:
     """``data=yoochoose_raw``: the raw RecSys Challenge 2015 ``yoochoose-clicks.dat`` (no header;
     ``session,ISO timestamp,item,category``), preprocessed the GRU4Rec way (``preprocessing``).
 
-    The file is not redistributable: download it from the challenge's host and set ``data.path`` to the file
-    or its folder.
+    The file is not redistributed: get it from the challenge's host and set ``data.path`` to it or its folder.
     """
 
     name = "yoochoose_raw"
     expected = "'session,timestamp,item,category' rows (integer session and item, ISO timestamp)"
 
-    def __init__(self, path: str, preprocessing: dict[str, Any] | None = None) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | None = None, preprocessing: dict[str, Any] | None = None,
+                 download_dir: str | None = None) -> None:
+        self.path = _required_path(path, self.name, "yoochoose-clicks.dat of the RecSys Challenge 2015, or its folder")
         self.preprocessing = _preprocessing(preprocessing)
 
     def _file(self) -> Path:
@@ -319,7 +322,7 @@ class YoochooseClicksSource:
                              "Download the RecSys Challenge 2015 data and set data.path=/folder/or/yoochoose-clicks.dat")
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"source": self.name, "version": 1, "file": file_fingerprint(self._file()),
+        return {"source": self.name, "version": 1, "file": file_identity(self._file()),
                 "preprocessing": self.preprocessing.as_dict()}
 
     def build(self) -> SessionSplits:
@@ -343,8 +346,9 @@ class DigineticaSource:
     name = "diginetica"
     expected = "';'-separated 'session_id;user_id;item_id;timeframe;eventdate' rows"
 
-    def __init__(self, path: str, preprocessing: dict[str, Any] | None = None) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | None = None, preprocessing: dict[str, Any] | None = None,
+                 download_dir: str | None = None) -> None:
+        self.path = _required_path(path, self.name, "train-item-views.csv of the CIKM Cup 2016, or its folder")
         self.preprocessing = _preprocessing(preprocessing)
 
     def _file(self) -> Path:
@@ -352,7 +356,7 @@ class DigineticaSource:
                              "Download the CIKM Cup 2016 (DIGINETICA) data and set data.path=/folder/or/file")
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"source": self.name, "version": 1, "file": file_fingerprint(self._file()),
+        return {"source": self.name, "version": 1, "file": file_identity(self._file()),
                 "preprocessing": self.preprocessing.as_dict()}
 
     def build(self) -> SessionSplits:
@@ -381,7 +385,7 @@ class CsvSessionSource:
 
     def __init__(
         self,
-        path: str,
+        path: str | None = None,
         item_column: str | int = "item_id",
         time_column: str | int = "timestamp",
         session_column: str | int | None = "session_id",
@@ -392,6 +396,7 @@ class CsvSessionSource:
         time_format: str = "unix",
         preprocessing: dict[str, Any] | None = None,
         name: str = "csv_sessions",
+        download_dir: str | None = None,
     ) -> None:
         if time_format not in TIME_FORMATS:
             raise ConfigError(f"data.source.time_format={time_format!r}; expected one of {TIME_FORMATS}")
@@ -402,7 +407,7 @@ class CsvSessionSource:
             )
         if not delimiter or len(delimiter) > 2:
             raise ConfigError(f"data.source.delimiter must be one or two characters, got {delimiter!r}")
-        self.path = Path(path)
+        self.path = _required_path(path, name, "a delimited file with session (or user), item and time columns")
         self.columns = {"session": session_column, "user": user_column, "item": item_column, "time": time_column}
         self.session_gap = session_gap
         self.delimiter = delimiter
@@ -413,8 +418,8 @@ class CsvSessionSource:
 
     def fingerprint(self) -> dict[str, Any]:
         if not self.path.is_file():
-            raise DataError(f"{self.path}: file not found; set data.path=/path/to/file.csv")
-        return {"source": "csv_sessions", "version": 1, "file": file_fingerprint(self.path), "columns": self.columns,
+            raise DataError(f"data.path={self.path}: no such file; expected a delimited file")
+        return {"source": "csv_sessions", "version": 1, "file": file_identity(self.path), "columns": self.columns,
                 "session_gap": self.session_gap, "delimiter": self.delimiter, "header": self.header,
                 "time_format": self.time_format, "preprocessing": self.preprocessing.as_dict()}
 
@@ -422,9 +427,9 @@ class CsvSessionSource:
         p = self.path
         text = None
         delimiter = self.delimiter
-        if len(delimiter) == 2:  # e.g. MovieLens '::': numpy's reader needs one character
-            text = p.read_text(encoding="utf-8", errors="replace").replace(delimiter, "\t") if p.is_file() else None
-            delimiter = "\t"
+        if len(delimiter) == 2:  # numpy's reader splits on one character
+            text = p.read_text(encoding="utf-8", errors="replace").replace(delimiter, "\x1f") if p.is_file() else None
+            delimiter = "\x1f"
         header = header_fields(p, self.delimiter) if self.header else None
         keys = ["session" if self.columns["session"] is not None else "user", "item", "time"]
         idx = []
@@ -452,44 +457,45 @@ class CsvSessionSource:
         return splits
 
 
-class MovieLensSessionSource(CsvSessionSource):
-    """``data=ml_1m_sessions``: MovieLens-1M ``ratings.dat`` (``UserID::MovieID::Rating::Timestamp``) cut into
-    sessions by an inactivity gap, so GRU4Rec can run on user–item data. ``path``: a folder holding
-    ``ratings.dat`` (or ``ml-1m/ratings.dat``); when missing and ``download`` is true, ``ml-1m.zip`` is
-    downloaded into it (pinned md5) and ``ratings.dat`` extracted."""
+class MovieLensSessionSource:
+    """``data=ml_1m_sessions``: MovieLens-1M ratings (read, and downloaded when ``data.path`` is not set, by
+    the graph data's :class:`~recsys.data.sources.movielens.MovieLensSource`) cut into sessions: a user's
+    ratings in time order start a new session after ``session_gap`` seconds without a rating. Then the GRU4Rec
+    preprocessing, so GRU4Rec runs on user–item data. ``rating_threshold`` keeps ratings ``>=`` it (null: all).
+    """
 
-    def __init__(self, path: str, session_gap: float = 3600.0, download: bool = True,
+    name = "ml_1m_sessions"
+
+    def __init__(self, path: str | None = None, download_dir: str | None = None, variant: str = "1m",
+                 session_gap: float = 3600.0, rating_threshold: float | None = None,
                  preprocessing: dict[str, Any] | None = None) -> None:
-        self.folder = Path(path)
-        self.download = download
-        super().__init__(path=str(self.folder / "ratings.dat"), item_column=1, time_column=3, session_column=None,
-                         user_column=0, session_gap=session_gap, delimiter="::", header=False, time_format="unix",
-                         preprocessing=preprocessing, name="ml_1m_sessions")
+        from recsys.data.sources.movielens import MovieLensSource
 
-    def _ensure_file(self) -> None:
-        for candidate in (self.folder / "ratings.dat", self.folder / "ml-1m" / "ratings.dat"):
-            if candidate.is_file():
-                self.path = candidate
-                return
-        if not self.download:
-            raise DataError(f"{self.folder}: no ratings.dat (MovieLens-1M); set data.path or data.source.download=true")
-        from recsys.data.download import download
-
-        archive = download(ML1M_URL, self.folder / "ml-1m.zip", ML1M_CHECKSUM)
-        with zipfile.ZipFile(archive) as z:
-            data = z.read("ml-1m/ratings.dat")
-        from recsys.data.interactions import atomic_write
-
-        atomic_write(self.folder / "ratings.dat", lambda f: f.write(data))
-        self.path = self.folder / "ratings.dat"
+        self.reader = MovieLensSource(variant=variant, path=path, download_dir=download_dir)
+        self.variant = variant
+        self.session_gap = float(session_gap)
+        if not self.session_gap > 0:
+            raise ConfigError(f"data.source.session_gap must be > 0 seconds, got {session_gap}")
+        self.rating_threshold = rating_threshold
+        self.preprocessing = _preprocessing(preprocessing)
+        self.name = f"ml_{variant.replace('-', '_')}_sessions"
 
     def fingerprint(self) -> dict[str, Any]:
-        self._ensure_file()
-        return super().fingerprint()
+        files = self.reader.files()
+        return {"source": self.name, "version": 1, "session_gap": self.session_gap,
+                "rating_threshold": self.rating_threshold, "preprocessing": self.preprocessing.as_dict(),
+                "files": {k: file_identity(p) for k, p in sorted(files.items())}}
 
     def build(self) -> SessionSplits:
-        self._ensure_file()
-        return super().build()
+        inter = self.reader.read(self.reader.files())
+        keep = np.ones(len(inter.users), dtype=bool)
+        if self.rating_threshold is not None and inter.ratings is not None:
+            keep = inter.ratings >= self.rating_threshold
+        users, items, times = inter.users[keep], inter.item_ids[inter.items[keep]], inter.times[keep]
+        sessions = sessions_from_user_events(users, times, self.session_gap)
+        splits = preprocess_sessions(SessionEvents.from_ids(sessions, items, times, inter.origin), self.preprocessing)
+        splits.meta["source"] = self.name
+        return splits
 
 
 __all__ = [

@@ -122,8 +122,6 @@ class SplitFolderSource(FileGraphSource):
         items = np.concatenate([f.items for f in parsed.values()])
         if len(items) == 0:
             raise DataError(f"{files['train.txt']}: no interactions (every line holds only a user id)")
-        num_users = int(line_users.max()) + 1
-        num_items = int(items.max()) + 1
         for kind in ("user", "item"):
             list_name = f"{kind}_list.txt"
             if list_name not in files:
@@ -138,12 +136,12 @@ class SplitFolderSource(FileGraphSource):
                         f"{files[name]}, line {int(lines[bad[0]]) + 1}: {kind} id {int(ids[bad[0]])} is beyond "
                         f"{list_name} ({limit} entries, ids 0..{limit - 1}); expected ids listed there"
                     )
-            if kind == "user":
-                num_users = max(num_users, limit)
-            else:
-                num_items = max(num_items, limit)
         part = np.concatenate([np.full(len(parsed["train.txt"].users), TRAIN, dtype=np.int8),
                                np.full(len(parsed["test.txt"].users), TEST, dtype=np.int8)])
-        return Interactions(users=users, items=items, user_ids=np.arange(num_users), item_ids=np.arange(num_items),
-                            part=part, origin=str(files["train.txt"].parent))
+        # ids are factorised (not np.arange(max + 1)), so one stray huge id cannot allocate a huge table;
+        # users listed with no items keep their id until the final re-indexing drops them
+        user_ids = np.unique(line_users)
+        item_ids = np.unique(items)
+        return Interactions(users=np.searchsorted(user_ids, users), items=np.searchsorted(item_ids, items),
+                            user_ids=user_ids, item_ids=item_ids, part=part, origin=str(files["train.txt"].parent))
 

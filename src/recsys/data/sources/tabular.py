@@ -191,7 +191,7 @@ def time_column(table: Table, col: str | int) -> np.ndarray:
             r = int(bad[0])
             raise DataError(f"{table.where(r)}: time column {col!r} has the value {raw.iloc[r]!r}; expected a "
                             "number or a date")
-        values = parsed.astype("int64").to_numpy() / 1e9
+        values = (parsed - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
     return values
 
 

@@ -1,0 +1,176 @@
+"""Session-parallel mini-batches (GRU4Rec, algorithms.md §3.1), planned with array operations and streamed.
+
+Sessions are taken in the order of the split (by start time). ``B`` lanes each hold one session; at every
+step a lane's input is the session's current item and its target the next item. When a lane's session has
+no next item left, the lane takes the next unused session at the following step (lanes that free up at the
+same step take sessions in lane order) and its hidden state must be reset. When no session is left, finished
+lanes go idle and the batch shrinks. A session of length ``n`` contributes exactly ``n − 1`` steps; sessions
+of length < 2 contribute nothing.
+
+:func:`plan_session_parallel` computes the lane and first step of every session (one vectorised update per
+*distinct lane-release time*, never one per event), then lays all events out in step order with array ops;
+:class:`SessionParallelBatches` (an ``IterableDataset``) yields one step at a time as slices of those arrays:
+
+* ``inputs`` ``(b,)`` int64 — current item of every active lane;
+* ``targets`` ``(b,)`` int64 — next item;
+* ``lanes`` ``(b,)`` int64 — lane of every row (ascending; ``b <= B``; rows of idle lanes are absent);
+* ``reset`` ``(b,)`` bool — a new session starts in this lane at this step (reset its hidden state first).
+
+Under DDP every rank takes the sessions ``rank::world_size`` (still in start-time order) and runs its own
+lanes; all ranks yield the same number of steps (the longest rank's), shorter ranks ending with empty steps,
+so the per-step gradient all-reduce never waits for a missing batch. Nothing is random: no ``set_epoch``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset
+
+from recsys.data.session_data import SessionSequences
+from recsys.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SessionSchedule:
+    """Lane and first step of every session (``-1`` for sessions with fewer than 2 events)."""
+
+    lane: np.ndarray
+    start: np.ndarray
+    num_steps: int
+
+
+def schedule_sessions(lengths: np.ndarray, num_lanes: int) -> SessionSchedule:
+    """Greedy lane assignment of sessions in order: session ``s`` (``d_s = len_s − 1`` steps) goes to the
+    lane that frees up first (lowest lane index on ties) at the step it frees up.
+
+    Loops once per distinct release time (at most once per step), each iteration a few vector operations
+    over the ``B`` lanes.
+    """
+    if num_lanes < 1:
+        raise ConfigError(f"data.batch_size must be >= 1, got {num_lanes}")
+    lengths = np.asarray(lengths, dtype=np.int64)
+    lane = np.full(len(lengths), -1, dtype=np.int64)
+    start = np.full(len(lengths), -1, dtype=np.int64)
+    active = np.flatnonzero(lengths >= 2)
+    duration = lengths[active] - 1
+    n = len(active)
+    if n == 0:
+        return SessionSchedule(lane, start, 0)
+    first = min(num_lanes, n)
+    a_lane = np.empty(n, dtype=np.int64)
+    a_start = np.empty(n, dtype=np.int64)
+    a_lane[:first] = np.arange(first)
+    a_start[:first] = 0
+    free_at = duration[:first].copy()
+    nxt = first
+    while nxt < n:
+        t = free_at.min()
+        lanes = np.flatnonzero(free_at == t)[: n - nxt]
+        new = np.arange(nxt, nxt + len(lanes))
+        a_lane[new] = lanes
+        a_start[new] = t
+        free_at[lanes] = t + duration[new]
+        nxt += len(lanes)
+    lane[active] = a_lane
+    start[active] = a_start
+    return SessionSchedule(lane, start, int(free_at.max()))
+
+
+@dataclass(frozen=True)
+class SessionParallelPlan:
+    """All steps of one pass, events in (step, lane) order; step ``t`` is rows ``ptr[t]:ptr[t+1]``."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    lanes: torch.Tensor
+    reset: torch.Tensor
+    ptr: torch.Tensor
+    num_lanes: int
+
+    @property
+    def num_steps(self) -> int:
+        return self.ptr.numel() - 1
+
+    def step(self, t: int) -> dict[str, torch.Tensor]:
+        lo, hi = int(self.ptr[t]), int(self.ptr[t + 1])
+        return {"inputs": self.inputs[lo:hi], "targets": self.targets[lo:hi], "lanes": self.lanes[lo:hi],
+                "reset": self.reset[lo:hi]}
+
+
+def plan_session_parallel(sessions: SessionSequences, num_lanes: int) -> SessionParallelPlan:
+    """The whole pass over ``sessions`` with ``num_lanes`` lanes (module docstring), vectorised."""
+    lengths = sessions.lengths
+    sched = schedule_sessions(lengths, num_lanes)
+    steps = np.maximum(lengths - 1, 0)
+    total = int(steps.sum())
+    sess = np.repeat(np.arange(len(lengths), dtype=np.int64), steps)  # session of every step-event
+    first = np.cumsum(steps) - steps
+    offset = np.arange(total, dtype=np.int64) - first[sess]  # 0-based position inside the session
+    event = sessions.offsets[:-1][sess] + offset  # index of the input event
+    step = sched.start[sess] + offset
+    lane = sched.lane[sess]
+    width = max(num_lanes, 1)
+    slot = np.full(sched.num_steps * width, -1, dtype=np.int64)
+    slot[step * width + lane] = np.arange(total)  # (step, lane) → row: a counting sort, no argsort
+    order = slot[slot >= 0]
+    counts = np.bincount(step, minlength=sched.num_steps)
+    ptr = np.zeros(sched.num_steps + 1, dtype=np.int64)
+    np.cumsum(counts, out=ptr[1:])
+    items = sessions.items
+    return SessionParallelPlan(
+        inputs=torch.from_numpy(items[event[order]].copy()),
+        targets=torch.from_numpy(items[event[order] + 1].copy()),
+        lanes=torch.from_numpy(lane[order].copy()),
+        reset=torch.from_numpy(offset[order] == 0),
+        ptr=torch.from_numpy(ptr),
+        num_lanes=num_lanes,
+    )
+
+
+class SessionParallelBatches(IterableDataset):
+    """Streams the steps of :func:`plan_session_parallel` (see the module docstring).
+
+    Args:
+        sessions: the split, sessions in start-time order.
+        batch_size: number of lanes ``B`` (GRU4Rec's ``batch_size``).
+        rank, world_size: this process's share ``sessions[rank::world_size]``.
+        pad_to_longest_rank: yield as many steps as the longest rank's plan (empty steps at the end) so that
+            all DDP ranks take the same number of optimizer steps (training); evaluation leaves it off.
+    """
+
+    def __init__(
+        self,
+        sessions: SessionSequences,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        pad_to_longest_rank: bool = False,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.rank, self.world_size = rank, world_size
+        self.plan = plan_session_parallel(sessions.take(np.arange(rank, sessions.num_sessions, world_size)), batch_size)
+        self.num_steps = self.plan.num_steps
+        if pad_to_longest_rank and world_size > 1:
+            lengths = sessions.lengths
+            self.num_steps = max(
+                schedule_sessions(lengths[r::world_size], batch_size).num_steps for r in range(world_size)
+            )
+
+    def __len__(self) -> int:
+        return self.num_steps
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        plan = self.plan
+        for t in range(plan.num_steps):
+            yield plan.step(t)
+        empty = {"inputs": plan.inputs[:0], "targets": plan.targets[:0], "lanes": plan.lanes[:0],
+                 "reset": plan.reset[:0]}
+        for _ in range(self.num_steps - plan.num_steps):
+            yield dict(empty)

@@ -1,0 +1,147 @@
+"""LightningDataModule for session data (GRU4Rec training, next-item evaluation)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from recsys.data.session_batches import SessionParallelBatches
+from recsys.data.session_data import (
+    SessionSequences,
+    SessionSplits,
+    ensure_sessions_cached,
+    load_or_build_sessions,
+)
+from recsys.errors import ConfigError, DataError
+from recsys.sampling import NegativeSampler, UniformNegativeSampler, distributed_rank_and_world
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """What a session model needs to know about its data (handed to the model constructor).
+
+    ``item_support``: ``supp(i)``, the number of training events of every item; ``batch_size``: the
+    configured number of lanes (GRU4Rec normalises the loss by it); ``negative_sampler``: bound with
+    ``item_counts=item_support``, it draws the extra negatives shared by a mini-batch (``n_sample``,
+    ``∝ supp^alpha``); ``train``: the training sessions (for baselines that count co-occurrences).
+    """
+
+    num_items: int
+    item_support: torch.Tensor
+    batch_size: int
+    negative_sampler: NegativeSampler
+    train: SessionSequences
+
+    @property
+    def item_popularity(self) -> torch.Tensor:
+        return self.item_support
+
+    @property
+    def n_sample(self) -> int:
+        return int(getattr(self.negative_sampler, "n_sample", 0))
+
+    @property
+    def sample_alpha(self) -> float:
+        return float(getattr(self.negative_sampler, "alpha", 0.0))
+
+
+class SessionDataModule(pl.LightningDataModule):
+    """Session data: the source is built (or read from the cache) once, on one process.
+
+    * train: session-parallel mini-batches over the train sessions (``batch_size`` lanes, start-time order);
+    * val / test: the same over the validation / test sessions with ``eval_batch_size`` lanes; the model
+      resets the hidden state at every session start and ranks each next item among all training items.
+
+    ``validate_on_test=True`` selects models on the test split (GRU4Rec's own scripts have no validation
+    split: they train a fixed number of epochs on ``train_full`` and report the test); runs made that way
+    say so in ``metrics.json``. Loaders run in the main process (``num_workers`` is ignored: a
+    session-parallel stream cannot be split across workers and a step costs a few slices).
+    """
+
+    kind = "session"
+
+    def __init__(
+        self,
+        source: Any,
+        batch_size: int = 64,
+        eval_batch_size: int = 512,
+        cache_dir: str | None = None,
+        validate_on_test: bool = False,
+        num_workers: int = 0,
+        seed: int = 0,
+        negative_sampler: NegativeSampler | None = None,
+        path: str | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ConfigError(f"data.batch_size and data.eval_batch_size must be >= 1, got {batch_size}, {eval_batch_size}")
+        self.source = source
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.validate_on_test = validate_on_test
+        if num_workers:
+            log.info("data.num_workers=%d ignored: session-parallel loaders run in the main process", num_workers)
+        self.seed = seed
+        self.path = path
+        self.negative_sampler = negative_sampler or UniformNegativeSampler()
+        self.splits: SessionSplits | None = None
+        self._support: torch.Tensor | None = None
+
+    # -- preparation ---------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Build and cache the dataset (Lightning runs this on one process per node)."""
+        if self.cache_dir is not None:
+            ensure_sessions_cached(self.source, self.cache_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is not None:
+            return
+        self.splits = load_or_build_sessions(self.source, self.cache_dir)
+        s = self.splits
+        self._support = torch.from_numpy(s.item_support())
+        self.negative_sampler.bind(item_counts=self._support)
+        if not self.validate_on_test and s.valid.num_steps == 0:
+            raise ConfigError(
+                f"data source {self.source.name!r} has an empty validation split; set data.validate_on_test=true "
+                "(GRU4Rec's protocol: train_full → test) or give a validation split (e.g. "
+                "data.source.preprocessing.valid_days=1, or data.source.valid=<file>)"
+            )
+        if s.test.num_steps == 0:
+            raise DataError(f"data source {self.source.name!r}: the test split has no session with 2+ events")
+        log.info("Session dataset %s: %s", self.source.name, s.summary())
+
+    @property
+    def info(self) -> SessionInfo:
+        """Sizes, item support and the bound sampler handed to the model (call after ``setup``)."""
+        if self.splits is None or self._support is None:
+            raise RuntimeError("SessionDataModule.setup() must run before .info")
+        return SessionInfo(self.splits.num_items, self._support, self.batch_size, self.negative_sampler,
+                           self.splits.train)
+
+    # -- loaders -------------------------------------------------------------------------------
+    def _loader(self, split: SessionSequences, lanes: int, train: bool) -> DataLoader:
+        rank, world = distributed_rank_and_world()
+        dataset = SessionParallelBatches(split, lanes, rank=rank, world_size=world, pad_to_longest_rank=train)
+        return DataLoader(dataset, batch_size=None, num_workers=0)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.splits is not None
+        return self._loader(self.splits.train, self.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.splits is not None
+        split = self.splits.test if self.validate_on_test else self.splits.valid
+        return self._loader(split, self.eval_batch_size, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        assert self.splits is not None
+        return self._loader(self.splits.test, self.eval_batch_size, train=False)

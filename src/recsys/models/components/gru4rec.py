@@ -1,0 +1,215 @@
+"""GRU4Rec network (Hidasi et al., ICLR'16; Hidasi & Karatzoglou, CIKM'18) and its Adagrad optimiser.
+
+Plain ``nn.Module`` (algorithms.md §3.2):
+
+* input: ``embedding="shared"`` (default, "constrained embedding": the output item matrix ``Wy`` is also the
+  input embedding, so its size is the last layer's), ``embedding=<k>`` (a separate ``N × k`` table) or
+  ``embedding="onehot"`` (no embedding: the one-hot input's weights of the first GRU layer's three gates are
+  looked up per item, as the official ``GRUEmbedding``; that layer applies the reset gate before its hidden
+  matrix, Cho et al.'s form);
+* GRU layers (tanh), dropout on the input embedding (``dropout_embed``) and on every layer's output
+  (``dropout_hidden``) — the dropped-out output is also what is kept as the hidden state;
+* scores ``h Wyᵀ + by`` (item bias ``by``), in training only for the given columns (targets + negatives).
+
+Weights are uniform in ``±sqrt(6 / (fan_in + fan_out))`` per gate block, biases 0. With ``sparse=True`` the
+item tables (``Wy``, ``by``, the embedding) get sparse gradients: only the rows a step touches are updated,
+as the official optimiser does (:class:`AdagradM` handles both kinds).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recsys.errors import ConfigError
+
+EMBEDDING_MODES = ("shared", "onehot")
+
+
+def init_blocks_(tensor: torch.Tensor, rows_blocks: int = 1, cols_blocks: int = 1) -> torch.Tensor:
+    """Uniform ``±sqrt(6 / (rows/rows_blocks + cols/cols_blocks))``: Glorot per gate block."""
+    bound = math.sqrt(6.0 / (tensor.shape[0] / rows_blocks + tensor.shape[1] / cols_blocks))
+    with torch.no_grad():
+        return tensor.uniform_(-bound, bound)
+
+
+class OneHotGRULayer(nn.Module):
+    """First GRU layer over a one-hot item input: ``Wx[item]`` ``(3H,)`` holds the input weights of the
+    candidate, reset and update gates. ``r, z = σ(Wx_r + h W_r + b), σ(Wx_z + h W_z + b)``,
+    ``h̃ = tanh(Wx_h + (r ⊙ h) W_h + b)``, ``h' = (1 − z) ⊙ h + z ⊙ h̃``."""
+
+    def __init__(self, num_items: int, hidden: int) -> None:
+        super().__init__()
+        self.input_weight = nn.Parameter(torch.empty(num_items, 3 * hidden))
+        self.gate_weight = nn.Parameter(torch.empty(hidden, 2 * hidden))
+        self.candidate_weight = nn.Parameter(torch.empty(hidden, hidden))
+        self.bias = nn.Parameter(torch.zeros(3 * hidden))
+        init_blocks_(self.input_weight, 1, 3)
+        init_blocks_(self.gate_weight, 1, 2)
+        init_blocks_(self.candidate_weight)
+        self.sparse = False
+
+    def forward(self, items: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        vx = F.embedding(items, self.input_weight, sparse=self.sparse) + self.bias
+        x_h, x_r, x_z = vx.chunk(3, 1)
+        h_r, h_z = (h @ self.gate_weight).chunk(2, 1)
+        r = torch.sigmoid(x_r + h_r)
+        z = torch.sigmoid(x_z + h_z)
+        candidate = torch.tanh(x_h + (r * h) @ self.candidate_weight)
+        return (1.0 - z) * h + z * candidate
+
+
+class GRU4RecNet(nn.Module):
+    """The GRU4Rec network; ``forward(items, hidden) -> (output, new_hidden)`` for one session-parallel step.
+
+    Args:
+        num_items: number of (training) items N.
+        layers: GRU layer sizes, e.g. ``[100]``.
+        embedding: ``"shared"``, ``"onehot"`` or the size of a separate input embedding.
+        dropout_embed, dropout_hidden: dropout on the input embedding / on every layer's output.
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        layers: Sequence[int] = (100,),
+        embedding: str | int = "shared",
+        dropout_embed: float = 0.0,
+        dropout_hidden: float = 0.0,
+    ) -> None:
+        super().__init__()
+        layers = [int(x) for x in layers]
+        if not layers or min(layers) < 1:
+            raise ConfigError(f"model.layers must be a non-empty list of positive sizes, got {layers}")
+        if isinstance(embedding, str) and embedding not in EMBEDDING_MODES:
+            if not embedding.isdigit():
+                raise ConfigError(f"model.embedding={embedding!r}; expected one of {EMBEDDING_MODES} or a size")
+            embedding = int(embedding)
+        if isinstance(embedding, bool) or (isinstance(embedding, int) and embedding < 1):
+            raise ConfigError(f"model.embedding={embedding!r}; expected one of {EMBEDDING_MODES} or a size >= 1")
+        for name, p in (("dropout_embed", dropout_embed), ("dropout_hidden", dropout_hidden)):
+            if not 0.0 <= p < 1.0:
+                raise ConfigError(f"model.{name} must be in [0, 1), got {p}")
+        self.num_items = num_items
+        self.layer_sizes = layers
+        self.embedding_mode = embedding
+        self.output_weight = nn.Parameter(torch.empty(num_items, layers[-1]))  # Wy
+        self.output_bias = nn.Parameter(torch.zeros(num_items, 1))  # by, (N, 1) for row-sparse gradients
+        init_blocks_(self.output_weight)
+        self.input_embedding: nn.Parameter | None = None
+        self.onehot: OneHotGRULayer | None = None
+        if embedding == "onehot":
+            self.onehot = OneHotGRULayer(num_items, layers[0])
+            in_sizes = layers[:-1]
+        else:
+            if embedding == "shared":
+                in_size = layers[-1]
+            else:
+                in_size = int(embedding)
+                self.input_embedding = nn.Parameter(torch.empty(num_items, in_size))
+                init_blocks_(self.input_embedding)
+            in_sizes = [in_size] + layers[:-1]
+        out_sizes = layers[1:] if embedding == "onehot" else layers
+        self.cells = nn.ModuleList(nn.GRUCell(i, o) for i, o in zip(in_sizes, out_sizes, strict=True))
+        for cell in self.cells:
+            init_blocks_(cell.weight_ih, 3, 1)
+            init_blocks_(cell.weight_hh, 3, 1)
+            nn.init.zeros_(cell.bias_ih)
+            nn.init.zeros_(cell.bias_hh)
+        self.dropout_embed = nn.Dropout(dropout_embed)
+        self.dropout_hidden = nn.Dropout(dropout_hidden)
+        self.sparse = False
+
+    def set_sparse(self, sparse: bool) -> None:
+        """Sparse gradients for the item tables (needs an optimiser that accepts them)."""
+        self.sparse = sparse
+        if self.onehot is not None:
+            self.onehot.sparse = sparse
+
+    def init_hidden(self, batch: int, device: torch.device | None = None) -> list[torch.Tensor]:
+        return [torch.zeros(batch, h, device=device) for h in self.layer_sizes]
+
+    def forward(self, items: torch.Tensor, hidden: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One step: ``items`` ``(b,)``, ``hidden`` one ``(b, H_l)`` per layer → (last output, new hidden)."""
+        new: list[torch.Tensor] = []
+        if self.onehot is not None:
+            x = self.dropout_hidden(self.onehot(items, hidden[0]))
+            new.append(x)
+            rest = hidden[1:]
+        else:
+            table = self.output_weight if self.input_embedding is None else self.input_embedding
+            x = self.dropout_embed(F.embedding(items, table, sparse=self.sparse))
+            rest = hidden
+        for cell, h in zip(self.cells, rest, strict=True):
+            x = self.dropout_hidden(cell(x, h))
+            new.append(x)
+        return x, new
+
+    def score_columns(self, output: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """``output Wy[columns]ᵀ + by[columns]`` → ``(b, len(columns))``."""
+        weight = F.embedding(columns, self.output_weight, sparse=self.sparse)
+        bias = F.embedding(columns, self.output_bias, sparse=self.sparse).squeeze(1)
+        return output @ weight.T + bias
+
+    def score_all(self, output: torch.Tensor) -> torch.Tensor:
+        """Scores of all N items, ``(b, N)``."""
+        return torch.addmm(self.output_bias.squeeze(1), output, self.output_weight.T)
+
+
+class AdagradM(torch.optim.Optimizer):
+    """The official GRU4Rec optimiser: Adagrad with ``eps`` inside the square root and optional momentum;
+    sparse gradients update only their rows (accumulator and momentum of untouched rows stay as they are).
+
+    ``acc += g²``; ``u = g / sqrt(acc + eps)``; without momentum ``p −= lr · u``, with momentum
+    ``m = momentum · m − lr · u``, ``p += m``.
+    """
+
+    def __init__(self, params, lr: float = 0.05, momentum: float = 0.0, eps: float = 1e-6) -> None:
+        if lr <= 0.0 or momentum < 0.0 or eps <= 0.0:
+            raise ConfigError(f"optimizer: need lr > 0, momentum >= 0, eps > 0; got {lr}, {momentum}, {eps}")
+        super().__init__(params, {"lr": lr, "momentum": momentum, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, momentum, eps = group["lr"], group["momentum"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["acc"] = torch.zeros_like(p)
+                    if momentum > 0:
+                        state["mom"] = torch.zeros_like(p)
+                grad = p.grad
+                if grad.is_sparse:
+                    grad = grad.coalesce()
+                    rows, values = grad.indices()[0], grad.values()
+                    acc = state["acc"][rows] + values.pow(2)
+                    state["acc"].index_copy_(0, rows, acc)
+                    update = values / (acc + eps).sqrt()
+                    if momentum > 0:
+                        mom = state["mom"][rows].mul_(momentum).add_(update, alpha=-lr)
+                        state["mom"].index_copy_(0, rows, mom)
+                        p.index_add_(0, rows, mom)
+                    else:
+                        p.index_add_(0, rows, update, alpha=-lr)
+                else:
+                    state["acc"].addcmul_(grad, grad)
+                    update = grad / (state["acc"] + eps).sqrt()
+                    if momentum > 0:
+                        state["mom"].mul_(momentum).add_(update, alpha=-lr)
+                        p.add_(state["mom"])
+                    else:
+                        p.add_(update, alpha=-lr)
+        return loss
+
+    supports_sparse_gradients = True

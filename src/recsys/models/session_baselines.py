@@ -1,0 +1,123 @@
+"""Session baselines on the GRU4Rec evaluation path (nothing to train: ``train.py`` validates and tests them).
+
+* :class:`SessionMostPop` (``model=session_pop``): ``score(i) = supp(i)``, the number of training events.
+* :class:`SessionPop` (``model=spop``, S-POP): the items of the current session ranked by how often they
+  occurred in it so far, then by global popularity: ``score(i) = n_session(i) + supp(i) / (supp(i) + 1)``
+  (the popularity term is in ``[0, 1)``, so it only breaks ties; as GRU4Rec's baseline code).
+* :class:`ItemKNN` (``model=item_knn``): item-to-item co-occurrence of the current item (GRU4Rec's Item-KNN):
+  ``sim(i, j) = c_ij / ((s_i + λ)^α (s_j + λ)^(1−α))`` with ``c_ij`` the number of training sessions holding
+  both items, ``s_i`` the number holding ``i``; the ``neighbours`` most similar items of every item are kept,
+  all others score 0; ``popularity_tiebreak`` adds ``1e-6 · supp/(supp+1)`` so zero-similarity items are
+  ranked by popularity instead of tying.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from recsys.data.session_data import SessionSequences
+from recsys.data.session_datamodule import SessionInfo
+from recsys.errors import ConfigError
+from recsys.models.session_module import SESSION_METRICS, LaneState, SessionRecommender
+
+
+def _squashed_popularity(support: torch.Tensor) -> torch.Tensor:
+    s = support.double()
+    return (s / (s + 1.0)).float()
+
+
+class SessionMostPop(SessionRecommender):
+    """Items ranked by their number of training events, whatever the session."""
+
+    def __init__(self, info: SessionInfo, tie_mode: str = "standard", topk: Sequence[int] = (5, 10, 20),
+                 metrics: Sequence[str] = SESSION_METRICS) -> None:
+        super().__init__(info.num_items, topk, metrics, tie_mode)
+        self.save_hyperparameters({"num_items": info.num_items, "tie_mode": tie_mode}, logger=False)
+        self.register_buffer("popularity", info.item_support.float(), persistent=False)
+
+    def eval_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.popularity.expand(batch["inputs"].numel(), -1).clone()
+
+    def configure_optimizers(self) -> None:
+        return None
+
+
+class SessionPop(SessionRecommender):
+    """S-POP: session counts of the items seen so far in the session, ties broken by global popularity."""
+
+    def __init__(self, info: SessionInfo, tie_mode: str = "standard", topk: Sequence[int] = (5, 10, 20),
+                 metrics: Sequence[str] = SESSION_METRICS) -> None:
+        super().__init__(info.num_items, topk, metrics, tie_mode)
+        self.save_hyperparameters({"num_items": info.num_items, "tie_mode": tie_mode}, logger=False)
+        self.register_buffer("tiebreak", _squashed_popularity(info.item_support), persistent=False)
+        self._state = LaneState(lambda lanes: [torch.zeros(lanes, self.num_items, device=self.device)])
+
+    def reset_eval_state(self) -> None:
+        self._state.clear()
+
+    def eval_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        (counts,) = self._state.gather(batch["lanes"], batch["reset"])
+        counts[torch.arange(counts.shape[0], device=counts.device), batch["inputs"]] += 1.0
+        self._state.scatter(batch["lanes"], [counts])
+        return counts + self.tiebreak
+
+    def configure_optimizers(self) -> None:
+        return None
+
+
+def cooccurrence_neighbours(
+    train: SessionSequences, num_items: int, neighbours: int = 100, lmbd: float = 20.0, alpha: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``neighbours`` similar items of every item, ``(N, k)`` ids and similarities (0-padded), from the
+    session co-occurrence counts (array ops: a sparse ``XᵀX`` over the session × item incidence)."""
+    sess = train.session_of_event()
+    keys = np.unique(sess * num_items + train.items)  # distinct (session, item)
+    rows, cols = keys // num_items, keys % num_items
+    support = np.bincount(cols, minlength=num_items).astype(np.float64)
+    x = torch.sparse_coo_tensor(torch.from_numpy(np.stack([rows, cols])), torch.ones(len(keys), dtype=torch.float64),
+                                (train.num_sessions, num_items)).coalesce()
+    co = torch.sparse.mm(x.t().coalesce(), x).coalesce()
+    i, j = co.indices().numpy()
+    c = co.values().numpy()
+    off = i != j
+    i, j, c = i[off], j[off], c[off]
+    sim = c / ((support[i] + lmbd) ** alpha * (support[j] + lmbd) ** (1.0 - alpha))
+    order = np.lexsort((j, -sim, i))  # by item, then similarity descending (lower id first on ties)
+    i, j, sim = i[order], j[order], sim[order]
+    first = np.searchsorted(i, np.arange(num_items))
+    pos = np.arange(len(i)) - first[i]
+    keep = pos < neighbours
+    ids = np.zeros((num_items, neighbours), dtype=np.int64)
+    vals = np.zeros((num_items, neighbours), dtype=np.float32)
+    ids[i[keep], pos[keep]] = j[keep]
+    vals[i[keep], pos[keep]] = sim[keep]
+    return torch.from_numpy(ids), torch.from_numpy(vals)
+
+
+class ItemKNN(SessionRecommender):
+    """Item-to-item co-occurrence of the current item (module docstring)."""
+
+    def __init__(self, info: SessionInfo, neighbours: int = 100, lmbd: float = 20.0, alpha: float = 0.5,
+                 popularity_tiebreak: bool = True, tie_mode: str = "standard", topk: Sequence[int] = (5, 10, 20),
+                 metrics: Sequence[str] = SESSION_METRICS) -> None:
+        super().__init__(info.num_items, topk, metrics, tie_mode)
+        if neighbours < 1 or lmbd < 0 or not 0 <= alpha <= 1:
+            raise ConfigError(f"model: need neighbours >= 1, lmbd >= 0, 0 <= alpha <= 1; got {neighbours}, {lmbd}, {alpha}")
+        self.save_hyperparameters({"num_items": info.num_items, "neighbours": neighbours, "lmbd": lmbd,
+                                   "alpha": alpha, "tie_mode": tie_mode}, logger=False)
+        ids, sims = cooccurrence_neighbours(info.train, info.num_items, neighbours, lmbd, alpha)
+        self.register_buffer("neighbour_ids", ids, persistent=False)
+        self.register_buffer("neighbour_sims", sims, persistent=False)
+        tiebreak = 1e-6 * _squashed_popularity(info.item_support) if popularity_tiebreak else torch.zeros(info.num_items)
+        self.register_buffer("tiebreak", tiebreak, persistent=False)
+
+    def eval_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        items = batch["inputs"]
+        scores = self.tiebreak.expand(items.numel(), -1).clone()
+        return scores.scatter_add_(1, self.neighbour_ids[items], self.neighbour_sims[items])
+
+    def configure_optimizers(self) -> None:
+        return None

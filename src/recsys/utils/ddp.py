@@ -1,0 +1,241 @@
+"""Lightning DDP inside Hydra runs and sweeps (frameworks.md §3, P1/P2/P5).
+
+Lightning's ``ddp`` strategy starts ranks ``1..N-1`` by re-running the script
+(``_SubprocessScriptLauncher``). With Hydra it re-uses ``sys.argv`` plus ``hydra.run.dir`` — right for a
+single run, wrong in a multirun: the children get ``-m`` and the whole sweep, so every rank runs its own
+copy of the sweep (right by accident for a fixed grid; with Optuna each rank asks the study for different
+hyper-parameters and the ranks crash on mismatched shapes), in the wrong folder. :func:`install` replaces
+that command by :func:`hydra_subprocess_cmd`: a *single run* of the current job only — the job's own
+overrides (``hydra.overrides.task``, i.e. the values the sweeper chose), ``hydra.mode=RUN``, the job's
+output folder as ``hydra.run.dir`` and no ``.hydra`` dump (``hydra.output_subdir=null``). The parent
+process, and only it, talks to the sweeper.
+
+A multirun also runs several jobs in one process, so :func:`job_scope` undoes what a DDP job leaves
+behind in rank 0: the process group (destroyed), the rendezvous variables Lightning put in ``os.environ``
+(``LOCAL_RANK`` left there would make the next job believe its ranks were started externally), the torch
+thread count, and the child processes (waited for, killed if the job failed).
+
+``ddp_spawn`` runs every stage in fresh worker processes: :class:`ResetMetricStates` resets torchmetrics
+states once in each worker (after unpickling, a metric's state can share memory with its default, so
+``reset()`` does not zero it and the counts of earlier evaluations leak in: 26 users counted as 52), and
+:func:`install` also carries the callbacks' states and the epoch counter back to the main process
+(Lightning only carries the checkpoint path, the weights and ``callback_metrics``), so the
+best-validation metrics and epoch count of ``metrics.json`` are those of the workers' fit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import subprocess
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+#: environment variables Lightning's launchers set in the launching process
+RENDEZVOUS_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "OMP_NUM_THREADS")
+#: hydra overrides that belong to the sweep, not to a job (dropped from the child command)
+_SWEEP_ONLY_KEYS = (
+    "hydra.mode", "hydra.sweep", "hydra.sweeper", "hydra/sweeper", "hydra.launcher", "hydra/launcher",
+    "hydra.run.dir", "hydra.job.name", "hydra.output_subdir",
+)
+#: command-line flags that choose the primary config (kept, with their value)
+_CONFIG_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
+
+_children: list[subprocess.Popen] = []
+_installed = False
+
+
+# -- the child command ------------------------------------------------------------------------------
+def _hydra_quote(value: str) -> str:
+    """A Hydra override value that keeps any path literal (quoted, with quotes/backslashes escaped)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _override_key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def _is_sweep_only(override: str) -> bool:
+    key = _override_key(override)
+    return any(key == k or key.startswith(k + ".") for k in _SWEEP_ONLY_KEYS)
+
+
+def config_flags(argv: Sequence[str]) -> list[str]:
+    """The ``--config-path/--config-name/--config-dir`` flags (and values) of a command line."""
+    out: list[str] = []
+    it = iter(range(len(argv)))
+    for i in it:
+        arg = argv[i]
+        if arg in _CONFIG_FLAGS and i + 1 < len(argv):
+            out += [arg, argv[i + 1]]
+            next(it, None)
+        elif arg.split("=", 1)[0] in _CONFIG_FLAGS and "=" in arg:
+            out.append(arg)
+    return out
+
+
+def hydra_subprocess_cmd(local_rank: int) -> tuple[list[str], str]:
+    """Command (and cwd) that starts DDP rank ``local_rank`` of the *current Hydra job* as a single run.
+
+    Replaces ``lightning_fabric.strategies.launchers.subprocess_script._hydra_subprocess_cmd`` (same
+    signature): script + config flags + the job's task overrides + its non-sweep hydra overrides +
+    ``hydra.mode=RUN hydra.run.dir=<job output dir> hydra.job.name=train_ddp_process_<rank>
+    hydra.output_subdir=null``.
+    """
+    import __main__
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd, to_absolute_path
+
+    hc = HydraConfig.get()
+    if __main__.__spec__ is None:
+        command = [sys.executable, to_absolute_path(sys.argv[0])]
+    else:
+        command = [sys.executable, "-m", __main__.__spec__.name]
+    command += config_flags(sys.argv[1:])
+    command += list(hc.overrides.task)
+    command += [o for o in hc.overrides.hydra if not _is_sweep_only(o)]
+    command += [
+        "hydra.mode=RUN",
+        f"hydra.run.dir={_hydra_quote(str(hc.runtime.output_dir))}",
+        f"hydra.job.name=train_ddp_process_{local_rank}",
+        "hydra.output_subdir=null",
+    ]
+    log.debug("DDP rank %d command: %s", local_rank, command)
+    return command, get_original_cwd()
+
+
+# -- ddp_spawn: state the workers hand back ---------------------------------------------------------
+def _callback_states(trainer: pl.Trainer) -> dict[str, Any]:
+    return {cb.state_key: cb.state_dict() for cb in trainer.callbacks if cb.state_dict()}
+
+
+def _patched_get_extra_results(original):
+    def get_extra_results(self, trainer: pl.Trainer) -> dict[str, Any]:
+        extra = original(self, trainer)
+        buffer = io.BytesIO()
+        torch.save({"callbacks": _callback_states(trainer), "epoch_progress": trainer.fit_loop.epoch_progress.state_dict()}, buffer)
+        extra["recsys_state_bytes"] = buffer.getvalue()
+        return extra
+
+    return get_extra_results
+
+
+def _patched_update_main_process_results(original):
+    def update_main_process_results(self, trainer: pl.Trainer, extra: dict[str, Any]) -> None:
+        original(self, trainer, extra)
+        if "recsys_state_bytes" not in extra:
+            return
+        state = torch.load(io.BytesIO(extra["recsys_state_bytes"]), weights_only=False)  # our own worker's bytes
+        for cb in trainer.callbacks:
+            if cb.state_key in state["callbacks"]:
+                cb.load_state_dict(state["callbacks"][cb.state_key])
+        if trainer.state.fn == "fit":
+            trainer.fit_loop.epoch_progress.load_state_dict(state["epoch_progress"])
+
+    return update_main_process_results
+
+
+def _patched_call_children_scripts(original):
+    def _call_children_scripts(self) -> None:
+        original(self)
+        _children.extend(self.procs)
+
+    return _call_children_scripts
+
+
+def install() -> None:
+    """Patch Lightning's launchers (idempotent): Hydra-job-aware child command, child bookkeeping,
+    ``ddp_spawn`` state hand-back; silence Lightning's ``sync_dist`` advice for our already-reduced metrics."""
+    global _installed
+    if _installed:
+        return
+    import lightning_fabric.strategies.launchers.subprocess_script as fabric_subprocess
+    import pytorch_lightning.strategies.launchers.multiprocessing as pl_spawn
+    import pytorch_lightning.strategies.launchers.subprocess_script as pl_subprocess
+
+    # both modules bind the name at import time: patch each
+    fabric_subprocess._hydra_subprocess_cmd = hydra_subprocess_cmd
+    pl_subprocess._hydra_subprocess_cmd = hydra_subprocess_cmd
+    launcher = pl_subprocess._SubprocessScriptLauncher
+    launcher._call_children_scripts = _patched_call_children_scripts(launcher._call_children_scripts)
+    spawn = pl_spawn._MultiProcessingLauncher
+    spawn.get_extra_results = _patched_get_extra_results(spawn.get_extra_results)
+    spawn.update_main_process_results = _patched_update_main_process_results(spawn.update_main_process_results)
+    # TopKMetrics.compute() sums the states over ranks, so every rank logs the same global value
+    warnings.filterwarnings("ignore", message=r".*self\.log\('(val|test)/.*sync_dist=True")
+    _installed = True
+
+
+# -- one job in a long-lived process ----------------------------------------------------------------
+def _restore_env(saved: dict[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _reap_children(failed: bool, timeout: float = 120.0) -> None:
+    while _children:
+        proc = _children.pop()
+        if proc.poll() is None and not failed:
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("DDP child process %d still running %.0f s after its job ended: killing it", proc.pid, timeout)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.returncode and not failed:
+            log.warning("DDP child process %d exited with code %d", proc.pid, proc.returncode)
+
+
+@contextlib.contextmanager
+def job_scope() -> Iterator[None]:
+    """Run one Hydra job; afterwards leave the process as a fresh one for the next multirun job.
+
+    Only what Lightning created inside the job is undone: a process group started externally (torchrun,
+    SLURM: ``LOCAL_RANK`` already set before the job) is left alone.
+    """
+    install()
+    saved_env = {k: os.environ.get(k) for k in RENDEZVOUS_ENV}
+    threads = torch.get_num_threads()
+    external = saved_env["LOCAL_RANK"] is not None or "RANK" in os.environ
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        _reap_children(failed)
+        if not external and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        if not external:
+            _restore_env(saved_env)
+            torch.set_num_threads(threads)
+
+
+class ResetMetricStates(pl.Callback):
+    """Resets every torchmetrics ``Metric`` of the module at ``setup`` (in the worker, for ``ddp_spawn``),
+    so each evaluation starts from states that do not alias their defaults."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        from torchmetrics import Metric
+
+        for module in pl_module.modules():
+            if isinstance(module, Metric):
+                module.reset()
+
+
+# Importing this module installs the patches, so they are active in ddp_spawn workers too: a worker is a
+# fresh interpreter that imports recsys.utils.ddp when it unpickles the trainer's ResetMetricStates.
+install()
