@@ -3,8 +3,8 @@
 Strategies (``configs/sampler/<name>.yaml``, algorithms.md §1.4 and §3.3):
 
 * ``uniform``    — :class:`UniformNegativeSampler`: items uniform, rejecting the user's train positives.
-* ``popularity`` — :class:`PopularityNegativeSampler`: ``P(i) ∝ count_i^alpha`` (0 = uniform, 1 = popularity),
-  rejecting train positives.
+* ``popularity`` — :class:`PopularityNegativeSampler`: ``P(i) ∝ count_i^alpha`` (0 = uniform,
+  1 = popularity), rejecting train positives.
 * ``in_batch``   — :class:`InBatchNegativeSampler`: the other rows' positives of the mini-batch are the
   negatives (GRU4Rec's scheme), plus ``n_sample`` optional extras shared by the batch; entries that are one of
   the row's own train positives are *masked*, not redrawn.
@@ -31,7 +31,10 @@ and the methods
 * ``sample(users: Tensor, generator) -> Tensor`` — ``(B, num_negatives)`` per-row negatives, each drawn from
   the proposal restricted to the items *not* in the user's train set (rejection by a batched binary search
   on sorted ``user * num_items + item`` keys; only rejected entries are redrawn; the few left after
-  ``MAX_REJECTION_ROUNDS`` are drawn exactly from the masked distribution). Needs ``bind(train)``.
+  ``MAX_REJECTION_ROUNDS`` are drawn exactly from the masked distribution). Needs ``bind(train)``;
+  ``draw_rejected(users, k, generator)`` is the same with ``k`` per row.
+* ``positive_mask(users: Tensor, items: Tensor) -> Tensor`` — ``(B, S)`` bool, ``items[s]`` in user b's train
+  set (for masking shared negatives). Needs ``bind(train)``.
 * ``batch_negatives(users: Tensor, pos_items: Tensor, generator) -> dict[str, Tensor]`` — what one training
   batch needs; called by :class:`BPREpochSampler` for every yielded batch (after DDP sharding and slicing).
 
@@ -155,7 +158,9 @@ class NegativeSampler:
     def proposal_weights(self) -> torch.Tensor:
         """Unnormalised proposal ``count^alpha`` of every item, ``(num_items,)`` float64."""
         self._require_bound()
-        return torch.ones(self.num_items, dtype=torch.float64) if self._weights is None else self._weights.clone()
+        if self._weights is None:
+            return torch.ones(self.num_items, dtype=torch.float64)
+        return self._weights.clone()
 
     def propose(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` i.i.d. item ids from the proposal ``∝ count^alpha`` (no rejection), int64 ``(n,)``."""
@@ -234,7 +239,10 @@ class NegativeSampler:
             raise RuntimeError(f"{type(self).__name__}.bind(...) must be called before drawing")
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(num_negatives={self.num_negatives}, n_sample={self.n_sample}, alpha={self.alpha})"
+        return (
+            f"{type(self).__name__}(num_negatives={self.num_negatives}, n_sample={self.n_sample}, "
+            f"alpha={self.alpha})"
+        )
 
 
 class UniformNegativeSampler(NegativeSampler):
@@ -262,7 +270,8 @@ class InBatchNegativeSampler(NegativeSampler):
     """
 
     def __init__(self, num_negatives: int | None = None, n_sample: int = 0, alpha: float = 0.0) -> None:
-        super().__init__(num_negatives=1 if num_negatives is None else num_negatives, n_sample=n_sample, alpha=alpha)
+        k = 1 if num_negatives is None else num_negatives
+        super().__init__(num_negatives=k, n_sample=n_sample, alpha=alpha)
         self.num_negatives = num_negatives
 
     def sample(self, users: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -295,7 +304,9 @@ class HardNegativeSampler(NegativeSampler):
     each ``(b, n)`` (:func:`select_hard_negatives`).
     """
 
-    def __init__(self, num_negatives: int = 1, candidates: int = 16, alpha: float = 0.0, n_sample: int = 0) -> None:
+    def __init__(
+        self, num_negatives: int = 1, candidates: int = 16, alpha: float = 0.0, n_sample: int = 0
+    ) -> None:
         super().__init__(num_negatives=num_negatives, n_sample=n_sample, alpha=alpha)
         if candidates < 1:
             raise ConfigError(f"sampler.candidates must be >= 1, got {candidates}")
@@ -337,8 +348,8 @@ class BPREpochSampler(Sampler):
     The LightGCN protocol (algorithms.md §1.4): ``num_samples`` (default: number of train interactions)
     users drawn uniformly with replacement among users that have train items and a uniform positive of each,
     drawn in a few tensor ops from a generator seeded by ``(seed, epoch)``. Under DDP every rank draws the
-    same (users, positives) and keeps the disjoint slice ``rank::world_size``, cut to ``num_samples //
-    world_size`` so that every rank takes the same number of steps. The negatives are added per
+    same (users, positives) and keeps the disjoint slice ``rank::world_size``, cut into the same number of
+    near-equal batches (<= ``batch_size``) on every rank so that all ranks take the same number of steps. The negatives are added per
     yielded batch by ``negative_sampler.batch_negatives`` (in-batch negatives depend on the batch), from a
     generator seeded by ``(seed, epoch, rank)``. Used as the ``sampler`` of a DataLoader over
     :class:`PassThrough`.
@@ -368,14 +379,11 @@ class BPREpochSampler(Sampler):
         """Called by Lightning before each epoch; makes the draw a function of (seed, epoch)."""
         self.epoch = epoch
 
-    def _local_count(self) -> int:
-        # every rank keeps num_samples // world (drops < world draws) so all ranks take the same number of
-        # optimizer steps; unequal step counts would desynchronise DDP's gradient all-reduce
-        _, world = distributed_rank_and_world()
-        return self.num_samples // world if world > 1 else self.num_samples
-
     def __len__(self) -> int:
-        return math.ceil(self._local_count() / self.batch_size)
+        # the same on every rank (that of the largest shard): unequal step counts would desynchronise
+        # DDP's gradient all-reduce
+        _, world = distributed_rank_and_world()
+        return math.ceil(math.ceil(self.num_samples / world) / self.batch_size)
 
     def draw_epoch(self) -> dict[str, torch.Tensor]:
         """The full epoch's ``users`` and ``pos_items`` (all ranks), deterministic in (seed, epoch)."""
@@ -391,11 +399,16 @@ class BPREpochSampler(Sampler):
         epoch = self.draw_epoch()
         rank, world = distributed_rank_and_world()
         if world > 1:
-            epoch = {k: v[rank::world][: self._local_count()] for k, v in epoch.items()}
+            epoch = {k: v[rank::world] for k, v in epoch.items()}
         g = sampling_generator(self.seed, self.epoch, rank)
         n = epoch["users"].numel()
-        for lo in range(0, n, self.batch_size):
-            users, pos = epoch["users"][lo : lo + self.batch_size], epoch["pos_items"][lo : lo + self.batch_size]
+        if world > 1:  # len(self) near-equal batches (<= batch_size each) on every rank
+            num_batches = len(self)
+            bounds = [(i * n // num_batches, (i + 1) * n // num_batches) for i in range(num_batches)]
+        else:
+            bounds = [(lo, lo + self.batch_size) for lo in range(0, n, self.batch_size)]
+        for lo, hi in bounds:
+            users, pos = epoch["users"][lo:hi], epoch["pos_items"][lo:hi]
             yield {"users": users, "pos_items": pos, **self.negative_sampler.batch_negatives(users, pos, g)}
 
 

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recsys.builders import build_datamodule, build_model
 from recsys.utils.callbacks import BestMetricTracker, ConfigInCheckpoint
+from recsys.utils.dashboards import log_summary
 from recsys.utils.ddp import ResetMetricStates
 from recsys.utils.devices import resolve_trainer_config
 from recsys.utils.instantiators import instantiate_callbacks, instantiate_loggers
@@ -71,6 +72,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
 
     write_metrics(Path(cfg.paths.output_dir) / "metrics.json", metrics)
+    log_summary(loggers, metrics)
     return metrics
 
 

@@ -24,7 +24,8 @@ class GraphRecommender(TopKRecommender):
     with a mask; :func:`batch_negative_scores`).
     ``reg`` is :func:`~recsys.losses.embedding_l2` on the ego embeddings of the batch rows
     (LightGCN, MF) or on the final embeddings (NGCF), as the encoder declares (``regularize_ego``);
-    a row's negative term is the mean ``‖e_j‖²`` over its valid negatives (:func:`~recsys.losses.embedding_l2_sq`).
+    a row's negative term is the mean ``‖e_j‖²`` over its valid negatives
+    (:func:`~recsys.losses.embedding_l2_sq`).
     Every training step propagates the whole graph (as the official code does); evaluation propagates
     once per epoch. Scores are inner products ``ŷ_ui = e_uᵀ e_i``.
 
@@ -129,7 +130,9 @@ def batch_negative_scores(
         valid = shared_mask.to(reg_item.dtype)
         sq_sum = sq_sum + valid @ reg_item[shared].pow(2).sum(-1)
         count = count + valid.sum(1)
-        mask = shared_mask if per_row is None else torch.cat([torch.ones_like(per_row, dtype=torch.bool), shared_mask], 1)
+        mask = shared_mask
+        if per_row is not None:
+            mask = torch.cat([torch.ones_like(per_row, dtype=torch.bool), shared_mask], 1)
     neg_scores = scores[0] if len(scores) == 1 else torch.cat(scores, 1)
     neg_sq = sq_sum / count.clamp(min=1) if torch.is_tensor(count) else sq_sum / count
     return neg_scores, mask, neg_sq

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -78,8 +79,10 @@ def cooccurrence_neighbours(
     rows, cols = keys // num_items, keys % num_items
     support = np.bincount(cols, minlength=num_items).astype(np.float64)
     x = torch.sparse_coo_tensor(torch.from_numpy(np.stack([rows, cols])), torch.ones(len(keys), dtype=torch.float64),
-                                (train.num_sessions, num_items)).coalesce()
-    co = torch.sparse.mm(x.t().coalesce(), x).coalesce()
+                                (train.num_sessions, num_items), check_invariants=False).coalesce()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        co = torch.sparse.mm(x.t().coalesce(), x).coalesce()
     i, j = co.indices().numpy()
     c = co.values().numpy()
     off = i != j

@@ -162,8 +162,10 @@ class GRU4Rec(SessionRecommender):
         loss: ``cross-entropy`` (+ ``logq`` correction), ``bpr-max`` (+ ``bpreg``, ``elu_param``), ``top1``,
             ``bpr`` or ``top1-max`` (:mod:`recsys.losses`).
         layers, embedding, dropout_embed, dropout_hidden: the network (:class:`GRU4RecNet`).
-        sparse_gradients: ``auto`` (sparse item-table gradients when the optimiser supports them and the run
-            has one process), ``true`` or ``false``.
+        sparse_gradients: ``auto`` (row-sparse item-table gradients when the optimiser supports them, the run
+            has one process and either momentum is on — the official semantics: rows without a gradient do not
+            move — or the catalogue is large; without momentum dense Adagrad gives the same result), ``true``
+            or ``false``.
         tie_mode, topk, metrics: evaluation (see module docstring).
     """
 
@@ -295,7 +297,12 @@ class GRU4Rec(SessionRecommender):
                 f"model.sparse_gradients=true but {type(optimizer).__name__} does not accept sparse gradients; "
                 "set model.sparse_gradients=false (or auto)"
             )
-        sparse = self.sparse_gradients == "true" or (self.sparse_gradients == "auto" and supports and world == 1)
+        momentum = float(optimizer.param_groups[0].get("momentum", 0.0) or 0.0)
+        # auto: the official row-sparse updates when they change the result (momentum) or save work (many items)
+        worth_it = momentum > 0 or self.num_items > 2 * (self.batch_size + self.n_sample)
+        sparse = self.sparse_gradients == "true" or (
+            self.sparse_gradients == "auto" and supports and world == 1 and worth_it
+        )
         self.net.set_sparse(sparse)
         return optimizer
 

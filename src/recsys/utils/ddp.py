@@ -53,6 +53,8 @@ _CONFIG_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir",
 
 _children: list[subprocess.Popen] = []
 _installed = False
+#: set by child_job(): the job the DDP children must run instead of the current Hydra job
+_child_job: dict[str, Any] | None = None
 
 
 # -- the child command ------------------------------------------------------------------------------
@@ -97,21 +99,39 @@ def hydra_subprocess_cmd(local_rank: int) -> tuple[list[str], str]:
     from hydra.utils import get_original_cwd, to_absolute_path
 
     hc = HydraConfig.get()
-    if __main__.__spec__ is None:
-        command = [sys.executable, to_absolute_path(sys.argv[0])]
+    if _child_job is not None:  # a job composed by a driver script (e.g. an Optuna trial)
+        command = [sys.executable, str(_child_job["script"])]
+        task_overrides, output_dir = list(_child_job["overrides"]), str(_child_job["output_dir"])
     else:
-        command = [sys.executable, "-m", __main__.__spec__.name]
+        if __main__.__spec__ is None:
+            command = [sys.executable, to_absolute_path(sys.argv[0])]
+        else:
+            command = [sys.executable, "-m", __main__.__spec__.name]
+        task_overrides, output_dir = list(hc.overrides.task), str(hc.runtime.output_dir)
     command += config_flags(sys.argv[1:])
-    command += list(hc.overrides.task)
+    command += task_overrides
     command += [o for o in hc.overrides.hydra if not _is_sweep_only(o)]
     command += [
         "hydra.mode=RUN",
-        f"hydra.run.dir={_hydra_quote(str(hc.runtime.output_dir))}",
+        f"hydra.run.dir={_hydra_quote(output_dir)}",
         f"hydra.job.name=train_ddp_process_{local_rank}",
         "hydra.output_subdir=null",
     ]
-    log.debug("DDP rank %d command: %s", local_rank, command)
+    log.info("Starting DDP rank %d: %s", local_rank, " ".join(command))
     return command, get_original_cwd()
+
+
+@contextlib.contextmanager
+def child_job(script: str | os.PathLike, overrides: Sequence[str], output_dir: str | os.PathLike) -> Iterator[None]:
+    """Inside this block, DDP ranks ``1..N-1`` run ``python <script> <overrides>`` as a single run in
+    ``output_dir`` instead of the current Hydra job: for jobs a driver composes itself (an Optuna trial of
+    ``scripts/optuna_search.py`` runs ``train.py`` with the trial's overrides)."""
+    global _child_job
+    previous, _child_job = _child_job, {"script": script, "overrides": list(overrides), "output_dir": output_dir}
+    try:
+        yield
+    finally:
+        _child_job = previous
 
 
 # -- ddp_spawn: state the workers hand back ---------------------------------------------------------

@@ -14,6 +14,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from recsys.data.interactions import atomic_write
 from recsys.errors import RecsysError
+from recsys.utils.dashboards import sync_hint
 from recsys.utils.ddp import job_scope
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,10 @@ def finish_wandb(exit_code: int) -> None:
 
     if wandb.run is not None:
         log.info("Closing wandb run %s (exit code %d)", wandb.run.id, exit_code)
+        offline, run_dir = bool(getattr(wandb.run, "offline", False)), Path(wandb.run.dir).parent
         wandb.finish(exit_code=exit_code)
+        if offline:
+            print(sync_hint(run_dir), flush=True)
 
 
 @rank_zero_only

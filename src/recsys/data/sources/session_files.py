@@ -132,12 +132,16 @@ def read_columns(
             for k in range(len(columns)):
                 values = table[f"c{k}"]
                 if columns[k][1].startswith("M8"):
-                    values = _iso_to_seconds(values, path, expected)
+                    try:
+                        values = _iso_to_seconds(values, path, expected)
+                    except DataError:
+                        raise _scan_for_error(lines, path, delimiter, columns, line_no, expected) from None
                 chunks[k].append(values)
             line_no += len(lines)
             if len(lines) < CHUNK_ROWS:
                 break
-    return [np.concatenate(c) if c else np.zeros(0) for c in chunks]
+    empty = [np.zeros(0, np.float64 if dt.startswith("M8") else dt) for _, dt in columns]
+    return [np.concatenate(c) if c else e for c, e in zip(chunks, empty, strict=True)]
 
 
 def _iso_to_seconds(values: np.ndarray, path: Path, expected: str) -> np.ndarray:

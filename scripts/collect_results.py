@@ -1,0 +1,62 @@
+"""Collect a multirun folder into a results table and plots.
+
+    python scripts/collect_results.py logs/train/multiruns/2026-01-01_12-00-00
+    python scripts/collect_results.py <sweep> --metric val/recall@20 --out results/depth_sweep
+    python scripts/collect_results.py <sweep> --wandb          # also upload table + plots (offline without a key)
+
+Writes results.csv, results.md (one row per job: overrides, best validation metrics, test metrics, epochs,
+time) and plot_*.png (metric vs depth per model, depth x dim heatmap per model and sampler, best value per
+sampler) into the sweep folder (or --out). See recsys.utils.results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from recsys.utils.results import collect, sweep_wandb_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep_dir", type=Path, help="a multirun folder (hydra.sweep.dir)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: the sweep folder)")
+    parser.add_argument("--metric", default="test/recall@20", help="metric of the plots (default: test/recall@20)")
+    parser.add_argument("--depth-key", default="model.num_layers", help="config key of the depth axis")
+    parser.add_argument("--dim-key", default="model.embedding_dim", help="config key of the embedding-size axis")
+    upload = parser.add_mutually_exclusive_group()
+    upload.add_argument("--wandb", dest="upload", action="store_true", default=None,
+                        help="upload to wandb (default: when the sweep logged to wandb)")
+    upload.add_argument("--no-wandb", dest="upload", action="store_false")
+    parser.add_argument("--project", default=None, help="wandb project (default: the sweep's logger.wandb.project)")
+    parser.add_argument("--group", default=None, help="wandb group (default: the sweep's group)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    if not args.sweep_dir.is_dir():
+        print(f"error: {args.sweep_dir}: no such folder", file=sys.stderr)
+        return 2
+    result = collect(args.sweep_dir, args.out, metric=args.metric, depth_key=args.depth_key, dim_key=args.dim_key)
+    if result.num_jobs == 0:
+        print(f"error: no job folder (with .hydra/overrides.yaml or metrics.json) under {args.sweep_dir}", file=sys.stderr)
+        return 2
+    print(f"{result.num_jobs} jobs ({result.num_failed} failed)")
+    for path in [result.table_csv, result.table_md, *result.plots]:
+        print(f"wrote {path}")
+
+    settings = sweep_wandb_settings(args.sweep_dir.resolve())
+    if args.upload or (args.upload is None and settings is not None):
+        from recsys.utils.dashboards import upload_results
+
+        settings = settings or {"project": "recsys", "entity": None, "group": args.sweep_dir.resolve().name, "tags": []}
+        settings["project"] = args.project or settings["project"]
+        settings["group"] = args.group or settings["group"]
+        run_dir = upload_results(result.table_csv, result.plots, save_dir=result.table_csv.parent, **settings)
+        print(f"wandb run (group {settings['group']}): {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,287 @@
+"""GRU4Rec network, optimiser, training step and next-item evaluation against direct references."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+from recsys.data.session_batches import SessionParallelBatches
+from recsys.data.session_data import SessionSequences
+from recsys.data.session_datamodule import SessionInfo
+from recsys.errors import ConfigError
+from recsys.metrics import TopKMetrics
+from recsys.models.components.gru4rec import AdagradM, GRU4RecNet
+from recsys.models.session_module import GRU4Rec, next_item_ranks, ranks_to_hits
+from recsys.sampling import InBatchNegativeSampler, UniformNegativeSampler
+
+N = 30
+
+
+def make_info(n_sample: int = 0, alpha: float = 0.5, batch_size: int = 4, seed: int = 0) -> SessionInfo:
+    rng = np.random.default_rng(seed)
+    support = torch.from_numpy(rng.integers(1, 50, size=N))
+    sampler = InBatchNegativeSampler(n_sample=n_sample, alpha=alpha).bind(item_counts=support)
+    train = SessionSequences.from_lengths(np.array([3, 2]), np.array([0, 1, 2, 3, 4]))
+    return SessionInfo(N, support, batch_size, sampler, train)
+
+
+def make_model(**kwargs) -> GRU4Rec:
+    info = kwargs.pop("info", None) or make_info(kwargs.pop("n_sample", 0), kwargs.pop("alpha", 0.5))
+    torch.manual_seed(0)
+    return GRU4Rec(info, partial(AdagradM, lr=0.05), **kwargs)
+
+
+# -- network -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("embedding", ["shared", "onehot", 7])
+@pytest.mark.parametrize("layers", [[8], [8, 6]])
+def test_network_shapes_and_parameters(embedding, layers):
+    net = GRU4RecNet(N, layers, embedding)
+    hidden = net.init_hidden(3)
+    out, new = net(torch.tensor([1, 2, 3]), hidden)
+    assert out.shape == (3, layers[-1]) and [h.shape[1] for h in new] == layers
+    assert net.score_columns(out, torch.tensor([4, 5])).shape == (3, 2)
+    assert net.score_all(out).shape == (3, N)
+    names = {n for n, _ in net.named_parameters()}
+    assert ("input_embedding" in names) == isinstance(embedding, int)
+    assert any(n.startswith("onehot.") for n in names) == (embedding == "onehot")
+
+
+def test_shared_embedding_reuses_the_output_matrix():
+    net = GRU4RecNet(N, [8], "shared")
+    out, _ = net(torch.tensor([5]), net.init_hidden(1))
+    out.sum().backward()
+    grad = net.output_weight.grad
+    assert grad[5].abs().sum() > 0 and grad[torch.arange(N) != 5].abs().sum() == 0  # only the input row
+
+
+def test_onehot_layer_matches_the_gru_formula():
+    net = GRU4RecNet(N, [4], "onehot")
+    layer = net.onehot
+    with torch.no_grad():
+        layer.bias.uniform_(-0.5, 0.5)
+    h = torch.randn(2, 4)
+    items = torch.tensor([3, 7])
+    got = layer(items, h)
+    for b in range(2):
+        wx = layer.input_weight[items[b]] + layer.bias
+        x_h, x_r, x_z = wx[:4], wx[4:8], wx[8:]
+        r = torch.sigmoid(x_r + h[b] @ layer.gate_weight[:, :4])
+        z = torch.sigmoid(x_z + h[b] @ layer.gate_weight[:, 4:])
+        cand = torch.tanh(x_h + (r * h[b]) @ layer.candidate_weight)
+        assert torch.allclose(got[b], (1 - z) * h[b] + z * cand, atol=1e-6)
+
+
+def test_init_is_glorot_uniform_per_gate_block_and_biases_are_zero():
+    net = GRU4RecNet(200, [50], "shared")
+    cell = net.cells[0]
+    assert cell.weight_ih.abs().max() <= math.sqrt(6 / (50 + 50))
+    assert cell.weight_ih.abs().max() > 0.9 * math.sqrt(6 / (50 + 50))
+    assert net.output_weight.abs().max() <= math.sqrt(6 / (200 + 50))
+    assert (cell.bias_ih == 0).all() and (net.output_bias == 0).all()
+
+
+def test_bad_network_config_is_a_config_error():
+    with pytest.raises(ConfigError, match="model.embedding"):
+        GRU4RecNet(N, [8], "dense")
+    with pytest.raises(ConfigError, match="model.layers"):
+        GRU4RecNet(N, [], "shared")
+    with pytest.raises(ConfigError, match="dropout_hidden"):
+        GRU4RecNet(N, [8], "shared", dropout_hidden=1.0)
+    with pytest.raises(ConfigError, match="model.loss"):
+        make_model(loss="hinge")
+    with pytest.raises(ConfigError, match="tie_mode"):
+        make_model(tie_mode="median")
+
+
+# -- optimiser -----------------------------------------------------------------------------------
+def test_adagradm_dense_step_matches_the_formula():
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = AdagradM([p], lr=0.1, momentum=0.0, eps=1e-6)
+    acc = np.zeros(2)
+    w = np.array([1.0, -2.0])
+    for g in ([0.5, 0.0], [0.1, -0.3]):
+        p.grad = torch.tensor(g)
+        opt.step()
+        acc += np.square(g)
+        w -= 0.1 * np.array(g) / np.sqrt(acc + 1e-6)
+    np.testing.assert_allclose(p.detach().numpy(), w, rtol=1e-6)
+
+
+def test_adagradm_sparse_updates_touch_only_their_rows_even_with_momentum():
+    torch.manual_seed(0)
+    base = torch.randn(6, 3)
+    dense_p = torch.nn.Parameter(base.clone())
+    sparse_p = torch.nn.Parameter(base.clone())
+    opt_d = AdagradM([dense_p], lr=0.1)
+    opt_s = AdagradM([sparse_p], lr=0.1)
+    for rows in ([0, 2], [2, 5]):
+        idx = torch.tensor(rows)
+        (torch.nn.functional.embedding(idx, dense_p).sum() * 2).backward()
+        (torch.nn.functional.embedding(idx, sparse_p, sparse=True).sum() * 2).backward()
+        assert sparse_p.grad.is_sparse
+        opt_d.step(), opt_s.step()
+        opt_d.zero_grad(), opt_s.zero_grad()
+    assert torch.allclose(dense_p, sparse_p)  # without momentum: zero-gradient rows do not move either way
+    # with momentum, rows without a gradient keep their momentum but do not move (official sparse semantics)
+    p = torch.nn.Parameter(base.clone())
+    opt = AdagradM([p], lr=0.1, momentum=0.5)
+    torch.nn.functional.embedding(torch.tensor([1]), p, sparse=True).sum().backward()
+    opt.step(), opt.zero_grad()
+    moved = p.detach().clone()
+    torch.nn.functional.embedding(torch.tensor([3]), p, sparse=True).sum().backward()
+    opt.step()
+    assert torch.equal(p[1], moved[1]) and not torch.equal(p[3], moved[3])
+    upd = 1.0 / math.sqrt(1.0 + 1e-6)
+    assert torch.allclose(moved[1], base[1] - 0.1 * upd)
+
+
+# -- training step -------------------------------------------------------------------------------
+def step_batch(inputs, targets, lanes, reset):
+    return {"inputs": torch.tensor(inputs), "targets": torch.tensor(targets), "lanes": torch.tensor(lanes),
+            "reset": torch.tensor(reset)}
+
+
+def test_training_step_carries_detached_hidden_state_and_resets_by_mask():
+    model = make_model(layers=[6])
+    model.on_train_epoch_start()
+    b1 = step_batch([1, 2, 3], [4, 5, 6], [0, 1, 2], [True, True, True])
+    model.training_step(b1, 0)
+    h1 = [h.clone() for h in model._train_state.tensors]
+    assert not any(h.requires_grad for h in h1)
+    expected, _ = None, None
+    with torch.no_grad():
+        _, ref = model.net(b1["inputs"], model.net.init_hidden(3))
+    assert torch.allclose(h1[0], ref[0])
+    # step 2: lane 1 starts a new session (reset), lane 2 is gone (the batch shrinks)
+    b2 = step_batch([4, 9], [7, 8], [0, 1], [False, True])
+    model.training_step(b2, 1)
+    with torch.no_grad():
+        _, ref2 = model.net(b2["inputs"], [torch.stack([h1[0][0], torch.zeros(6)])])
+    assert torch.allclose(model._train_state.tensors[0][:2], ref2[0], atol=1e-6)
+    assert torch.equal(model._train_state.tensors[0][2], h1[0][2])  # an idle lane keeps its state
+
+
+def test_loss_is_summed_over_lanes_and_divided_by_the_configured_batch_size():
+    info = make_info(n_sample=5, batch_size=10)
+    model = make_model(info=info, layers=[6], loss="bpr-max", bpreg=0.5, elu_param=1.0, sample_store_size=50)
+    model.on_train_start()
+    model.on_train_epoch_start()
+    batch = step_batch([1, 2, 3], [4, 5, 6], [0, 1, 2], [True, True, True])
+    loss = model.training_step(batch, 0)
+    negatives = model._store[0]
+    assert negatives.numel() == 5
+    with torch.no_grad():
+        out, _ = model.net(batch["inputs"], model.net.init_hidden(3))
+        scores = model.net.score_columns(out, torch.cat([batch["targets"], negatives]))
+        assert scores.shape == (3, 3 + 5)
+        from recsys.losses import bpr_max_loss
+
+        expected = bpr_max_loss(scores, 0.5, 1.0).sum() / 10  # not / 3
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_logq_uses_support_for_in_batch_columns_and_support_pow_alpha_for_samples():
+    info = make_info(n_sample=4, alpha=0.25)
+    model = make_model(info=info, loss="cross-entropy", logq=1.0, layers=[5])
+    targets, negatives = torch.tensor([3, 8]), torch.tensor([1, 2, 3, 4])
+    scores = torch.zeros(2, 6)
+    got = model.step_loss(scores, targets, negatives)
+    q = torch.cat([info.item_support[targets].double(), info.item_support[negatives].double() ** 0.25])
+    logits = -torch.log(q)
+    expected = -(logits - torch.logsumexp(logits, 0))[:2]
+    assert torch.allclose(got.double(), expected, atol=1e-5)
+
+
+def test_negatives_come_from_the_bound_sampler_in_bulk():
+    info = make_info(n_sample=64, alpha=1.0)
+    model = make_model(info=info, sample_store_size=64 * 50, layers=[4])
+    model.on_train_start()
+    draws = torch.cat([model.next_negatives() for _ in range(50)])
+    assert model._store.shape == (50, 64)
+    counts = torch.bincount(draws, minlength=N).double()
+    expected = info.item_support.double() / info.item_support.sum() * draws.numel()
+    assert ((counts - expected).abs() / expected.sqrt().clamp_min(1)).max() < 6  # ∝ supp^1
+    no_extras = make_model(info=make_info(n_sample=0), layers=[4])
+    assert no_extras.next_negatives() is None
+
+
+def test_uniform_sampler_gives_alpha_zero():
+    support = torch.arange(1, N + 1)
+    sampler = UniformNegativeSampler(n_sample=8).bind(item_counts=support)
+    info = SessionInfo(N, support, 4, sampler, SessionSequences.empty())
+    assert info.n_sample == 8 and info.sample_alpha == 0.0
+
+
+def test_sparse_gradients_auto_follow_the_optimiser():
+    model = make_model(layers=[4])  # 30 items > 2 x (4 lanes + 0 samples)
+    model.configure_optimizers()
+    assert model.net.sparse
+    small = make_model(info=make_info(n_sample=20), layers=[4])
+    small.configure_optimizers()
+    assert not small.net.sparse  # more columns per step than items: dense Adagrad is the same and faster
+    momentum = GRU4Rec(make_info(n_sample=20), partial(AdagradM, lr=0.05, momentum=0.3), layers=[4])
+    momentum.configure_optimizers()
+    assert momentum.net.sparse  # the official semantics need row-sparse updates with momentum
+    adam = GRU4Rec(make_info(), partial(torch.optim.Adam, lr=1e-3), layers=[4])
+    adam.configure_optimizers()
+    assert not adam.net.sparse
+    forced = GRU4Rec(make_info(), partial(torch.optim.Adam, lr=1e-3), layers=[4], sparse_gradients="true")
+    with pytest.raises(ConfigError, match="sparse_gradients=false"):
+        forced.configure_optimizers()
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+def brute_force_rank(scores: np.ndarray, target: int, mode: str) -> int:
+    order = sorted(range(len(scores)), key=lambda j: -scores[j])
+    t = scores[target]
+    if mode == "standard":
+        return 1 + sum(1 for j in order if scores[j] > t)
+    return sum(1 for j in order if scores[j] >= t)
+
+
+@pytest.mark.parametrize("mode", ["standard", "conservative"])
+def test_ranks_with_ties_against_brute_force(mode):
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 4, size=(50, 12)).astype(np.float32)  # many ties
+    targets = rng.integers(0, 12, size=50)
+    got = next_item_ranks(torch.from_numpy(scores), torch.from_numpy(targets), mode).numpy()
+    expected = [brute_force_rank(scores[b], int(targets[b]), mode) for b in range(50)]
+    assert got.tolist() == expected
+    metric = TopKMetrics([5, 10], ["recall", "mrr"])
+    ranks = torch.from_numpy(got)
+    metric.update(ranks_to_hits(ranks, 10), torch.ones_like(ranks))
+    values = metric.compute()
+    exp = np.array(expected)
+    assert values["recall@5"].item() == pytest.approx(np.mean(exp <= 5), abs=1e-6)
+    assert values["mrr@10"].item() == pytest.approx(np.mean(np.where(exp <= 10, 1.0 / exp, 0.0)), abs=1e-6)
+
+
+@pytest.mark.parametrize("embedding", ["shared", "onehot"])
+def test_session_parallel_evaluation_equals_per_session_reference(embedding):
+    rng = np.random.default_rng(2)
+    lengths = rng.integers(1, 7, size=23)
+    test = SessionSequences.from_lengths(lengths, rng.integers(0, N, size=int(lengths.sum())))
+    model = make_model(layers=[8, 5], embedding=embedding, tie_mode="conservative", topk=[5, 10, 20],
+                       dropout_hidden=0.3, dropout_embed=0.3)
+    model.eval()
+    model.on_validation_epoch_start()
+    for batch in SessionParallelBatches(test, 4):
+        model.validation_step(batch, 0)
+    got = {k: v.item() for k, v in model.val_metrics.compute().items()}
+    # reference: every test session alone, hidden state from zero, all items scored at every event but the last
+    ranks = []
+    with torch.no_grad():
+        for seq in test.sequences():
+            hidden = model.net.init_hidden(1)
+            for x, y in zip(seq[:-1], seq[1:], strict=True):
+                scores, hidden = model(torch.tensor([x]), hidden)
+                ranks.append(brute_force_rank(scores[0].numpy(), y, "conservative"))
+    r = np.array(ranks)
+    assert len(r) == test.num_steps
+    for k in (5, 10, 20):
+        assert got[f"recall@{k}"] == pytest.approx(np.mean(r <= k), abs=1e-6)
+        assert got[f"mrr@{k}"] == pytest.approx(np.mean(np.where(r <= k, 1.0 / r, 0.0)), abs=1e-6)

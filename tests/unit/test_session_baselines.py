@@ -1,0 +1,101 @@
+"""Session baselines (MostPop, S-POP, Item-KNN) against brute-force per-session references."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from recsys.data.session_batches import SessionParallelBatches
+from recsys.data.session_data import SessionSequences
+from recsys.data.session_datamodule import SessionInfo
+from recsys.models.session_baselines import ItemKNN, SessionMostPop, SessionPop, cooccurrence_neighbours
+from recsys.sampling import UniformNegativeSampler
+
+N = 12
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(2, 7, size=60)
+    train = SessionSequences.from_lengths(lengths, rng.integers(0, N, size=int(lengths.sum())))
+    t_len = rng.integers(1, 6, size=15)
+    test = SessionSequences.from_lengths(t_len, rng.integers(0, N, size=int(t_len.sum())))
+    support = torch.bincount(torch.from_numpy(train.items), minlength=N)
+    info = SessionInfo(N, support, 8, UniformNegativeSampler().bind(item_counts=support), train)
+    return info, train, test
+
+
+def evaluate(model, test: SessionSequences) -> dict[str, float]:
+    model.eval()
+    model.on_validation_epoch_start()
+    for batch in SessionParallelBatches(test, 4):
+        model.validation_step(batch, 0)
+    return {k: v.item() for k, v in model.val_metrics.compute().items()}
+
+
+def reference(test: SessionSequences, score_fn) -> dict[str, float]:
+    ranks = []
+    for seq in test.sequences():
+        for t in range(len(seq) - 1):
+            scores = score_fn(seq[: t + 1])
+            ranks.append(1 + sum(1 for j in range(N) if scores[j] > scores[seq[t + 1]]))
+    r = np.array(ranks)
+    return {f"{m}@{k}": float(np.mean(r <= k) if m == "recall" else np.mean(np.where(r <= k, 1 / r, 0)))
+            for m in ("recall", "mrr") for k in (5, 10, 20)}
+
+
+def assert_close(got, expected):
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_most_pop(data):
+    info, _, test = data
+    pop = info.item_support.numpy()
+    assert_close(evaluate(SessionMostPop(info), test), reference(test, lambda prefix: pop))
+
+
+def test_spop_counts_the_session_then_breaks_ties_by_popularity(data):
+    info, _, test = data
+    pop = info.item_support.numpy().astype(float)
+
+    def score(prefix):
+        counts = Counter(prefix)
+        return [counts.get(j, 0) + pop[j] / (pop[j] + 1) for j in range(N)]
+
+    assert_close(evaluate(SessionPop(info), test), reference(test, score))
+
+
+def test_item_knn_against_direct_cooccurrence(data):
+    info, train, test = data
+    sessions = [set(s) for s in train.sequences()]
+    supp = [sum(1 for s in sessions if i in s) for i in range(N)]
+    lmbd, alpha, k = 2.0, 0.5, 4
+
+    def sim(i, j):
+        c = sum(1 for s in sessions if i in s and j in s)
+        return c / ((supp[i] + lmbd) ** alpha * (supp[j] + lmbd) ** (1 - alpha)) if i != j else 0.0
+
+    top = {}
+    for i in range(N):
+        ranked = sorted(((sim(i, j), -j) for j in range(N) if j != i and sim(i, j) > 0), reverse=True)[:k]
+        top[i] = {-nj: s for s, nj in ranked}
+    ids, vals = cooccurrence_neighbours(train, N, k, lmbd, alpha)
+    for i in range(N):
+        got = {int(a): float(b) for a, b in zip(ids[i], vals[i], strict=True) if b > 0}
+        assert got.keys() == top[i].keys()
+        for j in got:
+            assert got[j] == pytest.approx(top[i][j], rel=1e-6)
+    pop = info.item_support.numpy().astype(float)
+    model = ItemKNN(info, neighbours=k, lmbd=lmbd, alpha=alpha)
+
+    def score(prefix):
+        return [top[prefix[-1]].get(j, 0.0) + 1e-6 * pop[j] / (pop[j] + 1) for j in range(N)]
+
+    assert_close(evaluate(model, test), reference(test, score))
+    assert math.isfinite(evaluate(ItemKNN(info, popularity_tiebreak=False, tie_mode="conservative"), test)["recall@5"])

@@ -1,0 +1,131 @@
+"""Session-parallel mini-batches against a direct simulation of GRU4Rec's lane loop (algorithms.md §3.1)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recsys.data.session_batches import SessionParallelBatches, plan_session_parallel, schedule_sessions
+from recsys.data.session_data import SessionSequences
+
+
+def random_sessions(rng: np.random.Generator, num_sessions: int, max_len: int = 9, min_len: int = 1) -> SessionSequences:
+    lengths = rng.integers(min_len, max_len + 1, size=num_sessions)
+    items = rng.integers(0, 50, size=int(lengths.sum()))
+    return SessionSequences.from_lengths(lengths, items, np.arange(len(items), dtype=np.float64))
+
+
+def reference_steps(sessions: SessionSequences, num_lanes: int) -> list[list[tuple[int, int, int, bool]]]:
+    """The official loop, one event at a time: per step the (lane, input, target, reset) of every active lane."""
+    seqs = [s for s in sessions.sequences()]
+    queue = [k for k, s in enumerate(seqs) if len(s) >= 2]
+    lane_sess = [None] * num_lanes
+    lane_pos = [0] * num_lanes
+    fresh = [False] * num_lanes
+    for lane in range(num_lanes):
+        if queue:
+            lane_sess[lane] = queue.pop(0)
+            fresh[lane] = True
+    steps = []
+    while any(s is not None for s in lane_sess):
+        rows = []
+        for lane in range(num_lanes):
+            s = lane_sess[lane]
+            if s is None:
+                continue
+            p = lane_pos[lane]
+            rows.append((lane, seqs[s][p], seqs[s][p + 1], fresh[lane]))
+            fresh[lane] = False
+        steps.append(rows)
+        for lane in range(num_lanes):  # advance; finished lanes take the next session in lane order
+            s = lane_sess[lane]
+            if s is None:
+                continue
+            lane_pos[lane] += 1
+            if lane_pos[lane] + 1 >= len(seqs[s]):
+                lane_sess[lane] = queue.pop(0) if queue else None
+                lane_pos[lane] = 0
+                fresh[lane] = lane_sess[lane] is not None
+    return steps
+
+
+def as_rows(batch: dict[str, torch.Tensor]) -> list[tuple[int, int, int, bool]]:
+    return list(zip(batch["lanes"].tolist(), batch["inputs"].tolist(), batch["targets"].tolist(),
+                    batch["reset"].tolist(), strict=True))
+
+
+@pytest.mark.parametrize("num_lanes", [1, 3, 8, 50])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_plan_equals_the_official_lane_loop(num_lanes, seed):
+    sessions = random_sessions(np.random.default_rng(seed), 37)
+    expected = reference_steps(sessions, num_lanes)
+    got = [as_rows(b) for b in SessionParallelBatches(sessions, num_lanes)]
+    assert len(got) == len(expected)
+    assert got == expected
+
+
+def test_every_session_contributes_len_minus_one_steps_and_resets_exactly_at_boundaries():
+    sessions = random_sessions(np.random.default_rng(5), 200, max_len=12)
+    batches = list(SessionParallelBatches(sessions, 16))
+    inputs = torch.cat([b["inputs"] for b in batches])
+    targets = torch.cat([b["targets"] for b in batches])
+    assert inputs.numel() == sessions.num_steps == int(np.maximum(sessions.lengths - 1, 0).sum())
+    # follow every lane through the steps: it must replay whole sessions, in session order
+    per_lane: dict[int, list[list[int]]] = {}
+    for b in batches:
+        for lane, x, y, reset in as_rows(b):
+            runs = per_lane.setdefault(lane, [])
+            if reset:
+                runs.append([x, y])
+            else:
+                assert runs and runs[-1][-1] == x  # continues the running session: input = previous target
+                runs[-1].append(y)
+    replayed = sorted((run for runs in per_lane.values() for run in runs), key=len)
+    expected = sorted((s for s in sessions.sequences() if len(s) >= 2), key=len)
+    assert sorted(map(tuple, replayed)) == sorted(map(tuple, expected))  # nothing lost, nothing duplicated
+    assert int(torch.cat([b["reset"] for b in batches]).sum()) == sum(1 for s in expected)
+
+
+def test_lanes_refill_in_start_time_order_and_batch_shrinks_at_the_end():
+    lengths = np.array([2, 5, 2, 3, 2, 4, 2, 2])
+    sessions = SessionSequences.from_lengths(lengths, np.arange(lengths.sum()))
+    sched = schedule_sessions(lengths, 3)
+    # lanes 0,1,2 take sessions 0,1,2 at step 0; lane 0 and 2 free at step 1 → sessions 3 (lane 0), 4 (lane 2)
+    assert sched.lane[:5].tolist() == [0, 1, 2, 0, 2]
+    assert sched.start[:5].tolist() == [0, 0, 0, 1, 1]
+    starts = [(int(sched.start[s]), int(sched.lane[s])) for s in range(len(lengths))]
+    assert starts == sorted(starts)  # sessions start in their (start-time) order
+    sizes = [b["inputs"].numel() for b in SessionParallelBatches(sessions, 3)]
+    assert sizes[0] == 3 and sizes[-1] < 3 and sorted(sizes[-3:], reverse=True) == sizes[-3:]
+    assert sum(sizes) == int((lengths - 1).sum())
+
+
+def test_sessions_of_length_one_contribute_nothing():
+    sessions = SessionSequences.from_lengths(np.array([1, 3, 1, 2]), np.array([9, 1, 2, 3, 8, 4, 5]))
+    rows = [r for b in SessionParallelBatches(sessions, 2) for r in as_rows(b)]
+    assert rows == [(0, 1, 2, True), (1, 4, 5, True), (0, 2, 3, False)]
+
+
+def test_ddp_partition_is_disjoint_complete_and_equal_length():
+    sessions = random_sessions(np.random.default_rng(3), 101, max_len=15, min_len=2)
+    world = 3
+    datasets = [SessionParallelBatches(sessions, 4, rank=r, world_size=world, pad_to_longest_rank=True) for r in range(world)]
+    lengths = {len(d) for d in datasets}
+    assert len(lengths) == 1  # every rank takes the same number of optimiser steps
+    n_events = 0
+    for r, d in enumerate(datasets):
+        batches = list(d)
+        assert len(batches) == len(d)
+        own = sessions.take(np.arange(r, sessions.num_sessions, world))
+        assert sum(b["inputs"].numel() for b in batches) == own.num_steps  # padding steps are empty
+        n_events += own.num_steps
+    assert n_events == sessions.num_steps
+
+
+def test_plan_is_vectorised_over_a_large_split():
+    sessions = random_sessions(np.random.default_rng(0), 50_000, max_len=20, min_len=2)
+    plan = plan_session_parallel(sessions, 64)
+    assert plan.inputs.numel() == sessions.num_steps
+    assert int(plan.ptr[-1]) == sessions.num_steps
+    assert (plan.ptr[1:] - plan.ptr[:-1]).max() <= 64
