@@ -112,6 +112,110 @@ def bench_data_gowalla(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+def _graph_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--path", default=str(ROOT.parent / "shared" / "datasets" / "gowalla"),
+                   help="split folder (default: ../shared/datasets/gowalla); 'synthetic' for the embedded default")
+    p.add_argument("--batch-size", type=int, default=2048)
+    p.add_argument("--embedding-dim", type=int, default=64)
+    p.add_argument("--num-layers", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+
+
+def _time(fn: Callable[[], Any], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@section("graph-train-eval", "graph models: adjacency, epoch sampling, training step, full-ranking evaluation", _graph_args)
+def bench_graph(args: argparse.Namespace) -> list[Row]:
+    """Torch phases report time only (tracemalloc does not see torch's allocator); see the peak RSS line."""
+    import functools
+
+    import torch
+
+    from recsys.data.eval_batches import RankingEvalSet
+    from recsys.data.interactions import DatasetInfo
+    from recsys.data.sources.split_folder import SplitFolderSource
+    from recsys.data.sources.synthetic import SyntheticGraphSource
+    from recsys.metrics import TopKMetrics
+    from recsys.models.components.lightgcn import LightGCNEncoder
+    from recsys.models.graph_module import GraphRecommender
+    from recsys.sampling import BPREpochSampler, UniformNegativeSampler
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    source = SyntheticGraphSource() if args.path == "synthetic" else SplitFolderSource(dataset="gowalla", path=args.path)
+    splits = source.build()
+    train, test = splits.csr("train"), splits.csr("test")
+    info = DatasetInfo(splits.num_users, splits.num_items, train)
+    note = f"{splits.num_users:,} users, {splits.num_items:,} items, {train.nnz:,} train edges; {torch.get_num_threads()} threads"
+    rows = [Row("build normalised adjacency (CSR + transpose)", _time(lambda: LightGCNEncoder.build_adjacency(train), args.repeat), None, note)]
+
+    sampler = UniformNegativeSampler().bind(train)
+    epoch = BPREpochSampler(train, sampler, args.batch_size, seed=0)
+    t = _time(lambda: sum(1 for _ in epoch), args.repeat)
+    rows.append(Row("draw one BPR epoch (all batches, negatives rejected)", t, None, f"{len(epoch)} batches of {args.batch_size}"))
+
+    def model_for(layers: int) -> GraphRecommender:
+        return GraphRecommender(
+            info, encoder=functools.partial(LightGCNEncoder), optimizer=functools.partial(torch.optim.Adam, lr=1e-3),
+            embedding_dim=args.embedding_dim, num_layers=layers,
+        )
+
+    batch = next(iter(epoch))
+    for layers in sorted({0, args.num_layers}):
+        model = model_for(layers)
+        model.log = lambda *a, **k: None  # outside a Trainer
+        opt = model.configure_optimizers()
+
+        def step() -> None:
+            opt.zero_grad()
+            model.training_step(batch, 0).backward()
+            opt.step()
+
+        step()
+        t = _time(step, args.repeat)
+        name = "MF (0 layers)" if layers == 0 else f"LightGCN ({layers} layers)"
+        rows.append(Row(f"training step {name}, d={args.embedding_dim}", t, None, f"≈ {t * len(epoch):.1f} s per epoch"))
+
+    # the custom autograd (prebuilt CSR transpose) vs torch's built-in sparse backward
+    adj = LightGCNEncoder.build_adjacency(train)
+    x = torch.randn(adj.size, args.embedding_dim, requires_grad=True)
+
+    def custom() -> None:
+        (adj @ x).sum().backward()
+
+    coo = adj.matrix.to_sparse_coo().coalesce()
+
+    def builtin() -> None:
+        torch.sparse.mm(coo, x).sum().backward()
+
+    rows.append(Row("one propagation fwd+bwd, custom CSR autograd", _time(custom, args.repeat), None))
+    rows.append(Row("one propagation fwd+bwd, torch.sparse.mm (COO) autograd", _time(builtin, args.repeat), None))
+
+    model = model_for(args.num_layers).eval()
+    metric = TopKMetrics((20,))
+    evalset = RankingEvalSet(train, test, 1024)
+
+    def evaluate() -> None:
+        with torch.no_grad():
+            model.prepare_scoring()
+            for i in range(len(evalset)):
+                model.evaluate_batch(evalset[i], metric)
+            metric.compute()
+            metric.reset()
+
+    t = _time(evaluate, args.repeat)
+    rows.append(Row("full-ranking test evaluation, all test users", t, None,
+                    f"{evalset.users.numel():,} users × {splits.num_items:,} items, chunks of 1024"))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--list", action="store_true", help="list the sections")

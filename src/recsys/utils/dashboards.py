@@ -67,13 +67,34 @@ def hydra_run_context() -> dict[str, Any]:
         return {}
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
+    overrides = list(hc.overrides.task)
+    if multirun:  # name the job by what the sweep varies, when the sweep's command line says so
+        swept = swept_keys(Path(hc.sweep.dir) / "multirun.yaml")
+        overrides = [o for o in overrides if _key(o) in swept] or overrides
     return {
         "multirun": multirun,
         "sweep_dir": str(hc.sweep.dir) if multirun else None,
         "job_num": hc.job.get("num"),
-        "overrides": list(hc.overrides.task),
+        "overrides": overrides,
         "experiment": hc.runtime.choices.get("experiment"),
     }
+
+
+def _key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def swept_keys(multirun_yaml: Path) -> set[str]:
+    """Keys of the sweep overrides (``a=1,2``, ``choice(…)``, ``range(…)``…) in a sweep's ``multirun.yaml``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    try:
+        task = OmegaConf.select(OmegaConf.load(multirun_yaml), "hydra.overrides.task") or []
+        parsed = OverridesParser.create().parse_overrides([str(o) for o in task])
+    except Exception:  # missing or unreadable: no information
+        return set()
+    return {o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()}
 
 
 def fill_wandb_defaults(c: DictConfig, task_name: str | None) -> None:
@@ -129,7 +150,8 @@ def upload_results(
     try:
         frame = pd.read_csv(table_csv)
         run.log({"results": wandb.Table(dataframe=frame.astype(str) if frame.empty else frame)})
-        run.log({f"plots/{p.stem}": wandb.Image(str(p)) for p in plots})
+        if plots:
+            run.log({f"plots/{p.stem}": wandb.Image(str(p)) for p in plots})
         run.save(str(table_csv), base_path=str(table_csv.parent), policy="now")
         run_dir = Path(run.dir).parent
     finally:

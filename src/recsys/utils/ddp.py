@@ -94,9 +94,10 @@ def hydra_subprocess_cmd(local_rank: int) -> tuple[list[str], str]:
     ``hydra.mode=RUN hydra.run.dir=<job output dir> hydra.job.name=train_ddp_process_<rank>
     hydra.output_subdir=null``.
     """
-    import __main__
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import get_original_cwd, to_absolute_path
+
+    import __main__
 
     hc = HydraConfig.get()
     if _child_job is not None:  # a job composed by a driver script (e.g. an Optuna trial)

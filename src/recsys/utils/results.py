@@ -114,6 +114,11 @@ def collect_frame(root: Path, depth_key: str = "model.num_layers", dim_key: str 
     common = set.intersection(*split) if len(split) > 1 else set()
     frame.insert(frame.columns.get_loc("overrides") + 1, "swept",
                  [" ".join(x for x in o.split() if x not in common) for o in frame["overrides"]])
+    for col in ("depth", "dim", "best_epoch", "epochs_trained", "num_parameters"):  # integers stay integers
+        if col in frame.columns:
+            values = pd.to_numeric(frame[col], errors="coerce")
+            if values.notna().any() and (values.dropna() % 1 == 0).all():
+                frame[col] = values.astype("Int64")
     metric_cols = sorted(c for c in frame.columns if c.startswith(("val/", "test/")))
     metric_cols.sort(key=lambda c: (not c.startswith("val/"), c))
     ordered = [c for c in INFO_COLUMNS + metric_cols + RUN_COLUMNS if c in frame.columns]
@@ -122,7 +127,9 @@ def collect_frame(root: Path, depth_key: str = "model.num_layers", dim_key: str 
 
 
 def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    import pandas as pd
+
+    if value is None or (not isinstance(value, (list, tuple)) and pd.isna(value)):
         return ""
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 1000 else f"{value:.0f}"
@@ -150,6 +157,7 @@ def make_plots(frame, out_dir: Path, metric: str) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     ok = frame[frame["status"] == "ok"] if "status" in frame.columns else frame
     if metric not in ok.columns or ok[metric].notna().sum() == 0:
@@ -172,6 +180,7 @@ def make_plots(frame, out_dir: Path, metric: str) -> list[Path]:
                 label = ", ".join(f"{k}={v}" for k, v in zip(series_keys, key if isinstance(key, tuple) else (key,), strict=True))
                 ax.plot(mean.index, mean.values, marker="o", label=label)
             ax.set(title=str(model), xlabel="depth (layers)", ylabel=metric)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.legend(fontsize="small")
             ax.grid(alpha=0.3)
         written.append(_save(fig, out_dir / "plot_metric_vs_depth.png"))

@@ -55,7 +55,7 @@ def parse_search_space(params: Mapping[str, Any]) -> tuple[dict[str, Param], lis
     parser = OverridesParser.create()
     space: dict[str, Param] = {}
     fixed: list[str] = []
-    for key, expr in (params or {}).items():
+    for key, expr in _flatten(params or {}).items():
         text = f"{key}={expr}"
         try:
             override = parser.parse_overrides([text])[0]
@@ -80,6 +80,20 @@ def parse_search_space(params: Mapping[str, Any]) -> tuple[dict[str, Param], lis
         else:
             fixed.append(text)
     return space, fixed
+
+
+def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"dropout": e}}`` (as a command-line ``+optuna.params.model.dropout=…`` makes it) →
+    ``{"model.dropout": e}``; keys written with dots in YAML stay as they are."""
+    if OmegaConf.is_config(params):
+        params = OmegaConf.to_container(params)
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _frange(start: float, stop: float, step: float):
@@ -163,7 +177,7 @@ def _save_job_files(composed: DictConfig, overrides: list[str], job_dir: Path) -
     """``.hydra/{config,hydra,overrides}.yaml`` of a trial, as Hydra writes them for a job."""
     hydra_dir = job_dir / ".hydra"
     hydra_dir.mkdir(parents=True, exist_ok=True)
-    task = OmegaConf.masked_copy(composed, [k for k in composed.keys() if k != "hydra"])
+    task = OmegaConf.masked_copy(composed, [k for k in composed if k != "hydra"])
     OmegaConf.save(task, hydra_dir / "config.yaml")
     OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"choices": OmegaConf.to_container(composed.hydra.runtime.choices)}}}),
                    hydra_dir / "hydra.yaml")

@@ -7,9 +7,14 @@ function whose backward multiplies by a prebuilt transposed CSR instead of trans
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from recsys.data.interactions import UserItemCSR
+
+# CSR support is stable for what is used here (construction, sparse.mm, .to); silence the generic beta notice
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state", category=UserWarning)
 
 
 class SparseAdjacency:

@@ -33,11 +33,16 @@ Node dropout is done as the official code does it: during training every nonzero
 operator is dropped independently with probability ``node_dropout`` and the kept ones are rescaled by
 ``1/(1 − node_dropout)``; one mask per forward pass, shared by all layers (for ``sym`` the explicit ``I``
 term is not dropped; for the ``*_self_loop`` forms the loops are entries and can be dropped).
-Both dropouts are active only in training mode; evaluation is deterministic.
+Both dropouts are active only in training mode; evaluation is deterministic. (The TF code applies node
+dropout only with ``--node_dropout_flag 1``; the PyTorch port's default and the README's ``--node_dropout [0.1]``
+give the default 0.1 here; ``model.node_dropout=0`` turns it off.)
 
 The L2 term of the official code is on the *final* (concatenated) embeddings of the batch, not on the ego
 embeddings nor on W (``regularize_ego = False``; :class:`~recsys.models.graph_module.GraphRecommender`).
 Init: Xavier uniform for embeddings (``init="xavier"``), W and b (biases as ``1×d_out`` matrices, as TF).
+
+Impossible options raise ``ValueError`` naming the ``model.<key>`` (reported by ``build_model`` as a
+``ConfigError``, like :class:`~recsys.models.components.lightgcn.LightGCNEncoder`).
 """
 
 from __future__ import annotations
@@ -50,7 +55,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys.data.interactions import UserItemCSR
-from recsys.errors import ConfigError
 from recsys.models.components.adjacency import (
     SparseAdjacency,
     random_walk_adjacency,
@@ -130,34 +134,34 @@ class NGCFEncoder(nn.Module):
     ) -> None:
         super().__init__()
         if embedding_dim < 1:
-            raise ConfigError(f"model.embedding_dim must be >= 1, got {embedding_dim}")
+            raise ValueError(f"model.embedding_dim must be >= 1, got {embedding_dim}")
         if layer_sizes is None:
             if num_layers is None or num_layers < 0:
-                raise ConfigError(f"model.num_layers must be >= 0, got {num_layers}")
+                raise ValueError(f"model.num_layers must be >= 0, got {num_layers}")
             sizes = [embedding_dim] * num_layers
         else:
             sizes = [int(s) for s in layer_sizes]
             if any(s < 1 for s in sizes):
-                raise ConfigError(f"model.layer_sizes must be positive integers, got {list(layer_sizes)}")
+                raise ValueError(f"model.layer_sizes must be positive integers, got {list(layer_sizes)}")
             if num_layers is not None and num_layers != len(sizes):
                 log.info("model.layer_sizes=%s defines %d layers; model.num_layers=%s is ignored", sizes, len(sizes), num_layers)
         if adj_norm not in ADJ_NORMS:
-            raise ConfigError(f"model.adj_norm must be one of {', '.join(ADJ_NORMS)}; got {adj_norm!r}")
+            raise ValueError(f"model.adj_norm must be one of {', '.join(ADJ_NORMS)}; got {adj_norm!r}")
         if not 0.0 <= node_dropout < 1.0:
-            raise ConfigError(f"model.node_dropout must be in [0, 1), got {node_dropout}")
+            raise ValueError(f"model.node_dropout must be in [0, 1), got {node_dropout}")
         if isinstance(message_dropout, (int, float)):
             mess = [float(message_dropout)] * len(sizes)
         else:
             mess = [float(p) for p in message_dropout]
             if len(mess) != len(sizes):
-                raise ConfigError(
+                raise ValueError(
                     f"model.message_dropout has {len(mess)} rates but the model has {len(sizes)} layers "
                     f"(layer sizes {sizes}); give one rate per layer or a single float"
                 )
         if any(not 0.0 <= p < 1.0 for p in mess):
-            raise ConfigError(f"model.message_dropout rates must be in [0, 1), got {mess}")
+            raise ValueError(f"model.message_dropout rates must be in [0, 1), got {mess}")
         if init not in ("xavier", "normal"):
-            raise ConfigError(f"model.init must be 'xavier' or 'normal', got {init!r}")
+            raise ValueError(f"model.init must be 'xavier' or 'normal', got {init!r}")
 
         self.num_users, self.num_items = num_users, num_items
         self.embedding_dim = embedding_dim
