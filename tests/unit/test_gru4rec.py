@@ -152,7 +152,6 @@ def test_training_step_carries_detached_hidden_state_and_resets_by_mask():
     model.training_step(b1, 0)
     h1 = [h.clone() for h in model._train_state.tensors]
     assert not any(h.requires_grad for h in h1)
-    expected, _ = None, None
     with torch.no_grad():
         _, ref = model.net(b1["inputs"], model.net.init_hidden(3))
     assert torch.allclose(h1[0], ref[0])

@@ -92,19 +92,37 @@ def test_layers_match_dense_formula(adj_norm: str, bias: bool, per_branch: bool,
     torch.testing.assert_close(torch.cat([users, items]).double(), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_sym_differs_from_code_form_in_the_bi_term() -> None:
-    """Guard: the paper form must not accidentally use (L + I)E inside the element-wise product."""
+def test_sym_self_term_only_in_the_sum_branch() -> None:
+    """The paper form uses (L + I)E in the W1 branch but L E (no self term) in the element-wise product."""
     torch.manual_seed(0)
     enc = NGCFEncoder(M, N, embedding_dim=4, num_layers=1, adj_norm="sym").eval()
-    adj = enc.build_adjacency(tiny_csr())
+    got = torch.cat(enc(enc.build_adjacency(tiny_csr()))).double()
     e = torch.cat(enc.ego()).double()
-    op = dense_operator("sym")
-    wrong_bi = (((op + torch.eye(M + N, dtype=torch.float64)) @ e) * e) @ enc.layers[0].w2.double()
-    right = dense_ngcf(enc, "sym", True, True, True)
-    users, items = enc(adj)
-    got = torch.cat([users, items]).double()
-    torch.testing.assert_close(got, right, rtol=1e-5, atol=1e-6)
-    assert not torch.allclose(wrong_bi, ((op @ e) * e) @ enc.layers[0].w2.double())
+    op_i = dense_operator("sym") + torch.eye(M + N, dtype=torch.float64)
+    layer = enc.layers[0]
+    lrelu = lambda x: torch.where(x > 0, x, 0.2 * x)  # noqa: E731
+    # the tempting but wrong variant: self term inside the bi-interaction as well
+    wrong = lrelu(op_i @ e @ layer.w1.double() + layer.b1.double()) + lrelu(
+        ((op_i @ e) * e) @ layer.w2.double() + layer.b2.double()
+    )
+    wrong = torch.cat([e, wrong / wrong.norm(dim=1, keepdim=True)], 1)
+    assert not torch.allclose(got, wrong, atol=1e-4)
+    torch.testing.assert_close(got, dense_ngcf(enc, "sym", True, True, True), rtol=1e-5, atol=1e-6)
+
+
+def test_l2_term_is_on_the_final_embeddings() -> None:
+    """Loss = mean softplus(ŷ_uj − ŷ_ui) + λ·½(‖e*_u‖² + ‖e*_i‖² + ‖e*_j‖²)/B on the concatenated embeddings."""
+    torch.manual_seed(0)
+    cfg = OmegaConf.load(CONFIGS / "model" / "ngcf.yaml")
+    cfg.reg_weight = 0.5
+    model = instantiate(cfg, info=DatasetInfo(M, N, tiny_csr()), _convert_="object").eval()
+    u, i, j = torch.tensor([0, 1, 3]), torch.tensor([0, 1, 4]), torch.tensor([3, 4, 2])
+    loss = model.training_step({"users": u, "pos_items": i, "neg_items": j[:, None]}, 0)
+    users, items = (t.detach().double() for t in model())
+    eu, ei, ej = users[u], items[i], items[j]
+    bpr = F.softplus((eu * ej).sum(1) - (eu * ei).sum(1)).mean()
+    reg = 0.5 * (eu.pow(2).sum() + ei.pow(2).sum() + ej.pow(2).sum()) / 3
+    torch.testing.assert_close(loss.detach().double(), bpr + 0.5 * reg, rtol=1e-5, atol=1e-6)
 
 
 def test_next_layer_gets_unnormalised_output() -> None:

@@ -69,7 +69,6 @@ def test_every_session_contributes_len_minus_one_steps_and_resets_exactly_at_bou
     sessions = random_sessions(np.random.default_rng(5), 200, max_len=12)
     batches = list(SessionParallelBatches(sessions, 16))
     inputs = torch.cat([b["inputs"] for b in batches])
-    targets = torch.cat([b["targets"] for b in batches])
     assert inputs.numel() == sessions.num_steps == int(np.maximum(sessions.lengths - 1, 0).sum())
     # follow every lane through the steps: it must replay whole sessions, in session order
     per_lane: dict[int, list[list[int]]] = {}

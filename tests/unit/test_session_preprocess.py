@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recsys.data.session_data import SessionSequences, SessionSplits, load_or_build_sessions, session_cache_path
+from recsys.data.session_data import (
+    SessionSequences,
+    SessionSplits,
+    load_or_build_sessions,
+    session_cache_path,
+)
 from recsys.data.session_preprocess import (
     DAY,
     SessionEvents,
@@ -72,8 +77,7 @@ def test_time_split_by_last_event_valid_split_and_ids_from_train():
     ends = {name: [] for name in ("train", "valid", "test")}
     for name in ends:
         seqs = splits.split(name)
-        for a, b in zip(seqs.offsets[:-1], seqs.offsets[1:], strict=True):
-            ends[name].append(seqs.times[b - 1])
+        ends[name] = seqs.times[seqs.offsets[1:] - 1].tolist()
     assert min(ends["test"]) >= t_max - DAY
     assert max(ends["train"] + ends["valid"]) < t_max - DAY
     train_max = max(ends["train"] + ends["valid"])

@@ -193,3 +193,23 @@ def test_diginetica_sample_parses():
     total = sum(splits.split(n).num_events for n in ("train", "valid", "test"))
     assert total <= 12_391 - 933  # the 933 length-1 sessions are gone
     assert splits.train.num_sessions > 1000
+
+
+def test_movielens_ratings_become_gap_sessions(tmp_path):
+    from recsys.data.sources.session_files import MovieLensSessionSource
+
+    rows, t = [], 978_300_000
+    for user in (1, 2, 3):
+        for k, movie in enumerate((10, 20, 30)):
+            rows.append(f"{user}::{movie}::4::{t + 60 * k}")  # one sitting
+        for k, movie in enumerate((20, 10)):
+            rows.append(f"{user}::{movie}::{5 if user < 3 else 3}::{t + 10 * 86400 + 60 * k}")  # a new session
+    (tmp_path / "ratings.dat").write_text("\n".join(rows) + "\n")
+    src = MovieLensSessionSource(path=str(tmp_path), session_gap=3600,
+                                 preprocessing={"min_item_support": 1, "test_days": 1, "valid_days": 0})
+    splits = src.build()
+    assert sequences(splits, "train") == [["10", "20", "30"]] * 3
+    assert sequences(splits, "test") == [["20", "10"]] * 3
+    kept = MovieLensSessionSource(path=str(tmp_path), rating_threshold=4,
+                                  preprocessing={"min_item_support": 1, "test_days": 1, "valid_days": 0}).build()
+    assert kept.test.num_sessions == 2  # user 3's later ratings (3 stars) are below the threshold

@@ -191,20 +191,25 @@ def session_cache_path(source: Any, cache_dir: str | os.PathLike) -> Path:
 
 def load_or_build_sessions(source: Any, cache_dir: str | os.PathLike | None) -> SessionSplits:
     """The cached dataset of ``source`` if present (key = hash of ``source.fingerprint()``), else build,
-    validate and cache it atomically (the graph data's rules, :mod:`recsys.data.cache`)."""
+    validate and cache it atomically — the graph data's rules (:mod:`recsys.data.cache`): one process builds
+    under a file lock while other DDP ranks or sweep jobs wait, then load the file."""
+    from recsys.data.download import file_lock
+
     if cache_dir is None:
         splits = source.build()
         splits.validate(source.name)
         return splits
     path = session_cache_path(source, cache_dir)
-    if path.exists():
-        log.info("Loading cached session dataset %s", path)
-        return SessionSplits.load(path)
-    log.info("Building session dataset %s (cache miss: %s)", source.name, Path(path).name)
-    splits = source.build()
-    splits.validate(source.name)
-    splits.save(path)
-    return splits
+    if not path.exists():
+        with file_lock(path):
+            if not path.exists():
+                log.info("Building session dataset %s (cache miss: %s)", source.name, Path(path).name)
+                splits = source.build()
+                splits.validate(source.name)
+                splits.save(path)
+                return splits
+    log.info("Loading cached session dataset %s", path)
+    return SessionSplits.load(path)
 
 
 def ensure_sessions_cached(source: Any, cache_dir: str | os.PathLike) -> Path:

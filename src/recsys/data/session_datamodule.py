@@ -63,7 +63,8 @@ class SessionDataModule(pl.LightningDataModule):
     ``validate_on_test=True`` selects models on the test split (GRU4Rec's own scripts have no validation
     split: they train a fixed number of epochs on ``train_full`` and report the test); runs made that way
     say so in ``metrics.json``. Loaders run in the main process (``num_workers`` is ignored: a
-    session-parallel stream cannot be split across workers and a step costs a few slices).
+    session-parallel stream cannot be split across workers and a step costs a few slices). ``path`` is
+    ``data.path``, only interpolated into ``source.path`` by the configs.
     """
 
     kind = "session"
