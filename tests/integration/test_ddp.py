@@ -214,7 +214,7 @@ def test_ddp_spawn_counts_every_user_once_and_hands_state_back(tmp_path):
         enable_model_summary=False, use_distributed_sampler=False, callbacks=[ddp.ResetMetricStates(), probe],
     )
     trainer.fit(model, datamodule=datamodule)
-    # sanity check + 2 epochs; without the reset in the worker the counts grow 150, 300, 450
+    # sanity check + 2 epochs; without the reset both ranks add into one shared state (150 users counted as 300)
     assert len(probe.seen) == 3, probe.seen
     assert all(count == users for count, users in probe.seen), probe.seen
     assert trainer.current_epoch == 2  # the workers' epoch counter came back too

@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
+from recsys.utils import search
 from recsys.utils.search import Param, parse_search_space
 from tests.integration.conftest import ROOT, TINY_DATA, TRAIN_QUIET, check, read_metrics, run_script
 
@@ -144,3 +145,41 @@ def test_optuna_search_runs_trials_through_train_and_reports_the_best(tmp_path):
     # the study is stored: a second call adds a trial to it
     check(run_script("scripts/optuna_search.py", *common, "optuna.n_trials=1", f"hydra.run.dir={tmp_path / 'more'}"))
     assert json.loads((tmp_path / "more" / "optuna_best.json").read_text())["num_trials"] == 3
+
+
+class _Trial:
+    number = 4
+
+    def __init__(self, prune_after: int) -> None:
+        self.reports: list[tuple[float, int]] = []
+        self.prune_after = prune_after
+
+    def report(self, value: float, step: int) -> None:
+        self.reports.append((value, step))
+
+    def should_prune(self) -> bool:
+        return len(self.reports) >= self.prune_after
+
+
+class _Trainer:
+    sanity_checking = False
+
+    def __init__(self, world_size: int = 1) -> None:
+        self.world_size, self.current_epoch, self.should_stop = world_size, 0, False
+        self.callback_metrics = {"val/recall@20": 0.25}
+
+
+def test_pruning_reports_each_validation_and_stops_single_process_fits(monkeypatch):
+    trial = _Trial(prune_after=2)
+    monkeypatch.setattr(search, "_active", {"trial": trial, "monitor": "val/recall@20"})
+    callback = search.OptunaPruning()
+    trainer = _Trainer()
+    for epoch in (0, 5):
+        trainer.current_epoch = epoch
+        callback.on_validation_end(trainer, None)
+    assert trial.reports == [(0.25, 0), (0.25, 5)] and trainer.should_stop and callback.pruned
+    ddp_trial = _Trial(prune_after=1)
+    monkeypatch.setattr(search, "_active", {"trial": ddp_trial, "monitor": "val/recall@20"})
+    ddp_trainer = _Trainer(world_size=2)  # other ranks could not follow a stop: never prune under DDP
+    search.OptunaPruning().on_validation_end(ddp_trainer, None)
+    assert ddp_trial.reports == [] and not ddp_trainer.should_stop

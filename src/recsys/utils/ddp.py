@@ -15,10 +15,11 @@ behind in rank 0: the process group (destroyed), the rendezvous variables Lightn
 (``LOCAL_RANK`` left there would make the next job believe its ranks were started externally), the torch
 thread count, and the child processes (waited for, killed if the job failed).
 
-``ddp_spawn`` runs every stage in fresh worker processes: :class:`ResetMetricStates` resets torchmetrics
-states once in each worker (after unpickling, a metric's state can share memory with its default, so
-``reset()`` does not zero it and the counts of earlier evaluations leak in: 26 users counted as 52), and
-:func:`install` also carries the callbacks' states and the epoch counter back to the main process
+``ddp_spawn`` runs every stage in fresh worker processes. Tensors handed to them travel in shared memory
+and Lightning un-shares only parameters and buffers, not torchmetrics states: every rank then adds into
+the *same* state tensors (26 users counted as 52). :class:`ResetMetricStates` resets the metrics once in
+each worker (``reset()`` gives every state a fresh private tensor). :func:`install` also
+carries the callbacks' states and the epoch counter back to the main process
 (Lightning only carries the checkpoint path, the weights and ``callback_metrics``), so the
 best-validation metrics and epoch count of ``metrics.json`` are those of the workers' fit.
 """
@@ -246,8 +247,8 @@ def job_scope() -> Iterator[None]:
 
 
 class ResetMetricStates(pl.Callback):
-    """Resets every torchmetrics ``Metric`` of the module at ``setup`` (in the worker, for ``ddp_spawn``),
-    so each evaluation starts from states that do not alias their defaults."""
+    """Resets every torchmetrics ``Metric`` of the module at ``setup``, which runs inside each worker: under
+    ``ddp_spawn`` the states arrive in memory shared by all ranks, and ``reset()`` gives each rank its own."""
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         from torchmetrics import Metric
