@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytorch_lightning as pl
-from hydra.utils import get_class, instantiate
 from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 
 from recsys.errors import ConfigError, RecsysError
@@ -14,15 +15,25 @@ from recsys.errors import ConfigError, RecsysError
 log = logging.getLogger(__name__)
 
 
+def instantiate_group(node: DictConfig, group: str, **kwargs: Any) -> Any:
+    """``instantiate(node, **kwargs)`` reporting user errors plainly: our own ``RecsysError`` as it is, and
+    ``TypeError``/``ValueError`` from a constructor (unknown key, impossible value) as a ``ConfigError``
+    naming the config group."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, RecsysError):
+            raise cause from None
+        if isinstance(cause, (TypeError, ValueError)):
+            raise ConfigError(f"{group} ({node.get('_target_')}): {cause}") from None
+        raise
+
+
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     """DataModule from ``cfg.data`` with the negative sampler of ``cfg.sampler``; set up for fitting."""
-    sampler = instantiate(cfg.sampler) if cfg.get("sampler") else None
-    try:
-        datamodule = instantiate(cfg.data, negative_sampler=sampler)
-    except InstantiationException as err:  # a data source's own ConfigError/DataError: report it plainly
-        if isinstance(err.__cause__, RecsysError):
-            raise err.__cause__ from None
-        raise
+    sampler = instantiate_group(cfg.sampler, "sampler") if cfg.get("sampler") else None
+    datamodule = instantiate_group(cfg.data, "data", negative_sampler=sampler)
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule
@@ -37,10 +48,4 @@ def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.Light
             f"model {cfg.model._target_.rsplit('.', 1)[-1]} needs {model_kind} data but data={cfg.data._target_.rsplit('.', 1)[-1]} "
             f"is {data_kind} data; choose a {model_kind} dataset (e.g. data=synthetic_{'sessions' if model_kind == 'session' else 'graph'})"
         )
-    try:
-        return instantiate(cfg.model, info=datamodule.info, _convert_="object")
-    except InstantiationException as err:
-        cause = err.__cause__
-        if isinstance(cause, (TypeError, ValueError)):  # unknown key / impossible value in cfg.model
-            raise ConfigError(f"model ({cfg.model._target_}): {cause}") from err
-        raise
+    return instantiate_group(cfg.model, "model", info=datamodule.info, _convert_="object")
