@@ -173,7 +173,7 @@ def bench_graph(args: argparse.Namespace) -> list[Row]:
         model.log = lambda *a, **k: None  # outside a Trainer
         opt = model.configure_optimizers()
 
-        def step() -> None:
+        def step(model: GraphRecommender = model, opt: torch.optim.Optimizer = opt) -> None:
             opt.zero_grad()
             model.training_step(batch, 0).backward()
             opt.step()

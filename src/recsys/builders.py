@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
@@ -13,6 +14,14 @@ from omegaconf import DictConfig
 from recsys.errors import ConfigError, RecsysError
 
 log = logging.getLogger(__name__)
+
+
+def hydra_choice(group: str) -> str | None:
+    """The config-group choice of the running Hydra app (``None`` outside one)."""
+    try:
+        return HydraConfig.get().runtime.choices.get(group)
+    except ValueError:
+        return None
 
 
 def instantiate_group(node: DictConfig, group: str, **kwargs: Any) -> Any:
@@ -41,11 +50,15 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
 
 def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.LightningModule:
     """Model from ``cfg.model``, given the DataModule's ``info`` (sizes, train graph)."""
-    model_kind = getattr(get_class(cfg.model._target_), "data_kind", "graph")
+    model_cls = get_class(cfg.model._target_)
+    model_kind = getattr(model_cls, "data_kind", "graph")
     data_kind = getattr(datamodule, "kind", "graph")
     if model_kind != data_kind:
+        model_name = hydra_choice("model") or model_cls.__name__
+        data_name = hydra_choice("data") or type(datamodule).__name__
+        example = "synthetic_sessions" if model_kind == "session" else "synthetic_graph"
         raise ConfigError(
-            f"model {cfg.model._target_.rsplit('.', 1)[-1]} needs {model_kind} data but data={cfg.data._target_.rsplit('.', 1)[-1]} "
-            f"is {data_kind} data; choose a {model_kind} dataset (e.g. data=synthetic_{'sessions' if model_kind == 'session' else 'graph'})"
+            f"model={model_name} needs {model_kind} data but data={data_name} is {data_kind} data; "
+            f"choose a {model_kind} dataset (e.g. data={example})"
         )
     return instantiate_group(cfg.model, "model", info=datamodule.info, _convert_="object")

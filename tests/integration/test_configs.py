@@ -27,7 +27,7 @@ def compose_train(*overrides: str) -> DictConfig:
 def targets(node) -> list[str]:
     found = []
     if isinstance(node, DictConfig):
-        for key in node.keys():
+        for key in node:
             if key == "_target_":
                 found.append(node[key])
             else:
@@ -51,7 +51,7 @@ def test_required_groups_exist_and_are_used():
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_config_composes_and_targets_import(group, option):
     cfg = compose_train(f"{group}={option}")
-    for target in targets(OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])):
+    for target in targets(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])):
         assert get_object(target) is not None, target
 
 

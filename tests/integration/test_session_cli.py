@@ -48,8 +48,10 @@ def test_session_baselines_run_without_training(tmp_path, model):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("overrides", "needle"), [
-    (["model=gru4rec", "data=synthetic_graph"], "choose a session dataset (e.g. data=synthetic_sessions)"),
-    (["model=lightgcn", "data=synthetic_sessions", *TINY_SESSIONS], "choose a graph dataset (e.g. data=synthetic_graph)"),
+    (["model=gru4rec", "data=synthetic_graph"],
+     "model=gru4rec needs session data but data=synthetic_graph is graph data; choose a session dataset (e.g. data=synthetic_sessions)"),
+    (["model=lightgcn", "data=synthetic_sessions", *TINY_SESSIONS],
+     "model=lightgcn needs graph data but data=synthetic_sessions is session data; choose a graph dataset (e.g. data=synthetic_graph)"),
 ])
 def test_model_on_the_wrong_kind_of_data_fails_with_one_line_naming_the_fix(tmp_path, overrides, needle):
     proc = run_script("train.py", *overrides, *run_args(tmp_path))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 
 import pytest
@@ -79,9 +78,8 @@ def test_multirun_with_ddp_jobs_runs_each_job_once_on_two_processes(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Hydra: file checked against the plugin schema
-@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
-                    reason="hydra-submitit-launcher not installed (pip install -e '.[cluster]')")
 def test_submitit_slurm_launcher_asks_for_one_task_per_device():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[cluster]'")
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose("train", overrides=["hydra/launcher=submitit_slurm", "trainer=slurm", "trainer.devices=4",

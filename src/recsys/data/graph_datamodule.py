@@ -15,7 +15,13 @@ from recsys.data.interactions import DatasetInfo, GraphSplits, UserItemCSR
 from recsys.data.preprocess import carve_validation
 from recsys.data.sources.base import GraphSource
 from recsys.errors import ConfigError
-from recsys.sampling import BPREpochSampler, NegativeSampler, PassThrough, UniformNegativeSampler, distributed_rank_and_world
+from recsys.sampling import (
+    BPREpochSampler,
+    NegativeSampler,
+    PassThrough,
+    UniformNegativeSampler,
+    distributed_rank_and_world,
+)
 
 log = logging.getLogger(__name__)
 

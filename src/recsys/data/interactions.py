@@ -143,8 +143,8 @@ class GraphSplits:
                 train=(z["train_users"], z["train_items"]),
                 valid=(z["valid_users"], z["valid_items"]),
                 test=(z["test_users"], z["test_items"]),
-                user_ids=z["user_ids"] if "user_ids" in z else None,
-                item_ids=z["item_ids"] if "item_ids" in z else None,
+                user_ids=z.get("user_ids", None),
+                item_ids=z.get("item_ids", None),
                 meta=dict(zip(z["meta_keys"].tolist(), z["meta_values"].tolist(), strict=True)),
             )
 

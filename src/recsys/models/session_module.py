@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import pytorch_lightning as pl
 import torch
 
 from recsys.data.session_datamodule import SessionInfo
@@ -31,6 +30,7 @@ from recsys.losses import (
 )
 from recsys.metrics import TopKMetrics
 from recsys.models.components.gru4rec import AdagradM, GRU4RecNet
+from recsys.models.ranking_module import TopKRecommender
 from recsys.sampling import sampling_generator
 
 TIE_MODES = ("standard", "conservative")
@@ -52,11 +52,12 @@ def ranks_to_hits(ranks: torch.Tensor, width: int) -> torch.Tensor:
     return torch.arange(1, width + 1, device=ranks.device)[None, :] == ranks[:, None]
 
 
-class SessionRecommender(pl.LightningModule):
+class SessionRecommender(TopKRecommender):
     """Base class: next-item evaluation over session-parallel steps with per-lane state.
 
     Subclasses implement :meth:`eval_scores` (scores ``(b, N)`` of one step, updating the lane state and
-    honouring ``batch["reset"]``); the per-pass state is dropped by :meth:`reset_eval_state`.
+    honouring ``batch["reset"]``); the per-pass state is dropped by :meth:`reset_eval_state`. The epoch
+    hooks and metric logging are those of :class:`~recsys.models.ranking_module.TopKRecommender`.
     """
 
     data_kind = "session"
@@ -68,22 +69,26 @@ class SessionRecommender(pl.LightningModule):
         metrics: Sequence[str] = SESSION_METRICS,
         tie_mode: str = "standard",
     ) -> None:
-        super().__init__()
+        super().__init__(topk, metrics)
         if tie_mode not in TIE_MODES:
             raise ConfigError(f"model.tie_mode={tie_mode!r}; expected one of {TIE_MODES}")
         self.num_items = num_items
         self.tie_mode = tie_mode
-        self.val_metrics = TopKMetrics(topk, metrics)
-        self.test_metrics = TopKMetrics(topk, metrics)
 
     # -- to implement ----------------------------------------------------------------------------
     def eval_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
     def reset_eval_state(self) -> None:
-        """Forget the lanes' state (called before every evaluation pass)."""
+        """Forget the lanes' state (called before and after every evaluation pass)."""
 
     # -- evaluation ------------------------------------------------------------------------------
+    def prepare_scoring(self) -> None:
+        self.reset_eval_state()
+
+    def finish_scoring(self) -> None:
+        self.reset_eval_state()
+
     def evaluate_batch(self, batch: dict[str, torch.Tensor], metric: TopKMetrics) -> None:
         if batch["inputs"].numel() == 0:
             return
@@ -91,31 +96,6 @@ class SessionRecommender(pl.LightningModule):
         ranks = next_item_ranks(scores, batch["targets"], self.tie_mode)
         hits = ranks_to_hits(ranks, metric.max_k)
         metric.update(hits, torch.ones_like(ranks))
-
-    def on_validation_epoch_start(self) -> None:
-        self.reset_eval_state()
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self.evaluate_batch(batch, self.val_metrics)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val", self.val_metrics)
-
-    def on_test_epoch_start(self) -> None:
-        self.reset_eval_state()
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self.evaluate_batch(batch, self.test_metrics)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_metrics("test", self.test_metrics)
-
-    def _log_metrics(self, stage: str, metric: TopKMetrics) -> None:
-        values = metric.compute()  # summed over processes: every rank logs the same exact value
-        metric.reset()
-        self.reset_eval_state()
-        for name, value in values.items():
-            self.log(f"{stage}/{name}", value, prog_bar=name == "recall@20", sync_dist=False)
 
 
 class LaneState:

@@ -94,29 +94,28 @@ def bipartite_edges(train: UserItemCSR) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat([users, items]), torch.cat([items, users])
 
 
+def _edges_and_degrees(train: UserItemCSR, self_loops: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """(rows, cols, degree per node, node count) of ``A`` or ``A + I``."""
+    n = train.num_users + train.num_items
+    rows, cols = bipartite_edges(train)
+    if self_loops:
+        diag = torch.arange(n)
+        rows, cols = torch.cat([rows, diag]), torch.cat([cols, diag])
+    return rows, cols, torch.bincount(rows, minlength=n).double(), n
+
+
 def symmetric_norm_adjacency(train: UserItemCSR, self_loops: bool = False) -> SparseAdjacency:
     """``Â = D^{-1/2} A D^{-1/2}`` (LightGCN §1.1; NGCF paper's ``L``), zero-degree rows stay 0.
 
     With ``self_loops`` the normalisation is applied to ``A + I`` (``D`` then counts the loop).
     """
-    n = train.num_users + train.num_items
-    rows, cols = bipartite_edges(train)
-    if self_loops:
-        diag = torch.arange(n)
-        rows, cols = torch.cat([rows, diag]), torch.cat([cols, diag])
-    deg = torch.bincount(rows, minlength=n).double()
+    rows, cols, deg, n = _edges_and_degrees(train, self_loops)
     inv_sqrt = torch.where(deg > 0, deg.rsqrt(), torch.zeros_like(deg))
-    values = (inv_sqrt[rows] * inv_sqrt[cols]).float()
-    return SparseAdjacency(rows, cols, values, n)
+    return SparseAdjacency(rows, cols, (inv_sqrt[rows] * inv_sqrt[cols]).float(), n)
 
 
 def random_walk_adjacency(train: UserItemCSR, self_loops: bool = True) -> SparseAdjacency:
     """``D̃^{-1}(A + I)`` (row normalisation; the official NGCF code's ``norm`` adjacency)."""
-    n = train.num_users + train.num_items
-    rows, cols = bipartite_edges(train)
-    if self_loops:
-        diag = torch.arange(n)
-        rows, cols = torch.cat([rows, diag]), torch.cat([cols, diag])
-    deg = torch.bincount(rows, minlength=n).double()
+    rows, cols, deg, n = _edges_and_degrees(train, self_loops)
     inv = torch.where(deg > 0, 1.0 / deg, torch.zeros_like(deg))
     return SparseAdjacency(rows, cols, inv[rows].float(), n)
