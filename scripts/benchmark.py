@@ -216,6 +216,79 @@ def bench_graph(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+def _session_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--path", default="synthetic",
+                   help="'synthetic' (embedded default, B=64) or a folder of RSC15 prepared files (train_full → test, B=32)")
+    p.add_argument("--steps", type=int, default=300, help="timed training steps")
+    p.add_argument("--n-sample", type=int, default=2048, help="extra shared negatives")
+    p.add_argument("--device", default="cpu")
+
+
+@section("session-gru4rec", "GRU4Rec: epoch planning, training steps/s, next-item evaluation events/s", _session_args)
+def bench_session(args: argparse.Namespace) -> list[Row]:
+    """Without Lightning (its per-step overhead comes on top; compare a run's ``fit_seconds``)."""
+    from functools import partial
+
+    import torch
+
+    from recsys.data.session_batches import plan_session_parallel
+    from recsys.data.session_datamodule import SessionDataModule
+    from recsys.data.sources.session_files import PreparedSessionSource
+    from recsys.data.sources.session_synthetic import SyntheticSessionSource
+    from recsys.models.components.gru4rec import AdagradM
+    from recsys.models.session_module import GRU4Rec
+    from recsys.sampling import InBatchNegativeSampler
+
+    synthetic = args.path == "synthetic"
+    source = SyntheticSessionSource(seed=0) if synthetic else PreparedSessionSource(path=args.path)
+    batch_size, device = (64 if synthetic else 32), args.device
+    dm = SessionDataModule(source, batch_size=batch_size, eval_batch_size=512, validate_on_test=True,
+                           negative_sampler=InBatchNegativeSampler(n_sample=args.n_sample, alpha=0.5))
+    dm.setup()
+    splits = dm.splits
+    note = (f"{splits.num_items:,} items, {splits.train.num_events:,} train events, B={batch_size}, "
+            f"n_sample={args.n_sample}, {torch.get_num_threads()} threads, {device}")
+    rows = [Row("plan one epoch of session-parallel steps", _time(lambda: plan_session_parallel(splits.train, batch_size), args.repeat), None, note)]
+
+    batches = list(dm.train_dataloader())
+    torch.manual_seed(0)
+    model = GRU4Rec(dm.info, partial(AdagradM, lr=0.05), sample_store_size=args.n_sample * (args.steps + 50)).to(device)
+    opt = model.configure_optimizers()
+    model.on_train_start()
+    model.on_train_epoch_start()
+    model.next_negatives()  # fill the sample store outside the timing
+
+    def train(n: int, offset: int = 0) -> None:
+        for k in range(n):
+            b = {key: v.to(device) for key, v in batches[(offset + k) % len(batches)].items()}
+            loss = model.training_step(b, k)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    train(20)
+    t = _time(lambda: train(args.steps, 20), args.repeat)
+    rows.append(Row(f"{args.steps} training steps (forward + backward + Adagrad)", t, None,
+                    f"{args.steps / t:.0f} steps/s, {args.steps * batch_size / t:,.0f} events/s; {len(batches)} steps per epoch"))
+
+    test_batches = [{k: v.to(device) for k, v in b.items()} for b in dm.test_dataloader()]
+    model.eval()
+
+    def evaluate() -> None:
+        model.on_test_epoch_start()
+        with torch.no_grad():
+            for b in test_batches:
+                model.evaluate_batch(b, model.test_metrics)
+        model.test_metrics.reset()
+
+    t = _time(evaluate, args.repeat)
+    rows.append(Row("next-item test evaluation (rank over all items)", t, None,
+                    f"{splits.test.num_steps:,} events, {splits.test.num_steps / t:,.0f} events/s"))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--list", action="store_true", help="list the sections")
