@@ -26,17 +26,37 @@ def rank_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of the ``k`` best items per row, best first; ties broken by the lower item index.
 
     Deterministic (unlike ``torch.topk`` on ties), so evaluation is reproducible bit for bit and equal
-    across devices and process counts. Cost: one ``topk`` plus a few elementwise passes.
+    across devices and process counts. Fast path: one ``topk`` of ``k + 1`` — when the ``(k+1)``-th score
+    is strictly below the ``k``-th, the selected set is exact and only its order among equal scores needs
+    fixing; rows with a tie across the cut (rare with real-valued scores) take the exact path.
     """
-    k = min(k, scores.shape[1])
-    kth = torch.topk(scores, k, dim=1).values[:, -1:]  # the k-th best score of each row
+    n = scores.shape[1]
+    if k >= n:
+        return _order_by_score_then_index(scores, torch.arange(n, device=scores.device).expand_as(scores))
+    vals, idx = torch.topk(scores, k + 1, dim=1)
+    idx = idx[:, :k]
+    cut_tied = vals[:, k] == vals[:, k - 1]
+    if cut_tied.any():
+        idx = idx.clone()
+        idx[cut_tied] = _select_topk_exact(scores[cut_tied], k)
+    return _order_by_score_then_index(scores, idx)
+
+
+def _order_by_score_then_index(scores: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``idx`` reordered by (score descending, item index ascending)."""
+    idx = torch.sort(idx, dim=1).values
+    order = torch.sort(torch.gather(scores, 1, idx), dim=1, descending=True, stable=True).indices
+    return torch.gather(idx, 1, order)
+
+
+def _select_topk_exact(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` best items per row (any order), taking the lowest indices among those tied at the cut."""
+    kth = torch.topk(scores, k, dim=1).values[:, -1:]
     above = scores > kth
     tied = scores == kth
     free = k - above.sum(1, keepdim=True)  # slots left for items tied with the k-th score
     keep = above | (tied & (torch.cumsum(tied, 1) <= free))
-    idx = keep.nonzero()[:, 1].view(-1, k)  # exactly k per row, ascending item index
-    order = torch.sort(torch.gather(scores, 1, idx), dim=1, descending=True, stable=True).indices
-    return torch.gather(idx, 1, order)
+    return keep.nonzero()[:, 1].view(-1, k)
 
 
 class TopKMetrics(Metric):
