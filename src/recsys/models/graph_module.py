@@ -79,8 +79,8 @@ class GraphRecommender(TopKRecommender):
         reg = embedding_l2_sq(reg_user[users].pow(2).sum(-1), reg_item[pos].pow(2).sum(-1), neg_sq)
         loss = loss_bpr + self.reg_weight * reg
         size = users.numel()
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size)
-        self.log("train/bpr", loss_bpr, on_step=False, on_epoch=True, batch_size=size)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
+        self.log("train/bpr", loss_bpr, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
         return loss
 
     def prepare_scoring(self) -> None:

@@ -266,7 +266,7 @@ class GRU4Rec(SessionRecommender):
 
     def on_train_epoch_end(self) -> None:
         if self._loss_steps:
-            self.log("train/loss", self._loss_sum / self._loss_steps, prog_bar=True, sync_dist=False)
+            self.log("train/loss", self._loss_sum / self._loss_steps, prog_bar=True, sync_dist=True)  # mean over ranks
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         optimizer = self.optimizer_factory(params=self.parameters())

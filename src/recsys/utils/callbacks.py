@@ -16,7 +16,7 @@ class EpochTimer(pl.Callback):
         self._start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pl_module.log("time/epoch_seconds", time.perf_counter() - self._start, on_step=False, on_epoch=True)
+        pl_module.log("time/epoch_seconds", time.perf_counter() - self._start, on_step=False, on_epoch=True, sync_dist=True)
 
 
 class BestMetricTracker(pl.Callback):
