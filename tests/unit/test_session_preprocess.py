@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from recsys.data.cache import cache_path, load_or_build
 from recsys.data.session_data import (
     SessionSequences,
     SessionSplits,
-    load_or_build_sessions,
-    session_cache_path,
 )
 from recsys.data.session_preprocess import (
     DAY,
@@ -179,9 +178,9 @@ def test_session_splits_round_trip_and_atomic_cache(tmp_path):
             Source.calls += 1
             return splits
 
-    first = load_or_build_sessions(Source(), tmp_path / "cache")
-    second = load_or_build_sessions(Source(), tmp_path / "cache")
-    assert Source.calls == 1 and session_cache_path(Source(), tmp_path / "cache").is_file()
+    first = load_or_build(Source(), tmp_path / "cache", SessionSplits.load)
+    second = load_or_build(Source(), tmp_path / "cache", SessionSplits.load)
+    assert Source.calls == 1 and cache_path(Source(), tmp_path / "cache").is_file()
     np.testing.assert_array_equal(first.train.items, second.train.items)
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(DataError, match="bad.npz"):

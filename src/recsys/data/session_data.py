@@ -13,12 +13,9 @@ Validation and test sessions only hold items seen in train (algorithms.md §3.5/
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -181,40 +178,3 @@ class SessionSplits:
                 )
         except (KeyError, ValueError, OSError) as err:
             raise DataError(f"{path}: not a readable session cache ({err}); delete it to rebuild") from err
-
-
-def session_cache_path(source: Any, cache_dir: str | os.PathLike) -> Path:
-    """``<cache_dir>/<source.name>-<first 16 hex of sha256(canonical JSON of source.fingerprint())>.npz``."""
-    blob = json.dumps(source.fingerprint(), sort_keys=True, default=str).encode()
-    return Path(cache_dir) / f"{source.name}-{hashlib.sha256(blob).hexdigest()[:16]}.npz"
-
-
-def load_or_build_sessions(source: Any, cache_dir: str | os.PathLike | None) -> SessionSplits:
-    """The cached dataset of ``source`` if present (key = hash of ``source.fingerprint()``), else build,
-    validate and cache it atomically — the graph data's rules (:mod:`recsys.data.cache`): one process builds
-    under a file lock while other DDP ranks or sweep jobs wait, then load the file."""
-    from recsys.data.download import file_lock
-
-    if cache_dir is None:
-        splits = source.build()
-        splits.validate(source.name)
-        return splits
-    path = session_cache_path(source, cache_dir)
-    if not path.exists():
-        with file_lock(path):
-            if not path.exists():
-                log.info("Building session dataset %s (cache miss: %s)", source.name, Path(path).name)
-                splits = source.build()
-                splits.validate(source.name)
-                splits.save(path)
-                return splits
-    log.info("Loading cached session dataset %s", path)
-    return SessionSplits.load(path)
-
-
-def ensure_sessions_cached(source: Any, cache_dir: str | os.PathLike) -> Path:
-    """Build the cache file if it is missing (no load when it exists); return its path."""
-    path = session_cache_path(source, cache_dir)
-    if not path.exists():
-        load_or_build_sessions(source, cache_dir)
-    return path

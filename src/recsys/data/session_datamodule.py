@@ -11,12 +11,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from recsys.data.cache import ensure_cached, load_or_build
 from recsys.data.session_batches import SessionParallelBatches
 from recsys.data.session_data import (
     SessionSequences,
     SessionSplits,
-    ensure_sessions_cached,
-    load_or_build_sessions,
 )
 from recsys.errors import ConfigError, DataError
 from recsys.sampling import NegativeSampler, UniformNegativeSampler, distributed_rank_and_world
@@ -101,12 +100,12 @@ class SessionDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         """Build and cache the dataset (Lightning runs this on one process per node)."""
         if self.cache_dir is not None:
-            ensure_sessions_cached(self.source, self.cache_dir)
+            ensure_cached(self.source, self.cache_dir, SessionSplits.load)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
             return
-        self.splits = load_or_build_sessions(self.source, self.cache_dir)
+        self.splits = load_or_build(self.source, self.cache_dir, SessionSplits.load)
         s = self.splits
         self._support = torch.from_numpy(s.item_support())
         self.negative_sampler.bind(item_counts=self._support)
