@@ -119,14 +119,21 @@ def _graph_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embedding-dim", type=int, default=64)
     p.add_argument("--num-layers", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
 
 
-def _time(fn: Callable[[], Any], repeat: int) -> float:
+def _time(fn: Callable[[], Any], repeat: int, device: str = "cpu") -> float:
+    """Best wall-clock time of ``repeat`` calls (waiting for queued CUDA kernels before stopping the clock)."""
+    import torch
+
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     best = float("inf")
     for _ in range(repeat):
         gc.collect()
+        sync()
         start = time.perf_counter()
         fn()
+        sync()
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -153,7 +160,9 @@ def bench_graph(args: argparse.Namespace) -> list[Row]:
     splits = source.build()
     train, test = splits.csr("train"), splits.csr("test")
     info = DatasetInfo(splits.num_users, splits.num_items, train)
-    note = f"{splits.num_users:,} users, {splits.num_items:,} items, {train.nnz:,} train edges; {torch.get_num_threads()} threads"
+    device = args.device
+    where = device if device != "cpu" else f"{torch.get_num_threads()} threads"
+    note = f"{splits.num_users:,} users, {splits.num_items:,} items, {train.nnz:,} train edges; {where}"
     rows = [Row("build normalised adjacency (CSR + transpose)", _time(lambda: LightGCNEncoder.build_adjacency(train), args.repeat), None, note)]
 
     sampler = UniformNegativeSampler().bind(train)
@@ -165,9 +174,9 @@ def bench_graph(args: argparse.Namespace) -> list[Row]:
         return GraphRecommender(
             info, encoder=functools.partial(LightGCNEncoder), optimizer=functools.partial(torch.optim.Adam, lr=1e-3),
             embedding_dim=args.embedding_dim, num_layers=layers,
-        )
+        ).to(device)
 
-    batch = next(iter(epoch))
+    batch = {key: value.to(device) for key, value in next(iter(epoch)).items()}
     for layers in sorted({0, args.num_layers}):
         model = model_for(layers)
         model.log = lambda *a, **k: None  # outside a Trainer
@@ -179,13 +188,13 @@ def bench_graph(args: argparse.Namespace) -> list[Row]:
             opt.step()
 
         step()
-        t = _time(step, args.repeat)
+        t = _time(step, args.repeat, device)
         name = "MF (0 layers)" if layers == 0 else f"LightGCN ({layers} layers)"
         rows.append(Row(f"training step {name}, d={args.embedding_dim}", t, None, f"≈ {t * len(epoch):.1f} s per epoch"))
 
     # the custom autograd (prebuilt CSR transpose) vs torch's built-in sparse backward
-    adj = LightGCNEncoder.build_adjacency(train)
-    x = torch.randn(adj.size, args.embedding_dim, requires_grad=True)
+    adj = LightGCNEncoder.build_adjacency(train).to(device)
+    x = torch.randn(adj.size, args.embedding_dim, device=device, requires_grad=True)
 
     def custom() -> None:
         (adj @ x).sum().backward()
@@ -195,22 +204,23 @@ def bench_graph(args: argparse.Namespace) -> list[Row]:
     def builtin() -> None:
         torch.sparse.mm(coo, x).sum().backward()
 
-    rows.append(Row("one propagation fwd+bwd, custom CSR autograd", _time(custom, args.repeat), None))
-    rows.append(Row("one propagation fwd+bwd, torch.sparse.mm (COO) autograd", _time(builtin, args.repeat), None))
+    rows.append(Row("one propagation fwd+bwd, custom CSR autograd", _time(custom, args.repeat, device), None))
+    rows.append(Row("one propagation fwd+bwd, torch.sparse.mm (COO) autograd", _time(builtin, args.repeat, device), None))
 
     model = model_for(args.num_layers).eval()
     metric = TopKMetrics((20,))
+    metric = metric.to(device)
     evalset = RankingEvalSet(train, test, 1024)
 
-    def evaluate() -> None:
+    def evaluate() -> None:  # batches built and moved as the DataLoader + Lightning would
         with torch.no_grad():
             model.prepare_scoring()
             for i in range(len(evalset)):
-                model.evaluate_batch(evalset[i], metric)
+                model.evaluate_batch({key: value.to(device) for key, value in evalset[i].items()}, metric)
             metric.compute()
             metric.reset()
 
-    t = _time(evaluate, args.repeat)
+    t = _time(evaluate, args.repeat, device)
     rows.append(Row("full-ranking test evaluation, all test users", t, None,
                     f"{evalset.users.numel():,} users × {splits.num_items:,} items, chunks of 1024"))
     return rows
@@ -265,11 +275,9 @@ def bench_session(args: argparse.Namespace) -> list[Row]:
             opt.zero_grad()
             loss.backward()
             opt.step()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
 
     train(20)
-    t = _time(lambda: train(args.steps, 20), args.repeat)
+    t = _time(lambda: train(args.steps, 20), args.repeat, device)
     rows.append(Row(f"{args.steps} training steps (forward + backward + Adagrad)", t, None,
                     f"{args.steps / t:.0f} steps/s, {args.steps * batch_size / t:,.0f} events/s; {len(batches)} steps per epoch"))
 
@@ -283,7 +291,7 @@ def bench_session(args: argparse.Namespace) -> list[Row]:
                 model.evaluate_batch(b, model.test_metrics)
         model.test_metrics.reset()
 
-    t = _time(evaluate, args.repeat)
+    t = _time(evaluate, args.repeat, device)
     rows.append(Row("next-item test evaluation (rank over all items)", t, None,
                     f"{splits.test.num_steps:,} events, {splits.test.num_steps / t:,.0f} events/s"))
     return rows

@@ -43,6 +43,19 @@ def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def assert_test_metrics_match_single_process(tmp_path: Path, run: Path, expected_prefix_keys: int) -> None:
+    """The test metrics a multi-process run wrote equal ``eval.py`` of its best checkpoint in one process."""
+    metrics = read_metrics(run)
+    test_keys = [k for k in metrics if k.startswith("test/")]
+    assert len(test_keys) >= expected_prefix_keys
+    single_dir = tmp_path / f"single_{run.name}"
+    check(run_script("eval.py", f"ckpt_path={metrics['best_checkpoint']}", "trainer=cpu",
+                     f"hydra.run.dir={single_dir}", *QUIET))
+    single = read_metrics(single_dir)
+    for key in test_keys:
+        assert abs(single[key] - metrics[key]) <= 1e-6, (key, single[key], metrics[key])
+
+
 @pytest.fixture
 def tiny_train_args(tmp_path: Path) -> list[str]:
     """Overrides for a seconds-long training run writing into tmp_path."""

@@ -3,6 +3,7 @@ runs of LightGCN and GRU4Rec whose test metrics equal the single-process evaluat
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -25,7 +26,15 @@ from recsys.data.interactions import UserItemCSR
 from recsys.metrics import TopKMetrics
 from recsys.sampling import BPREpochSampler, UniformNegativeSampler
 from recsys.utils import ddp
-from tests.integration.conftest import QUIET, ROOT, TINY_DATA, TRAIN_QUIET, check, read_metrics, run_script
+from tests.integration.conftest import (
+    ROOT,
+    TINY_DATA,
+    TRAIN_QUIET,
+    assert_test_metrics_match_single_process,
+    check,
+    read_metrics,
+    run_script,
+)
 
 CONFIGS = ROOT / "configs"
 DDP_CPU = ["trainer=ddp_cpu", "trainer.devices=2"]
@@ -197,6 +206,27 @@ class EvalCountProbe(pl.Callback):
         self.seen = [tuple(x) for x in state["seen"]]
 
 
+def test_ranks_above_zero_log_to_their_own_file(tmp_path):
+    root = logging.getLogger()
+    handler = logging.FileHandler(tmp_path / "train.log")
+    handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
+    root.addHandler(handler)
+    try:
+        ddp.route_rank_logs(rank=0)  # rank 0 keeps the run's log file
+        logging.getLogger("recsys.test").warning("from rank 0")
+        ddp.route_rank_logs(rank=2)
+        ddp.route_rank_logs(rank=2)  # idempotent
+        logging.getLogger("recsys.test").warning("from rank 2")
+        moved = [h for h in root.handlers if isinstance(h, logging.FileHandler) and "train" in h.baseFilename]
+    finally:
+        for h in moved:
+            root.removeHandler(h)
+            h.close()
+    assert [Path(h.baseFilename).name for h in moved] == ["train_rank2.log"]
+    assert (tmp_path / "train.log").read_text() == "[WARNING] from rank 0\n"
+    assert (tmp_path / "train_rank2.log").read_text() == "[WARNING] from rank 2\n"
+
+
 @pytest.mark.slow
 def test_ddp_spawn_counts_every_user_once_and_hands_state_back(tmp_path):
     from recsys.builders import build_datamodule, build_model
@@ -221,17 +251,6 @@ def test_ddp_spawn_counts_every_user_once_and_hands_state_back(tmp_path):
 
 
 # -- 2-process runs end to end ----------------------------------------------------------------------
-def _assert_test_metrics_equal_single_process(tmp_path: Path, run: Path, expected_prefix_keys: int) -> None:
-    metrics = read_metrics(run)
-    test_keys = [k for k in metrics if k.startswith("test/")]
-    assert len(test_keys) >= expected_prefix_keys
-    check(run_script("eval.py", f"ckpt_path={metrics['best_checkpoint']}", "trainer=cpu",
-                     f"hydra.run.dir={tmp_path / 'single'}", *QUIET))
-    single = read_metrics(tmp_path / "single")
-    for key in test_keys:
-        assert abs(single[key] - metrics[key]) <= 1e-6, (key, single[key], metrics[key])
-
-
 def _assert_rank_zero_artifacts(run: Path) -> None:
     # one run folder, one config dump (rank 1 writes none), one metrics.json
     assert (run / ".hydra" / "config.yaml").is_file() and (run / "metrics.json").is_file()
@@ -251,7 +270,7 @@ def test_lightgcn_trains_on_two_processes_and_matches_single_process_evaluation(
     assert metrics["num_parameters"] == (300 + 200) * 16
     assert "val/recall@20" in metrics
     _assert_rank_zero_artifacts(run)
-    _assert_test_metrics_equal_single_process(tmp_path, run, expected_prefix_keys=15)
+    assert_test_metrics_match_single_process(tmp_path, run, expected_prefix_keys=15)
 
 
 @pytest.mark.slow
@@ -267,7 +286,7 @@ def test_gru4rec_trains_on_two_processes_and_matches_single_process_evaluation(t
     metrics = read_metrics(run)
     assert metrics["epochs_trained"] == 2 and "val/recall@20" in metrics
     _assert_rank_zero_artifacts(run)
-    _assert_test_metrics_equal_single_process(tmp_path, run, expected_prefix_keys=6)
+    assert_test_metrics_match_single_process(tmp_path, run, expected_prefix_keys=6)
 
 
 def test_trainer_configs_compose_to_ddp_settings():

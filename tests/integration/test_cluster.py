@@ -1,0 +1,100 @@
+"""Processes started by existing engines, not by Lightning: torchrun, and SLURM through the submitit launcher
+(a one-machine stand-in for sbatch/srun/sacct, ``fake_slurm``, so the real submitit and Lightning code run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration import fake_slurm
+from tests.integration.conftest import (
+    ROOT,
+    TINY_DATA,
+    TRAIN_QUIET,
+    assert_test_metrics_match_single_process,
+    check,
+    read_metrics,
+    run_script,
+)
+
+TINY_TRAIN = [*TINY_DATA, *TRAIN_QUIET, "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1",
+              "model.embedding_dim=16"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _assert_one_log_per_rank(run: Path) -> None:
+    rank0, rank1 = (run / "train.log").read_text(), (run / "train_rank1.log").read_text()
+    for text in (rank0, rank1):  # each rank logged its own data set-up, once
+        assert text.count("Dataset synthetic_graph: 300 users") == 1, text
+    assert "Wrote " in rank0 and "metrics.json" not in rank1  # only rank 0 writes metrics.json
+
+
+@pytest.mark.slow
+def test_torchrun_starts_the_ranks_and_lightning_joins_them(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "train.py"),
+         "trainer=ddp_cpu", "trainer.devices=2", f"hydra.run.dir={run}", f"paths.data_dir={tmp_path / 'data'}",
+         *TINY_TRAIN],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    check(proc)
+    assert "MEMBER: 2/2" in proc.stderr + proc.stdout
+    assert "Starting DDP rank" not in (run / "train.log").read_text()  # torchrun started rank 1, not Lightning
+    assert read_metrics(run)["epochs_trained"] == 2
+    _assert_one_log_per_rank(run)
+    assert_test_metrics_match_single_process(tmp_path, run, expected_prefix_keys=15)
+
+
+@pytest.fixture
+def fake_slurm_env(tmp_path):
+    env = fake_slurm.install(tmp_path / "bin", tmp_path / "slurm")
+    yield env
+    # the detached job runner may still be recording the last job's state: let it finish
+    for pid_file in (tmp_path / "slurm").glob("*.pid"):
+        pid = int(pid_file.read_text())
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_submitit_slurm_sweep_runs_every_job_as_a_two_task_slurm_job(tmp_path, fake_slurm_env):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[cluster]'")
+    sweep = tmp_path / "sweep"
+    check(run_script(
+        "train.py", "-m", "hydra/launcher=submitit_slurm", "trainer=slurm", "trainer.accelerator=cpu",
+        "trainer.devices=2", "hydra.launcher.cpus_per_task=1", "model.num_layers=1,2", f"hydra.sweep.dir={sweep}",
+        f"paths.data_dir={tmp_path / 'data'}", *TINY_TRAIN,
+        env={**fake_slurm_env, "MASTER_PORT": str(_free_port())}, timeout=600,
+    ))
+    # one sbatch call: a 2-job array, each job one node with one task (and one GPU) per device
+    (submitted,) = [json.loads(p.read_text()) for p in (tmp_path / "slurm").glob("*.sbatch.json")]
+    options = submitted["options"]
+    assert options["array"] == "0-1%2" and options["nodes"] == "1"
+    assert options["ntasks-per-node"] == "2" and options["gpus-per-node"] == "2" and options["job-name"] == "train"
+    for job in ("0", "1"):
+        run = sweep / job
+        metrics = read_metrics(run)
+        assert metrics["epochs_trained"] == 2 and "test/recall@20" in metrics
+        _assert_one_log_per_rank(run)
+    task_logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.err"))
+    assert task_logs.count("MEMBER: 2/2") == 2  # rank 1 of each job joined through SLURMEnvironment
+    assert (sweep / "results.csv").read_text().count("\n") == 3  # header + 2 jobs, collected after the sweep
+    assert_test_metrics_match_single_process(tmp_path, sweep / "1", expected_prefix_keys=15)
