@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from recsys.builders import build_datamodule, build_model
-from recsys.utils.callbacks import BestMetricTracker, ConfigInCheckpoint
+from recsys.utils.callbacks import BestMetricTracker, ConfigInCheckpoint, ValidateLastEpoch
 from recsys.utils.dashboards import log_summary
 from recsys.utils.ddp import ResetMetricStates
 from recsys.utils.devices import resolve_trainer_config
@@ -34,7 +34,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     tracker = BestMetricTracker(cfg.monitor.metric, cfg.monitor.mode)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    callbacks += [tracker, ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)), ResetMetricStates()]
+    callbacks += [tracker, ValidateLastEpoch(), ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)),
+                  ResetMetricStates()]
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:

@@ -98,3 +98,26 @@ def test_submitit_slurm_sweep_runs_every_job_as_a_two_task_slurm_job(tmp_path, f
     assert task_logs.count("MEMBER: 2/2") == 2  # rank 1 of each job joined through SLURMEnvironment
     assert (sweep / "results.csv").read_text().count("\n") == 3  # header + 2 jobs, collected after the sweep
     assert_test_metrics_match_single_process(tmp_path, sweep / "1", expected_prefix_keys=15)
+
+
+def test_a_process_started_as_rank_1_leaves_the_config_dump_and_log_file_to_rank_0(tmp_path):
+    # what torchrun/srun give rank 1 before Hydra starts; alone it trains as a 1-process job
+    run = tmp_path / "run"
+    check(run_script("train.py", f"hydra.run.dir={run}", f"paths.data_dir={tmp_path / 'data'}", *TINY_DATA,
+                     *TRAIN_QUIET, "trainer.max_epochs=1", "model.embedding_dim=8", env={"RANK": "1"}))
+    assert not (run / ".hydra").exists() and not (run / "metrics.json").exists()
+    assert not (run / "train.log").exists()
+    assert "Dataset synthetic_graph: 300 users" in (run / "train_rank1.log").read_text()
+
+
+def test_rank_resolvers(monkeypatch):
+    from omegaconf import OmegaConf
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from recsys.utils.resolvers import register_resolvers
+
+    register_resolvers()
+    cfg = OmegaConf.create({"subdir": "${rank_zero_only:.hydra}", "log": "train${rank_suffix:}.log"})
+    assert (cfg.subdir, cfg.log) == (".hydra", "train.log")
+    monkeypatch.setattr(rank_zero_only, "rank", 3)
+    assert (cfg.subdir, cfg.log) == (None, "train_rank3.log")

@@ -3,7 +3,6 @@ runs of LightGCN and GRU4Rec whose test metrics equal the single-process evaluat
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -204,27 +203,6 @@ class EvalCountProbe(pl.Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.seen = [tuple(x) for x in state["seen"]]
-
-
-def test_ranks_above_zero_log_to_their_own_file(tmp_path):
-    root = logging.getLogger()
-    handler = logging.FileHandler(tmp_path / "train.log")
-    handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
-    root.addHandler(handler)
-    try:
-        ddp.route_rank_logs(rank=0)  # rank 0 keeps the run's log file
-        logging.getLogger("recsys.test").warning("from rank 0")
-        ddp.route_rank_logs(rank=2)
-        ddp.route_rank_logs(rank=2)  # idempotent
-        logging.getLogger("recsys.test").warning("from rank 2")
-        moved = [h for h in root.handlers if isinstance(h, logging.FileHandler) and "train" in h.baseFilename]
-    finally:
-        for h in moved:
-            root.removeHandler(h)
-            h.close()
-    assert [Path(h.baseFilename).name for h in moved] == ["train_rank2.log"]
-    assert (tmp_path / "train.log").read_text() == "[WARNING] from rank 0\n"
-    assert (tmp_path / "train_rank2.log").read_text() == "[WARNING] from rank 2\n"
 
 
 @pytest.mark.slow

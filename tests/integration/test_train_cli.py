@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pytest
 import torch
@@ -42,6 +43,18 @@ def test_train_writes_run_folder_and_eval_reproduces_test_metrics(tmp_path, tiny
     assert test_keys
     for key in test_keys:
         assert evaluated[key] == metrics[key], key  # exact reproduction
+
+
+def test_the_last_epoch_is_validated_even_off_the_validation_interval(tmp_path, tiny_train_args):
+    # 3 epochs, validation every 5: Lightning alone would never validate (no model selection, no best checkpoint)
+    run = tmp_path / "run"
+    check(run_script("train.py", *tiny_train_args, "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=5"))
+    metrics = read_metrics(run)
+    assert metrics["best_epoch"] == 2 and "val/recall@20" in metrics
+    assert Path(metrics["best_checkpoint"]).name == "epoch_002.ckpt"
+    with open(run / "csv" / "metrics.csv") as f:
+        validated = [row["epoch"] for row in csv.DictReader(f) if row.get("val/recall@20")]
+    assert validated == ["2"]  # once, after the last epoch
 
 
 def test_gpus_request_without_gpu_fails_with_one_clear_line(tmp_path):

@@ -50,6 +50,23 @@ class BestMetricTracker(pl.Callback):
         self.best_metrics = dict(state_dict["best_metrics"])
 
 
+class ValidateLastEpoch(pl.Callback):
+    """Validates after the last epoch as well. Lightning validates every ``check_val_every_n_epoch`` epochs
+    only: without this, the epochs after the last multiple never reach model selection or the best
+    checkpoint, and a run shorter than the interval is never validated at all."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        interval = trainer.check_val_every_n_epoch
+        last = trainer.max_epochs is not None and trainer.current_epoch == trainer.max_epochs - 1
+        if last and interval is not None and interval > 1:
+            self._interval, trainer.check_val_every_n_epoch = interval, 1
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if hasattr(self, "_interval"):
+            trainer.check_val_every_n_epoch = self._interval
+            del self._interval
+
+
 class ConfigInCheckpoint(pl.Callback):
     """Stores the resolved run config (plain containers) in every checkpoint under ``recsys_config``,
     so ``eval.py`` rebuilds the exact data and model; loadable with ``torch.load(weights_only=True)``."""

@@ -30,18 +30,15 @@ import contextlib
 import io
 import logging
 import os
-import re
 import subprocess
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
-from pytorch_lightning.utilities import rank_zero_only
 
 log = logging.getLogger(__name__)
 
@@ -225,39 +222,14 @@ def _reap_children(failed: bool, timeout: float = 120.0) -> None:
             log.warning("DDP child process %d exited with code %d", proc.pid, proc.returncode)
 
 
-def route_rank_logs(rank: int | None = None) -> None:
-    """In ranks > 0, move the log file handlers from ``<name>.log`` to ``<name>_rank<N>.log``, so ranks
-    that Hydra set up in the same run folder (torchrun, srun, Lightning's own children) do not interleave
-    their lines with rank 0's. ``rank`` defaults to the rank Lightning read from the environment
-    (``RANK``, ``LOCAL_RANK``, ``SLURM_PROCID``)."""
-    rank = rank_zero_only.rank if rank is None else rank
-    if not rank:
-        return
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if not isinstance(handler, logging.FileHandler) or re.search(r"_rank\d+$", Path(handler.baseFilename).stem):
-            continue
-        path = Path(handler.baseFilename)
-        moved = logging.FileHandler(path.with_name(f"{path.stem}_rank{rank}{path.suffix}"), encoding=handler.encoding)
-        moved.setLevel(handler.level)
-        moved.setFormatter(handler.formatter)
-        for log_filter in handler.filters:
-            moved.addFilter(log_filter)
-        root.removeHandler(handler)
-        handler.close()
-        root.addHandler(moved)
-
-
 @contextlib.contextmanager
 def job_scope() -> Iterator[None]:
     """Run one Hydra job; afterwards leave the process as a fresh one for the next multirun job.
 
     Only what Lightning created inside the job is undone: a process group whose ranks were started
-    externally with ``RANK`` / ``LOCAL_RANK`` set (torchrun) is left alone. Ranks > 0 log to their own
-    file (:func:`route_rank_logs`).
+    externally with ``RANK`` / ``LOCAL_RANK`` set (torchrun) is left alone.
     """
     install()
-    route_rank_logs()
     saved_env = {k: os.environ.get(k) for k in RENDEZVOUS_ENV}
     threads = torch.get_num_threads()
     external = saved_env["LOCAL_RANK"] is not None or "RANK" in os.environ
