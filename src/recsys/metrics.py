@@ -76,6 +76,9 @@ class TopKMetrics(Metric):
         self.metric_names = list(metrics)
         self.add_state("sums", torch.zeros(len(METRIC_NAMES), len(self.ks), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        # IDCG@r for r = 1..max K; a constant kept on the CPU (update() copies it to the hits' device)
+        ideal_ranks = torch.arange(1, self.max_k + 1, dtype=torch.float64)
+        self._cum_ideal = torch.cumsum(1.0 / torch.log2(ideal_ranks + 1.0), 0)
 
     @property
     def max_k(self) -> int:
@@ -90,21 +93,21 @@ class TopKMetrics(Metric):
         if hits.shape[0] == 0:
             return
         width = hits.shape[1]
+        # no floating-point cumsum here: CUDA has no deterministic kernel for it (it raises under
+        # trainer.deterministic=true), so integer counts and one sum per cut-off
         ranks = torch.arange(1, width + 1, device=hits.device, dtype=torch.float64)
-        discount = 1.0 / torch.log2(ranks + 1.0)
-        cum_hits = torch.cumsum(hits, 1)
-        cum_dcg = torch.cumsum(hits * discount, 1)
-        ideal_ranks = torch.arange(1, self.max_k + 1, device=hits.device, dtype=torch.float64)
-        cum_ideal = torch.cumsum(1.0 / torch.log2(ideal_ranks + 1.0), 0)
+        gains = hits / torch.log2(ranks + 1.0)
+        cum_hits = torch.cumsum(hits.to(torch.int64), 1).to(torch.float64)
+        cum_ideal = self._cum_ideal.to(hits.device)
         first_hit = torch.where(hits.any(1), hits.argmax(1).to(torch.float64) + 1.0, torch.inf)
         rows = []
         for k in self.ks:
-            c = min(k, width) - 1
-            n_hit = cum_hits[:, c]
+            c = min(k, width)
+            n_hit = cum_hits[:, c - 1]
             ideal = cum_ideal[(n_rel.clamp(max=k) - 1).long()]
             rows.append(torch.stack([
                 n_hit / n_rel,
-                cum_dcg[:, c] / ideal,
+                gains[:, :c].sum(1) / ideal,
                 n_hit / k,
                 (n_hit > 0).to(torch.float64),
                 torch.where(first_hit <= k, 1.0 / first_hit, torch.zeros_like(first_hit)),

@@ -233,6 +233,22 @@ def test_sparse_gradients_auto_follow_the_optimiser():
         forced.configure_optimizers()
 
 
+def test_no_sparse_gradients_under_ddp():
+    """DDP reduces dense buckets only (a sparse gradient fails in the first backward), even with one process."""
+    import pytorch_lightning as pl
+
+    momentum = partial(AdagradM, lr=0.05, momentum=0.3)  # auto would choose sparse without DDP
+    for strategy, sparse in (("auto", True), ("ddp", False)):
+        model = GRU4Rec(make_info(), momentum, layers=[4])
+        model.trainer = pl.Trainer(accelerator="cpu", devices=1, strategy=strategy, logger=False)
+        model.configure_optimizers()
+        assert model.net.sparse is sparse
+    forced = GRU4Rec(make_info(), momentum, layers=[4], sparse_gradients="true")
+    forced.trainer = pl.Trainer(accelerator="cpu", devices=1, strategy="ddp", logger=False)
+    with pytest.raises(ConfigError, match="sparse_gradients=false"):
+        forced.configure_optimizers()
+
+
 # -- evaluation ----------------------------------------------------------------------------------
 def brute_force_rank(scores: np.ndarray, target: int, mode: str) -> int:
     order = sorted(range(len(scores)), key=lambda j: -scores[j])

@@ -212,6 +212,19 @@ def test_learned_layer_weights():
     assert np.abs(got - ref_mean).max() > 1e-5
 
 
+@pytest.mark.parametrize("layer_weights", ["mean", "learned"])
+@pytest.mark.parametrize("num_layers", [0, 2])
+def test_every_parameter_gets_a_gradient(num_layers, layer_weights):
+    """DDP needs a gradient for every parameter of every step (an unused one stalls the reduction)."""
+    m, n = 6, 7
+    enc = LightGCNEncoder(m, n, embedding_dim=4, num_layers=num_layers, layer_weights=layer_weights)
+    users, items = enc(enc.build_adjacency(csr_from(random_pairs(3, m, n, 20), m, n)))
+    (users.sum() + items.pow(2).sum()).backward()
+    assert all(p.grad is not None for p in enc.parameters())
+    assert (enc.layer_logits is not None) == (layer_weights == "learned" and num_layers > 0)
+    torch.testing.assert_close(enc.layer_weights(), torch.full((num_layers + 1,), 1 / (num_layers + 1)))
+
+
 @pytest.mark.parametrize("num_layers", [1, 3])
 def test_gradients_match_dense_autograd(num_layers):
     m, n = 7, 9

@@ -179,6 +179,24 @@ def test_metric_subset_and_names():
         TopKMetrics((0, 10))
 
 
+def test_update_has_no_floating_point_cumsum():
+    """A floating-point cumsum has no deterministic CUDA kernel: it raises under trainer.deterministic=true."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class NoFloatCumsum(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket is torch.ops.aten.cumsum:
+                assert not args[0].is_floating_point(), "floating-point cumsum"
+            return func(*args, **(kwargs or {}))
+
+    g = torch.Generator().manual_seed(0)
+    hits = torch.rand(20, 10, generator=g) < 0.3
+    metric = TopKMetrics((3, 10))
+    with NoFloatCumsum():
+        metric.update(hits, torch.randint(0, 4, (20,), generator=g))
+    assert float(metric.count) > 0
+
+
 @pytest.mark.filterwarnings("ignore:The ``compute`` method")
 def test_summed_states_merge_like_ddp():
     scores, mask, targets = random_problem(11, n_users=50)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+from pytorch_lightning.strategies import SingleDeviceStrategy
 
 from recsys.data.session_datamodule import SessionInfo
 from recsys.errors import ConfigError
@@ -142,10 +143,10 @@ class GRU4Rec(SessionRecommender):
         loss: ``cross-entropy`` (+ ``logq`` correction), ``bpr-max`` (+ ``bpreg``, ``elu_param``), ``top1``,
             ``bpr`` or ``top1-max`` (:mod:`recsys.losses`).
         layers, embedding, dropout_embed, dropout_hidden: the network (:class:`GRU4RecNet`).
-        sparse_gradients: ``auto`` (row-sparse item-table gradients when the optimiser supports them, the run
-            has one process and either momentum is on — the official semantics: rows without a gradient do not
-            move — or the catalogue is large; without momentum dense Adagrad gives the same result), ``true``
-            or ``false``.
+        sparse_gradients: ``auto`` (row-sparse item-table gradients when the optimiser supports them, the model
+            is not wrapped in DDP and either momentum is on — the official semantics: rows without a gradient do
+            not move — or the catalogue is large; without momentum dense Adagrad gives the same result), ``true``
+            (a ``ConfigError`` under DDP) or ``false``.
         tie_mode, topk, metrics: evaluation (see module docstring).
     """
 
@@ -271,17 +272,24 @@ class GRU4Rec(SessionRecommender):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         optimizer = self.optimizer_factory(params=self.parameters())
         supports = isinstance(optimizer, (AdagradM, torch.optim.Adagrad, torch.optim.SparseAdam))
-        world = getattr(self.trainer, "world_size", 1) if self._trainer is not None else 1
+        # DDP (any strategy but a single device, even with one process) reduces dense buckets only: a sparse
+        # gradient of a functional embedding fails in the first backward
+        data_parallel = self._trainer is not None and not isinstance(self.trainer.strategy, SingleDeviceStrategy)
         if self.sparse_gradients == "true" and not supports:
             raise ConfigError(
                 f"model.sparse_gradients=true but {type(optimizer).__name__} does not accept sparse gradients; "
                 "set model.sparse_gradients=false (or auto)"
             )
+        if self.sparse_gradients == "true" and data_parallel:
+            raise ConfigError(
+                f"model.sparse_gradients=true is not possible with {type(self.trainer.strategy).__name__} (DDP "
+                "reduces dense gradients only); set model.sparse_gradients=false (or auto)"
+            )
         momentum = float(optimizer.param_groups[0].get("momentum", 0.0) or 0.0)
         # auto: the official row-sparse updates when they change the result (momentum) or save work (many items)
         worth_it = momentum > 0 or self.num_items > 2 * (self.batch_size + self.n_sample)
         sparse = self.sparse_gradients == "true" or (
-            self.sparse_gradients == "auto" and supports and world == 1 and worth_it
+            self.sparse_gradients == "auto" and supports and not data_parallel and worth_it
         )
         self.net.set_sparse(sparse)
         return optimizer

@@ -58,7 +58,10 @@ class LightGCNEncoder(nn.Module):
         self.item_embedding = nn.Embedding(num_items, embedding_dim)
         init_embedding(self.user_embedding.weight, init, init_std)
         init_embedding(self.item_embedding.weight, init, init_std)
-        self.layer_logits = nn.Parameter(torch.zeros(num_layers + 1)) if layer_weights == "learned" else None
+        # no logits without propagation: softmax of one weight is 1, and a parameter that never gets a
+        # gradient breaks DDP (the reduction of the step never finishes)
+        learned = layer_weights == "learned" and num_layers > 0
+        self.layer_logits = nn.Parameter(torch.zeros(num_layers + 1)) if learned else None
 
     @staticmethod
     def build_adjacency(train: UserItemCSR) -> SparseAdjacency:
