@@ -71,7 +71,10 @@ class SparseAdjacency:
 def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
     crow = torch.zeros(n + 1, dtype=torch.int64, device=rows.device)
     crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
-    return torch.sparse_csr_tensor(crow, cols, values, (n, n))
+    with warnings.catch_warnings():  # torch's one-time "CSR support is in beta" notice: nothing to act on
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        # the callers pass row-sorted, in-range indices: skip torch's O(nnz) invariant check
+        return torch.sparse_csr_tensor(crow, cols, values, (n, n), check_invariants=False)
 
 
 class _CSRMatmul(torch.autograd.Function):
