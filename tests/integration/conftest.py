@@ -23,9 +23,24 @@ QUIET = ["extras.print_config=false", "trainer.enable_progress_bar=false"]
 TRAIN_QUIET = [*QUIET, "~callbacks.progress_bar"]
 
 
+# set by a launcher in the process that runs it (Lightning's ddp_spawn sets MASTER_PORT in the parent): a
+# script started by a test must not inherit them, or every DDP run would share one fixed port
+LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment():
+    """Integration tests run Lightning in-process too; whatever it puts in ``os.environ`` ends with the test."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 def run_script(script: str, *overrides: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run ``python <script> <overrides>`` from the repository root; return the completed process."""
-    full_env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled"), "HYDRA_FULL_ERROR": "1"}
+    inherited = {k: v for k, v in os.environ.items() if k not in LAUNCHER_ENV}
+    full_env = {**inherited, "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled"), "HYDRA_FULL_ERROR": "1"}
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, str(ROOT / script), *overrides],

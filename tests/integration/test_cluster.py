@@ -15,6 +15,7 @@ import pytest
 
 from tests.integration import fake_slurm
 from tests.integration.conftest import (
+    LAUNCHER_ENV,
     ROOT,
     TINY_DATA,
     TRAIN_QUIET,
@@ -44,7 +45,7 @@ def _assert_one_log_per_rank(run: Path) -> None:
 @pytest.mark.slow
 def test_torchrun_starts_the_ranks_and_lightning_joins_them(tmp_path):
     run = tmp_path / "run"
-    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1"}
+    env = {**{k: v for k, v in os.environ.items() if k not in LAUNCHER_ENV}, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "train.py"),
          "trainer=ddp_cpu", "trainer.devices=2", f"hydra.run.dir={run}", f"paths.data_dir={tmp_path / 'data'}",
