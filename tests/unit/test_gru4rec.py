@@ -249,6 +249,36 @@ def test_no_sparse_gradients_under_ddp():
         forced.configure_optimizers()
 
 
+class _OtherRankAdds:
+    """A strategy whose sum-reduction adds another rank's (loss sum, steps)."""
+
+    def __init__(self, other: tuple[float, float]) -> None:
+        self.other, self.calls = torch.tensor(other), 0
+
+    def reduce(self, tensor: torch.Tensor, reduce_op: str) -> torch.Tensor:
+        assert reduce_op == "sum"
+        self.calls += 1
+        return tensor + self.other
+
+
+@pytest.mark.parametrize(("local", "other", "expected"), [
+    ((0.0, 0), (6.0, 3.0), 2.0),  # this rank had only padding steps: it still joins the reduction
+    ((4.0, 1), (6.0, 3.0), 2.5),  # the mean over all real steps, not the mean of the ranks' means (2.75)
+    ((0.0, 0), (0.0, 0.0), None),  # no real step anywhere: nothing logged
+])
+def test_epoch_loss_is_reduced_over_every_rank(local, other, expected):
+    model = GRU4Rec(make_info(), partial(AdagradM, lr=0.05), layers=[4])
+    strategy = _OtherRankAdds(other)
+    model._trainer = type("FakeTrainer", (), {"strategy": strategy})()
+    logged = {}
+    model.log = lambda name, value, **kwargs: logged.update({name: float(value)})
+    model._loss_sum = torch.tensor(local[0]) if local[1] else None
+    model._loss_steps = local[1]
+    model.on_train_epoch_end()
+    assert strategy.calls == 1
+    assert logged.get("train/loss") == (pytest.approx(expected) if expected is not None else None)
+
+
 # -- evaluation ----------------------------------------------------------------------------------
 def brute_force_rank(scores: np.ndarray, target: int, mode: str) -> int:
     order = sorted(range(len(scores)), key=lambda j: -scores[j])

@@ -266,8 +266,13 @@ class GRU4Rec(SessionRecommender):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        if self._loss_steps:
-            self.log("train/loss", self._loss_sum / self._loss_steps, prog_bar=True, sync_dist=True)  # mean over ranks
+        """``train/loss``: the mean over every real step of every rank. Each rank joins the sum, also one that
+        had only padding steps (skipping it would leave the other ranks waiting in the reduction)."""
+        loss_sum = self._loss_sum if self._loss_sum is not None else torch.zeros((), device=self.device)
+        totals = torch.stack([loss_sum.float(), torch.tensor(float(self._loss_steps), device=self.device)])
+        loss_sum, steps = self.trainer.strategy.reduce(totals, reduce_op="sum")
+        if steps > 0:
+            self.log("train/loss", loss_sum / steps, prog_bar=True, sync_dist=False)  # already global
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         optimizer = self.optimizer_factory(params=self.parameters())

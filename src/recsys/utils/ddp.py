@@ -194,7 +194,9 @@ def install() -> None:
     spawn.get_extra_results = _patched_get_extra_results(spawn.get_extra_results)
     spawn.update_main_process_results = _patched_update_main_process_results(spawn.update_main_process_results)
     # TopKMetrics.compute() sums the states over ranks, so every rank logs the same global value
+    # (and GRU4Rec's train/loss is reduced over ranks before it is logged)
     warnings.filterwarnings("ignore", message=r".*self\.log\('(val|test)/.*sync_dist=True")
+    warnings.filterwarnings("ignore", message=r".*self\.log\('train/loss'.*sync_dist=True")
     _installed = True
 
 
