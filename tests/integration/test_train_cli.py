@@ -57,6 +57,16 @@ def test_the_last_epoch_is_validated_even_off_the_validation_interval(tmp_path, 
     assert validated == ["2"]  # once, after the last epoch
 
 
+@pytest.mark.parametrize("model", ["ngcf", "gru4rec"])
+def test_mixed_precision_trains_graph_and_session_models(tmp_path, tiny_train_args, model):
+    args = [a for a in tiny_train_args if not a.startswith(("data.source", "model.embedding_dim"))]
+    extra = ["model.embedding_dim=8", *TINY_DATA] if model == "ngcf" else [
+        "data.source.num_items=100", "data.source.num_sessions=500", "data.source.num_days=5", "model.layers=[8]"]
+    check(run_script("train.py", f"model={model}", "trainer.precision=bf16-mixed", *args, *extra, "trainer.max_epochs=1"))
+    metrics = read_metrics(tmp_path / "run")
+    assert 0 < metrics["test/recall@20"] <= 1
+
+
 def test_gpus_request_without_gpu_fails_with_one_clear_line(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible here")

@@ -78,16 +78,24 @@ def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n: int) -
 
 
 class _CSRMatmul(torch.autograd.Function):
-    """``y = A x`` with ``dL/dx = Aᵀ dL/dy`` from a prebuilt CSR transpose (no grad w.r.t. A)."""
+    """``y = A x`` with ``dL/dx = Aᵀ dL/dy`` from a prebuilt CSR transpose (no grad w.r.t. A).
+
+    Always in the adjacency's precision (float32), also under mixed precision (``trainer.precision=
+    bf16-mixed`` / ``16-mixed``): autocast would cast the sparse matrix, which CPU kernels do not support
+    in bfloat16, and low-precision neighbourhood sums lose accuracy for high-degree nodes.
+    """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, a: torch.Tensor, a_t: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.a_t = a_t
-        return torch.sparse.mm(a, x)
+        ctx.a_t, ctx.x_dtype = a_t, x.dtype
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return torch.sparse.mm(a, x.to(a.dtype))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        return torch.sparse.mm(ctx.a_t, grad), None, None
+        with torch.autocast(device_type=grad.device.type, enabled=False):
+            grad_x = torch.sparse.mm(ctx.a_t, grad.to(ctx.a_t.dtype))
+        return grad_x.to(ctx.x_dtype), None, None
 
 
 def bipartite_edges(train: UserItemCSR) -> tuple[torch.Tensor, torch.Tensor]:
