@@ -128,3 +128,20 @@ def test_plan_is_vectorised_over_a_large_split():
     assert plan.inputs.numel() == sessions.num_steps
     assert int(plan.ptr[-1]) == sessions.num_steps
     assert (plan.ptr[1:] - plan.ptr[:-1]).max() <= 64
+
+
+def test_a_split_with_fewer_sessions_than_processes_is_a_clear_error(tmp_path, monkeypatch):
+    """Under DDP a rank without sessions would leave the others waiting in DDP's first-step sync."""
+    from recsys.data import session_datamodule
+    from recsys.data.session_datamodule import SessionDataModule
+    from recsys.data.sources.session_synthetic import SyntheticSessionSource
+    from recsys.errors import DataError
+
+    dm = SessionDataModule(SyntheticSessionSource(num_items=50, num_sessions=300, num_days=5), cache_dir=str(tmp_path))
+    dm.prepare_data()
+    dm.setup()
+    assert len(dm.val_dataloader()) > 0  # one process: fine
+    too_many = dm.splits.valid.num_sessions + 1
+    monkeypatch.setattr(session_datamodule, "distributed_rank_and_world", lambda: (0, too_many))
+    with pytest.raises(DataError, match=rf"validation split has {too_many - 1} session\(s\) but the run has {too_many} processes"):
+        dm.val_dataloader()

@@ -128,20 +128,26 @@ class SessionDataModule(pl.LightningDataModule):
                            self.splits.train)
 
     # -- loaders -------------------------------------------------------------------------------
-    def _loader(self, split: SessionSequences, lanes: int, train: bool) -> DataLoader:
+    def _loader(self, split: SessionSequences, lanes: int, train: bool, name: str) -> DataLoader:
         rank, world = distributed_rank_and_world()
+        if split.num_sessions < world:  # a rank without sessions would leave the others waiting in DDP's sync
+            raise DataError(
+                f"data {self.source.name!r}: the {name} split has {split.num_sessions} session(s) but the run has "
+                f"{world} processes; each needs at least one (use fewer devices or more data)"
+            )
         dataset = SessionParallelBatches(split, lanes, rank=rank, world_size=world, pad_to_longest_rank=train)
         return DataLoader(dataset, batch_size=None, num_workers=0)
 
     def train_dataloader(self) -> DataLoader:
         assert self.splits is not None
-        return self._loader(self.splits.train, self.batch_size, train=True)
+        return self._loader(self.splits.train, self.batch_size, train=True, name="train")
 
     def val_dataloader(self) -> DataLoader:
         assert self.splits is not None
-        split = self.splits.test if self.validate_on_test else self.splits.valid
-        return self._loader(split, self.eval_batch_size, train=False)
+        if self.validate_on_test:
+            return self._loader(self.splits.test, self.eval_batch_size, train=False, name="test (validate_on_test)")
+        return self._loader(self.splits.valid, self.eval_batch_size, train=False, name="validation")
 
     def test_dataloader(self) -> DataLoader:
         assert self.splits is not None
-        return self._loader(self.splits.test, self.eval_batch_size, train=False)
+        return self._loader(self.splits.test, self.eval_batch_size, train=False, name="test")
