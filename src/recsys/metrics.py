@@ -76,7 +76,8 @@ class TopKMetrics(Metric):
         self.metric_names = list(metrics)
         self.add_state("sums", torch.zeros(len(METRIC_NAMES), len(self.ks), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        # IDCG@r for r = 1..max K; a constant kept on the CPU (update() copies it to the hits' device)
+        # IDCG@r for r = 1..max K: a float64 constant computed once, moved to the hits' device on first use (a
+        # plain attribute, not a buffer: a module-wide dtype cast such as precision=bf16-true must not round it)
         ideal_ranks = torch.arange(1, self.max_k + 1, dtype=torch.float64)
         self._cum_ideal = torch.cumsum(1.0 / torch.log2(ideal_ranks + 1.0), 0)
 
@@ -98,7 +99,9 @@ class TopKMetrics(Metric):
         ranks = torch.arange(1, width + 1, device=hits.device, dtype=torch.float64)
         gains = hits / torch.log2(ranks + 1.0)
         cum_hits = torch.cumsum(hits.to(torch.int64), 1).to(torch.float64)
-        cum_ideal = self._cum_ideal.to(hits.device)
+        if self._cum_ideal.device != hits.device:
+            self._cum_ideal = self._cum_ideal.to(hits.device)
+        cum_ideal = self._cum_ideal
         first_hit = torch.where(hits.any(1), hits.argmax(1).to(torch.float64) + 1.0, torch.inf)
         rows = []
         for k in self.ks:

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -64,7 +66,8 @@ def test_torchrun_starts_the_ranks_and_lightning_joins_them(tmp_path):
 def fake_slurm_env(tmp_path):
     env = fake_slurm.install(tmp_path / "bin", tmp_path / "slurm")
     yield env
-    # the detached job runner may still be recording the last job's state: let it finish
+    # the detached job runner may still be recording the last job's state: let it finish, then end whatever
+    # is left of it (after a failed or timed-out sweep: the runner, srun and the ranks)
     for pid_file in (tmp_path / "slurm").glob("*.pid"):
         pid = int(pid_file.read_text())
         for _ in range(100):
@@ -73,6 +76,8 @@ def fake_slurm_env(tmp_path):
             except ProcessLookupError:
                 break
             time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 @pytest.mark.slow

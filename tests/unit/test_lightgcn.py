@@ -382,3 +382,24 @@ def test_propagation_stays_float32_under_mixed_precision():
     assert mixed[0].dtype == torch.float32
     for got, want in zip(mixed, full, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_propagation_follows_the_input_dtype_outside_autocast(dtype):
+    """precision=64-true propagates in float64 (exactly the dense double product); *-true half precisions get
+    their own dtype back (computed in float32), so the next dense layer sees matching dtypes."""
+    m, n = 5, 6
+    adj = LightGCNEncoder.build_adjacency(csr_from(random_pairs(2, m, n, 15), m, n))
+    x = torch.randn(m + n, 3, dtype=torch.float64).to(dtype).requires_grad_()
+    y = adj @ x
+    (y.double() * torch.arange(3.0, dtype=torch.float64)).sum().backward()
+    assert y.dtype == dtype and x.grad.dtype == dtype
+    dense = adj.to_dense().double()
+    want_y = dense @ x.detach().double()
+    want_grad = dense.T @ torch.arange(3.0, dtype=torch.float64).expand(m + n, 3)
+    if dtype == torch.float64:
+        torch.testing.assert_close(y, want_y, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(x.grad, want_grad, rtol=1e-12, atol=1e-12)
+    else:
+        torch.testing.assert_close(y.double(), want_y, rtol=1e-2, atol=1e-2)
+        torch.testing.assert_close(x.grad.double(), want_grad, rtol=1e-2, atol=1e-2)

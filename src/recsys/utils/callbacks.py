@@ -55,6 +55,9 @@ class ValidateLastEpoch(pl.Callback):
     only: without this, the epochs after the last multiple never reach model selection or the best
     checkpoint, and a run shorter than the interval is never validated at all."""
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.on_train_epoch_start(trainer, pl_module)  # a run resumed mid-epoch skips on_train_epoch_start
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         interval = trainer.check_val_every_n_epoch
         last = trainer.max_epochs is not None and trainer.current_epoch == trainer.max_epochs - 1

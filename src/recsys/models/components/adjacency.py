@@ -80,22 +80,26 @@ def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n: int) -
 class _CSRMatmul(torch.autograd.Function):
     """``y = A x`` with ``dL/dx = Aᵀ dL/dy`` from a prebuilt CSR transpose (no grad w.r.t. A).
 
-    Always in the adjacency's precision (float32), also under mixed precision (``trainer.precision=
-    bf16-mixed`` / ``16-mixed``): autocast would cast the sparse matrix, which CPU kernels do not support
-    in bfloat16, and low-precision neighbourhood sums lose accuracy for high-degree nodes.
+    Computed in ``promote(x.dtype, A.dtype)`` (at least the adjacency's float32) with autocast off, and
+    returned in ``x``'s dtype: under mixed precision autocast would cast the sparse matrix (CPU has no
+    bfloat16 CSR kernel, and low-precision neighbourhood sums lose accuracy on high-degree nodes);
+    ``64-true`` propagates in float64.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, a: torch.Tensor, a_t: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.a_t, ctx.x_dtype = a_t, x.dtype
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            return torch.sparse.mm(a, x.to(a.dtype))
+        ctx.a_t = a_t
+        return _sparse_mm(a, x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        with torch.autocast(device_type=grad.device.type, enabled=False):
-            grad_x = torch.sparse.mm(ctx.a_t, grad.to(ctx.a_t.dtype))
-        return grad_x.to(ctx.x_dtype), None, None
+        return _sparse_mm(ctx.a_t, grad), None, None
+
+
+def _sparse_mm(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    dtype = torch.promote_types(x.dtype, a.dtype)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return torch.sparse.mm(a if a.dtype == dtype else a.to(dtype), x.to(dtype)).to(x.dtype)
 
 
 def bipartite_edges(train: UserItemCSR) -> tuple[torch.Tensor, torch.Tensor]:
