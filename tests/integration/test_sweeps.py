@@ -63,8 +63,10 @@ def test_multirun_with_ddp_jobs_runs_each_job_once_on_two_processes(tmp_path):
         assert "test/recall@20" in read_metrics(job)
         starts = [ln for ln in (job / "train.log").read_text().splitlines() if "Starting DDP rank 1" in ln]
         assert len(starts) == 1, starts  # rank 1 started once per job, for this job only
-        assert f"model.num_layers={layers} " in starts[0] and "1,2" not in starts[0] and " -m " not in starts[0]
-        assert "hydra.mode=RUN" in starts[0] and f'hydra.run.dir="{job}"' in starts[0]
+        # the command's arguments (not the log line: its timestamp may read e.g. "…:41,266", which holds "1,2")
+        args = starts[0].split("Starting DDP rank 1: ", 1)[1].split()
+        assert f"model.num_layers={layers}" in args and "model.num_layers=1,2" not in args and "-m" not in args
+        assert "hydra.mode=RUN" in args and f'hydra.run.dir="{job}"' in args
 
     # collect_results on that folder, into another folder
     out = tmp_path / "collected"
