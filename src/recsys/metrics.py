@@ -118,6 +118,20 @@ class TopKMetrics(Metric):
         self.sums += torch.stack(rows, 1)
         self.count += hits.shape[0]
 
+    def update_ranks(self, ranks: torch.Tensor) -> None:
+        """One relevant item per row at 1-based rank ``ranks[b]`` (next-item prediction; fractional under the
+        ``median`` tie rule): recall = hit_rate = [r ≤ K], ndcg = [r ≤ K] / log2(r + 1) (IDCG = 1),
+        precision = [r ≤ K] / K, mrr = [r ≤ K] / r. Equals :meth:`update` on the one-hot hit rows."""
+        if ranks.numel() == 0:
+            return
+        r = ranks.to(torch.float64)
+        rows = []
+        for k in self.ks:
+            hit = (r <= k).to(torch.float64)
+            rows.append(torch.stack([hit, hit / torch.log2(r + 1.0), hit / k, hit, hit / r]).sum(1))
+        self.sums += torch.stack(rows, 1)
+        self.count += r.numel()
+
     def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]
         mean = self.sums / self.count.clamp_min(1.0)
         return {

@@ -15,7 +15,7 @@ from recsys.data.session_datamodule import SessionInfo
 from recsys.errors import ConfigError
 from recsys.metrics import TopKMetrics
 from recsys.models.components.gru4rec import AdagradM, GRU4RecNet
-from recsys.models.session_module import GRU4Rec, next_item_ranks, ranks_to_hits
+from recsys.models.session_module import GRU4Rec, next_item_ranks
 from recsys.sampling import InBatchNegativeSampler, UniformNegativeSampler
 
 N = 30
@@ -94,7 +94,7 @@ def test_bad_network_config_is_a_config_error():
     with pytest.raises(ConfigError, match="model.loss"):
         make_model(loss="hinge")
     with pytest.raises(ConfigError, match="tie_mode"):
-        make_model(tie_mode="median")
+        make_model(tie_mode="random")
 
 
 # -- optimiser -----------------------------------------------------------------------------------
@@ -280,29 +280,40 @@ def test_epoch_loss_is_reduced_over_every_rank(local, other, expected):
 
 
 # -- evaluation ----------------------------------------------------------------------------------
-def brute_force_rank(scores: np.ndarray, target: int, mode: str) -> int:
+def brute_force_rank(scores: np.ndarray, target: int, mode: str) -> float:
+    """Sort, then take the first / last / mean position (1-based) of the block tied with the target."""
     order = sorted(range(len(scores)), key=lambda j: -scores[j])
-    t = scores[target]
-    if mode == "standard":
-        return 1 + sum(1 for j in order if scores[j] > t)
-    return sum(1 for j in order if scores[j] >= t)
+    tied = [pos + 1 for pos, j in enumerate(order) if scores[j] == scores[target]]
+    return {"standard": tied[0], "conservative": tied[-1], "median": sum(tied) / len(tied)}[mode]
 
 
-@pytest.mark.parametrize("mode", ["standard", "conservative"])
+@pytest.mark.parametrize("mode", ["standard", "conservative", "median"])
 def test_ranks_with_ties_against_brute_force(mode):
     rng = np.random.default_rng(1)
     scores = rng.integers(0, 4, size=(50, 12)).astype(np.float32)  # many ties
     targets = rng.integers(0, 12, size=50)
-    got = next_item_ranks(torch.from_numpy(scores), torch.from_numpy(targets), mode).numpy()
+    got = next_item_ranks(torch.from_numpy(scores), torch.from_numpy(targets), mode)
     expected = [brute_force_rank(scores[b], int(targets[b]), mode) for b in range(50)]
     assert got.tolist() == expected
-    metric = TopKMetrics([5, 10], ["recall", "mrr"])
-    ranks = torch.from_numpy(got)
-    metric.update(ranks_to_hits(ranks, 10), torch.ones_like(ranks))
+    assert mode != "median" or any(r != int(r) for r in expected)  # fractional ranks occur
+    metric = TopKMetrics([5, 10], ["recall", "mrr", "ndcg"])
+    metric.update_ranks(got)
     values = metric.compute()
     exp = np.array(expected)
     assert values["recall@5"].item() == pytest.approx(np.mean(exp <= 5), abs=1e-6)
     assert values["mrr@10"].item() == pytest.approx(np.mean(np.where(exp <= 10, 1.0 / exp, 0.0)), abs=1e-6)
+    assert values["ndcg@10"].item() == pytest.approx(np.mean(np.where(exp <= 10, 1.0 / np.log2(exp + 1), 0.0)), abs=1e-6)
+
+
+def test_update_ranks_equals_update_on_one_hot_hit_rows():
+    g = torch.Generator().manual_seed(3)
+    ranks = torch.randint(1, 40, (200,), generator=g)  # some beyond the widest cut-off
+    hits = torch.arange(1, 31)[None, :] == ranks[:, None]  # (200, 30): the item at rank r is the relevant one
+    by_rows, by_ranks = TopKMetrics((1, 5, 20, 30)), TopKMetrics((1, 5, 20, 30))
+    by_rows.update(hits, torch.ones_like(ranks))
+    by_ranks.update_ranks(ranks)
+    torch.testing.assert_close(by_ranks.sums, by_rows.sums, rtol=1e-12, atol=1e-12)
+    assert float(by_ranks.count) == float(by_rows.count) == 200
 
 
 @pytest.mark.parametrize("embedding", ["shared", "onehot"])

@@ -5,11 +5,12 @@ every lane's state (GRU4Rec: hidden state) is reset when a new session starts in
 a session's last, all training items are scored and the true next item is ranked:
 
 * ``tie_mode="standard"``: rank = 1 + #items scoring strictly higher (optimistic; the official default);
-* ``tie_mode="conservative"``: rank = #items scoring higher or equal (pessimistic).
+* ``tie_mode="conservative"``: rank = #items scoring higher or equal (pessimistic);
+* ``tie_mode="median"``: the mean of the two (the middle of the tied block; may be fractional).
 
 ``recall@K`` = fraction of events whose next item has rank ≤ K (a hit rate), ``mrr@K`` = mean of
-``1/rank`` (0 beyond K); computed exactly by :class:`~recsys.metrics.TopKMetrics` from the one-hot hit row
-of each event (one relevant item), summed over processes. Items seen earlier in the session are not excluded.
+``1/rank`` (0 beyond K); computed exactly from the ranks by :meth:`~recsys.metrics.TopKMetrics.update_ranks`
+(one relevant item per event), summed over processes. Items seen earlier in the session are not excluded.
 """
 
 from __future__ import annotations
@@ -34,23 +35,21 @@ from recsys.models.components.gru4rec import AdagradM, GRU4RecNet
 from recsys.models.ranking_module import TopKRecommender
 from recsys.sampling import sampling_generator
 
-TIE_MODES = ("standard", "conservative")
+TIE_MODES = ("standard", "conservative", "median")
 SESSION_METRICS = ("recall", "mrr")
 
 
 def next_item_ranks(scores: torch.Tensor, targets: torch.Tensor, tie_mode: str = "standard") -> torch.Tensor:
-    """1-based rank of ``targets[b]`` in ``scores[b]`` over all items, ``(b,)`` int64 (see module docstring)."""
+    """1-based rank of ``targets[b]`` in ``scores[b]`` over all items, ``(b,)`` (see module docstring):
+    int64 for ``standard``/``conservative``, float64 for ``median``."""
     target = scores.gather(1, targets[:, None])
     if tie_mode == "standard":
         return (scores > target).sum(1) + 1
     if tie_mode == "conservative":
         return (scores >= target).sum(1)
+    if tie_mode == "median":
+        return ((scores > target).sum(1) + 1 + (scores >= target).sum(1)).to(torch.float64) / 2
     raise ConfigError(f"model.tie_mode={tie_mode!r}; expected one of {TIE_MODES}")
-
-
-def ranks_to_hits(ranks: torch.Tensor, width: int) -> torch.Tensor:
-    """``(b, width)`` bool: True at column ``rank − 1`` when ``rank <= width``."""
-    return torch.arange(1, width + 1, device=ranks.device)[None, :] == ranks[:, None]
 
 
 class SessionRecommender(TopKRecommender):
@@ -94,9 +93,7 @@ class SessionRecommender(TopKRecommender):
         if batch["inputs"].numel() == 0:
             return
         scores = self.eval_scores(batch)
-        ranks = next_item_ranks(scores, batch["targets"], self.tie_mode)
-        hits = ranks_to_hits(ranks, metric.max_k)
-        metric.update(hits, torch.ones_like(ranks))
+        metric.update_ranks(next_item_ranks(scores, batch["targets"], self.tie_mode))
 
 
 class LaneState:
@@ -315,4 +312,4 @@ class GRU4Rec(SessionRecommender):
         return self.net.score_all(output), new_hidden
 
 
-__all__ = ["GRU4Rec", "LaneState", "SessionRecommender", "next_item_ranks", "ranks_to_hits"]
+__all__ = ["GRU4Rec", "LaneState", "SessionRecommender", "next_item_ranks"]
