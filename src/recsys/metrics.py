@@ -85,9 +85,17 @@ class TopKMetrics(Metric):
     def max_k(self) -> int:
         return self.ks[-1]
 
-    def update(self, hits: torch.Tensor, num_relevant: torch.Tensor) -> None:  # type: ignore[override]
-        """``hits[u, r]``: whether the item at rank r+1 of user u is relevant (shape ``(B, >= max K)``
-        or narrower when the catalogue is smaller); ``num_relevant[u] = |T_u|``."""
+    def update(  # type: ignore[override]
+        self, hits: torch.Tensor | None = None, num_relevant: torch.Tensor | None = None, *, ranks: torch.Tensor | None = None
+    ) -> None:
+        """Either ``hits[u, r]``: whether the item at rank r+1 of user u is relevant (shape ``(B, >= max K)`` or
+        narrower when the catalogue is smaller) with ``num_relevant[u] = |T_u|``; or ``ranks=``: one relevant
+        item per row at that 1-based rank (:meth:`_update_from_ranks`)."""
+        if ranks is not None:
+            self._update_from_ranks(ranks)
+            return
+        if hits is None or num_relevant is None:
+            raise TypeError("TopKMetrics.update takes (hits, num_relevant) or ranks=")
         keep = num_relevant > 0
         hits = hits[keep].to(torch.float64)
         n_rel = num_relevant[keep].to(torch.float64)
@@ -118,10 +126,10 @@ class TopKMetrics(Metric):
         self.sums += torch.stack(rows, 1)
         self.count += hits.shape[0]
 
-    def update_ranks(self, ranks: torch.Tensor) -> None:
+    def _update_from_ranks(self, ranks: torch.Tensor) -> None:
         """One relevant item per row at 1-based rank ``ranks[b]`` (next-item prediction; fractional under the
         ``median`` tie rule): recall = hit_rate = [r ≤ K], ndcg = [r ≤ K] / log2(r + 1) (IDCG = 1),
-        precision = [r ≤ K] / K, mrr = [r ≤ K] / r. Equals :meth:`update` on the one-hot hit rows."""
+        precision = [r ≤ K] / K, mrr = [r ≤ K] / r. Equals the hit-row update on the one-hot rows."""
         if ranks.numel() == 0:
             return
         r = ranks.to(torch.float64)

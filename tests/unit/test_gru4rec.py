@@ -297,7 +297,7 @@ def test_ranks_with_ties_against_brute_force(mode):
     assert got.tolist() == expected
     assert mode != "median" or any(r != int(r) for r in expected)  # fractional ranks occur
     metric = TopKMetrics([5, 10], ["recall", "mrr", "ndcg"])
-    metric.update_ranks(got)
+    metric.update(ranks=got)
     values = metric.compute()
     exp = np.array(expected)
     assert values["recall@5"].item() == pytest.approx(np.mean(exp <= 5), abs=1e-6)
@@ -311,9 +311,18 @@ def test_update_ranks_equals_update_on_one_hot_hit_rows():
     hits = torch.arange(1, 31)[None, :] == ranks[:, None]  # (200, 30): the item at rank r is the relevant one
     by_rows, by_ranks = TopKMetrics((1, 5, 20, 30)), TopKMetrics((1, 5, 20, 30))
     by_rows.update(hits, torch.ones_like(ranks))
-    by_ranks.update_ranks(ranks)
+    by_ranks.update(ranks=ranks)
     torch.testing.assert_close(by_ranks.sums, by_rows.sums, rtol=1e-12, atol=1e-12)
     assert float(by_ranks.count) == float(by_rows.count) == 200
+
+
+@pytest.mark.filterwarnings("error:The ``compute`` method")  # torchmetrics: compute() before any update()
+def test_rank_updates_go_through_torchmetrics_bookkeeping():
+    metric = TopKMetrics((5,), ["recall"])
+    metric.update(ranks=torch.tensor([1, 9]))
+    assert metric.compute()["recall@5"].item() == pytest.approx(0.5)
+    metric.update(ranks=torch.tensor([2, 3]))  # invalidates the cached compute() value
+    assert metric.compute()["recall@5"].item() == pytest.approx(0.75)
 
 
 @pytest.mark.parametrize("embedding", ["shared", "onehot"])

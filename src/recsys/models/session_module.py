@@ -9,7 +9,7 @@ a session's last, all training items are scored and the true next item is ranked
 * ``tie_mode="median"``: the mean of the two (the middle of the tied block; may be fractional).
 
 ``recall@K`` = fraction of events whose next item has rank ≤ K (a hit rate), ``mrr@K`` = mean of
-``1/rank`` (0 beyond K); computed exactly from the ranks by :meth:`~recsys.metrics.TopKMetrics.update_ranks`
+``1/rank`` (0 beyond K); computed exactly from the ranks by ``TopKMetrics.update(ranks=...)``
 (one relevant item per event), summed over processes. Items seen earlier in the session are not excluded.
 """
 
@@ -93,7 +93,7 @@ class SessionRecommender(TopKRecommender):
         if batch["inputs"].numel() == 0:
             return
         scores = self.eval_scores(batch)
-        metric.update_ranks(next_item_ranks(scores, batch["targets"], self.tie_mode))
+        metric.update(ranks=next_item_ranks(scores, batch["targets"], self.tie_mode))
 
 
 class LaneState:
