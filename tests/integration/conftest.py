@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -37,13 +38,16 @@ def _restore_environment():
     os.environ.update(saved)
 
 
-def run_script(script: str, *overrides: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run ``python <script> <overrides>`` from the repository root; return the completed process."""
+def run_script(
+    script: str, *overrides: str, env: dict[str, str] | None = None, timeout: int = 300, launcher: Sequence[str] = (),
+) -> subprocess.CompletedProcess:
+    """Run ``python [launcher] <script> <overrides>`` from the repository root (``launcher`` e.g.
+    ``["-m", "torch.distributed.run", ...]``); return the completed process."""
     inherited = {k: v for k, v in os.environ.items() if k not in LAUNCHER_ENV}
     full_env = {**inherited, "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled"), "HYDRA_FULL_ERROR": "1"}
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, str(ROOT / script), *overrides],
+        [sys.executable, *launcher, str(ROOT / script), *overrides],
         cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout,
     )
 

@@ -7,18 +7,14 @@ import contextlib
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from lightning_fabric.plugins.environments.lightning import find_free_network_port
 
 from tests.integration import fake_slurm
 from tests.integration.conftest import (
-    LAUNCHER_ENV,
-    ROOT,
     TINY_DATA,
     TRAIN_QUIET,
     assert_test_metrics_match_single_process,
@@ -31,12 +27,6 @@ TINY_TRAIN = [*TINY_DATA, *TRAIN_QUIET, "trainer.max_epochs=2", "trainer.check_v
               "model.embedding_dim=16"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _assert_one_log_per_rank(run: Path) -> None:
     rank0, rank1 = (run / "train.log").read_text(), (run / "train_rank1.log").read_text()
     for text in (rank0, rank1):  # each rank logged its own data set-up, once
@@ -47,14 +37,10 @@ def _assert_one_log_per_rank(run: Path) -> None:
 @pytest.mark.slow
 def test_torchrun_starts_the_ranks_and_lightning_joins_them(tmp_path):
     run = tmp_path / "run"
-    env = {**{k: v for k, v in os.environ.items() if k not in LAUNCHER_ENV}, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "train.py"),
-         "trainer=ddp_cpu", "trainer.devices=2", f"hydra.run.dir={run}", f"paths.data_dir={tmp_path / 'data'}",
-         *TINY_TRAIN],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )
-    check(proc)
+    proc = check(run_script(
+        "train.py", "trainer=ddp_cpu", "trainer.devices=2", f"hydra.run.dir={run}", f"paths.data_dir={tmp_path / 'data'}",
+        *TINY_TRAIN, launcher=["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"],
+    ))
     assert "MEMBER: 2/2" in proc.stderr + proc.stdout
     assert "Starting DDP rank" not in (run / "train.log").read_text()  # torchrun started rank 1, not Lightning
     assert read_metrics(run)["epochs_trained"] == 2
@@ -88,7 +74,7 @@ def test_submitit_slurm_sweep_runs_every_job_as_a_two_task_slurm_job(tmp_path, f
         "train.py", "-m", "hydra/launcher=submitit_slurm", "trainer=slurm", "trainer.accelerator=cpu",
         "trainer.devices=2", "hydra.launcher.cpus_per_task=1", "model.num_layers=1,2", f"hydra.sweep.dir={sweep}",
         f"paths.data_dir={tmp_path / 'data'}", *TINY_TRAIN,
-        env={**fake_slurm_env, "MASTER_PORT": str(_free_port())}, timeout=600,
+        env={**fake_slurm_env, "MASTER_PORT": str(find_free_network_port())}, timeout=600,
     ))
     # one sbatch call: a 2-job array, each job one node with one task (and one GPU) per device
     (submitted,) = [json.loads(p.read_text()) for p in (tmp_path / "slurm").glob("*.sbatch.json")]
