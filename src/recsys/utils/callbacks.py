@@ -55,6 +55,9 @@ class ValidateLastEpoch(pl.Callback):
     only: without this, the epochs after the last multiple never reach model selection or the best
     checkpoint, and a run shorter than the interval is never validated at all."""
 
+    def __init__(self) -> None:
+        self._interval: int | None = None  # the configured interval while the last epoch runs with 1
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.on_train_epoch_start(trainer, pl_module)  # a run resumed mid-epoch skips on_train_epoch_start
 
@@ -65,9 +68,8 @@ class ValidateLastEpoch(pl.Callback):
             self._interval, trainer.check_val_every_n_epoch = interval, 1
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if hasattr(self, "_interval"):
-            trainer.check_val_every_n_epoch = self._interval
-            del self._interval
+        if self._interval is not None:
+            trainer.check_val_every_n_epoch, self._interval = self._interval, None
 
 
 class ConfigInCheckpoint(pl.Callback):
