@@ -297,6 +297,72 @@ def bench_session(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+def _faiss_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ckpt", default=None, help="a run folder or checkpoint (its data and trained embeddings); "
+                   "default: an untrained LightGCN on --path")
+    p.add_argument("--path", default="synthetic", help="without --ckpt: 'synthetic' (embedded default) or a Gowalla split folder")
+    p.add_argument("--k", type=int, default=20)
+    p.add_argument("--chunk-size", type=int, default=1024)
+
+
+@section("faiss-retrieval", "recommend for all users: exact top-k vs FAISS IndexFlatIP (recall@k overlap, seconds)", _faiss_args)
+def bench_faiss(args: argparse.Namespace) -> list[Row]:
+    """Exact = ``Run.iter_recommend_all`` (model scores, train+valid masked, rank_topk); FAISS = an export's flat
+    inner-product index searched for ``k + max seen`` items per chunk, seen items dropped. Overlap = mean over users
+    of |exact ∩ faiss| / k."""
+    import functools
+
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from recsys.api import Run, load_run
+    from recsys.data.graph_datamodule import GraphDataModule
+    from recsys.data.sources.split_folder import SplitFolderSource
+    from recsys.data.sources.synthetic import SyntheticGraphSource
+    from recsys.export import FaissRetriever, export_embeddings
+    from recsys.models.components.lightgcn import LightGCNEncoder
+    from recsys.models.graph_module import GraphRecommender
+
+    if args.ckpt:
+        run = load_run(args.ckpt)
+    else:
+        source = (SyntheticGraphSource() if args.path == "synthetic"
+                  else SplitFolderSource(dataset="gowalla", path=args.path))
+        dm = GraphDataModule(source, validate_on_test=True)
+        dm.setup()
+        torch.manual_seed(0)
+        model = GraphRecommender(dm.info, encoder=functools.partial(LightGCNEncoder),
+                                 optimizer=functools.partial(torch.optim.Adam), embedding_dim=64, num_layers=3)
+        run = Run(None, dm, model)
+    k, users = args.k, np.arange(run.num_users)
+    note = f"{run.num_users:,} users × {run.num_items:,} items, k={k}, {torch.get_num_threads()} threads"
+    results: dict[str, pd.DataFrame] = {}
+
+    def exact() -> None:
+        run._prepared = False  # propagate again, as a fresh process would
+        results["exact"] = pd.concat(list(run.iter_recommend_all(k, chunk_size=args.chunk_size)), ignore_index=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        export_seconds = _time(lambda: export_embeddings(run, Path(tmp) / "e", index="faiss"), 1)
+        retriever = FaissRetriever(Path(tmp) / "e", run)
+
+        def approx() -> None:
+            results["faiss"] = pd.concat(list(retriever.iter_recommend(users, k, chunk_size=args.chunk_size)),
+                                         ignore_index=True)
+
+        t_exact, t_faiss = _time(exact, args.repeat), _time(approx, args.repeat)
+    a, b = results["exact"], results["faiss"]
+    hits = a.merge(b, on=["user", "item"]).groupby("user").size().reindex(a["user"].unique(), fill_value=0)
+    overlap = float((hits / a.groupby("user").size()).mean())
+    return [
+        Row("export embeddings + IndexFlatIP", export_seconds, None, note),
+        Row(f"exact top-{k}, all users (model scores, masked, rank_topk)", t_exact, None, f"{len(a):,} rows"),
+        Row(f"FAISS IndexFlatIP top-{k}, all users (k + max seen, seen dropped)", t_faiss, None,
+            f"recall@{k} overlap with exact = {overlap:.4f}"),
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--list", action="store_true", help="list the sections")

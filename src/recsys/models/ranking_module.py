@@ -67,6 +67,26 @@ class TopKRecommender(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test", self.test_metrics)
 
+    # -- prediction (trainer.predict) -----------------------------------------------------------
+    #: list length of ``predict_step`` (None: the largest evaluated K)
+    predict_k: int | None = None
+
+    def on_predict_epoch_start(self) -> None:
+        self.prepare_scoring()
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """``batch``: ``{"users"}`` (+ ``mask_rows``/``mask_items`` to exclude, as the evaluation batches) →
+        ``{"users", "items" (B, k), "scores" (B, k)}``: the top ``predict_k`` ranked as in evaluation
+        (:func:`recsys.recommend.topk_users`)."""
+        from recsys.recommend import topk_users
+
+        mask = (batch["mask_rows"], batch["mask_items"]) if "mask_rows" in batch else None
+        items, scores = topk_users(self, batch["users"], self.predict_k or self.test_metrics.max_k, mask=mask)
+        return {"users": batch["users"], "items": items, "scores": scores}
+
+    def on_predict_epoch_end(self) -> None:
+        self.finish_scoring()
+
     def _log_metrics(self, stage: str, metric: TopKMetrics) -> None:
         # compute() already sums the states over processes, so every rank logs the same exact value
         values = metric.compute()

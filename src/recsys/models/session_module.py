@@ -95,6 +95,14 @@ class SessionRecommender(TopKRecommender):
         scores = self.eval_scores(batch)
         metric.update(ranks=next_item_ranks(scores, batch["targets"], self.tie_mode))
 
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """``batch``: ``{"prefixes" (S, L), "lengths" (S,)}`` (item ids, padded) → ``{"items" (S, k), "scores"
+        (S, k)}``: the next-item top ``predict_k`` after each prefix (:func:`recsys.recommend.topk_sessions`)."""
+        from recsys.recommend import topk_sessions
+
+        items, scores = topk_sessions(self, batch["prefixes"], batch["lengths"], self.predict_k or self.test_metrics.max_k)
+        return {"items": items, "scores": scores}
+
 
 class LaneState:
     """Per-lane tensors of a session-parallel pass (e.g. the GRU's hidden state per layer).

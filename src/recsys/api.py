@@ -1,0 +1,232 @@
+"""Python API of a trained run: ``run = recsys.load_run("logs/train/runs/<run>")``.
+
+``run.cfg`` (the training config, with any ``data`` overrides), ``run.datamodule`` (set up, the cache the run
+used), ``run.model`` (weights loaded, eval mode); ``run.recommend(users, k)`` and ``run.recommend_session(items,
+k)`` return the rows ``recommend.py`` writes, as a pandas DataFrame in the dataset's original ids.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from recsys.data.interactions import UserItemCSR
+from recsys.errors import ConfigError, DataError, RecsysError
+from recsys.recommend import (
+    IdMap,
+    iter_chunks,
+    pad_prefixes,
+    rows_frame,
+    topk_sessions,
+    topk_users,
+)
+
+log = logging.getLogger(__name__)
+
+
+def resolve_checkpoint(path: str | Path) -> Path | None:
+    """The checkpoint of ``path``: the file itself; for a run folder its best checkpoint (``metrics.json``
+    ``best_checkpoint``, else ``checkpoints/epoch_*.ckpt``, the latest), else ``checkpoints/last.ckpt``. ``None``
+    for a run folder without checkpoint (a model with nothing to train, e.g. MostPop)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if not p.is_dir():
+        raise ConfigError(f"ckpt_path={str(path)!r}: no such checkpoint file or run folder")
+    metrics = p / "metrics.json"
+    if metrics.is_file():
+        try:
+            best = json.loads(metrics.read_text()).get("best_checkpoint")
+        except json.JSONDecodeError as err:
+            raise DataError(f"{metrics}: not valid JSON ({err})") from err
+        if best:
+            for candidate in (Path(best), p / "checkpoints" / Path(best).name):  # the run folder may have moved
+                if candidate.is_file():
+                    return candidate
+    epochs = sorted((p / "checkpoints").glob("epoch_*.ckpt"))
+    if epochs:
+        return epochs[-1]
+    if (p / "checkpoints" / "last.ckpt").is_file():
+        return p / "checkpoints" / "last.ckpt"
+    if (p / ".hydra" / "config.yaml").is_file():
+        return None
+    raise ConfigError(f"ckpt_path={str(path)!r}: a folder without checkpoints/*.ckpt nor .hydra/config.yaml")
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file
+        raise ConfigError(f"ckpt_path={str(path)!r}: not a readable checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(payload, dict) or "recsys_config" not in payload:
+        raise ConfigError(f"ckpt_path={str(path)!r} was not written by recsys (no 'recsys_config' entry)")
+    return payload
+
+
+def _folder_config(folder: Path) -> DictConfig:
+    """The training config of a run folder without checkpoint (``.hydra/config.yaml``; ``data``/``model``/``sampler``
+    resolve without Hydra)."""
+    cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
+    keys = [k for k in ("data", "model", "sampler") if cfg.get(k) is not None]
+    out = OmegaConf.create({k: OmegaConf.to_container(cfg[k], resolve=True) for k in keys})
+    out.seed = cfg.get("seed")
+    return out
+
+
+@dataclass
+class Run:
+    """A trained model with its data (see module docstring). Build with :func:`load_run`, or directly from a
+    set-up DataModule and a model (``cfg`` may then be ``None``)."""
+
+    cfg: DictConfig | None
+    datamodule: pl.LightningDataModule
+    model: pl.LightningModule
+    ckpt_path: Path | None = None
+    _exclude: UserItemCSR | None = field(default=None, repr=False)
+    _prepared: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        splits = self.datamodule.splits
+        if splits is None:
+            raise RuntimeError("Run needs a set-up DataModule (datamodule.setup())")
+        self.kind = getattr(self.datamodule, "kind", "graph")
+        self.item_map = IdMap(splits.item_ids, splits.num_items, "item")
+        self.user_map = IdMap(getattr(splits, "user_ids", None), splits.num_users, "user") if self.kind == "graph" else None
+        self.model.eval()
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_map) if self.user_map is not None else 0
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_map)
+
+    def seen(self) -> UserItemCSR:
+        """Train ∪ validation items of every user (what ``exclude_seen`` removes)."""
+        if self._exclude is None:
+            csr = self.datamodule._csr
+            self._exclude = csr["train"].union(csr["valid"])
+        return self._exclude
+
+    def _require(self, kind: str, call: str) -> None:
+        if self.kind != kind:
+            other = "recommend_session(items, k) / session=[...]" if kind == "graph" else "recommend(users, k) / users=[...]"
+            raise ConfigError(f"{call} needs a {kind} model, but this run is a {self.kind} model; use {other}")
+
+    # -- users -----------------------------------------------------------------------------------
+    def recommend_internal(self, users: torch.Tensor, k: int, exclude_seen: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-``k`` internal item ids ``(B, k)`` and float32 scores of internal ``users`` ``(B,)``."""
+        self._require("graph", "recommend")
+        if not self._prepared:
+            with torch.no_grad():
+                self.model.prepare_scoring()
+            self._prepared = True
+        with torch.no_grad():
+            return topk_users(self.model, users.to(self.model.device), k, self.seen() if exclude_seen else None)
+
+    def _frames(self, internal: np.ndarray, k: int, exclude_seen: bool, chunk_size: int) -> Iterator[pd.DataFrame]:
+        for part in iter_chunks(len(internal), chunk_size):
+            users = torch.from_numpy(internal[part])
+            items, scores = self.recommend_internal(users, k, exclude_seen)
+            yield rows_frame("user", self.user_map.to_original(users.numpy()),
+                             self.item_map.to_original(items.cpu().numpy()), scores.cpu().numpy())
+
+    def recommend(self, users: Sequence[Any], k: int = 10, exclude_seen: bool = True, chunk_size: int = 1024) -> pd.DataFrame:
+        """Rows ``user, rank, item, score`` (original ids, rank 1 = best) for the given original user ids."""
+        self._require("graph", "recommend")
+        internal = self.user_map.to_internal(users, "users")
+        frames = list(self._frames(internal, k, exclude_seen, chunk_size))
+        return pd.concat(frames, ignore_index=True) if frames else rows_frame("user", np.zeros(0, str), np.zeros((0, k), str), np.zeros((0, k)))
+
+    def iter_recommend_all(self, k: int = 10, exclude_seen: bool = True, chunk_size: int = 1024) -> Iterator[pd.DataFrame]:
+        """The rows of every user, one DataFrame per chunk of ``chunk_size`` users (bounded memory)."""
+        self._require("graph", "recommend")
+        return self._frames(np.arange(self.num_users), k, exclude_seen, chunk_size)
+
+    # -- sessions --------------------------------------------------------------------------------
+    def recommend_sessions(self, prefixes: Sequence[Sequence[Any]], k: int = 10, exclude_seen: bool = False,
+                           chunk_size: int = 1024) -> pd.DataFrame:
+        """Rows ``session, rank, item, score``: the next-item top-``k`` after each prefix of original item ids
+        (``session`` = the prefix's 0-based position)."""
+        self._require("session", "recommend_session")
+        internal = []
+        for j, prefix in enumerate(prefixes):
+            if len(prefix) == 0:
+                raise DataError(f"session {j}: an empty prefix; give at least one item id")
+            internal.append(self.item_map.to_internal(prefix, f"session {j}" if len(prefixes) > 1 else "session"))
+        frames = []
+        for part in iter_chunks(len(internal), chunk_size):
+            padded, lengths = pad_prefixes(internal[part])
+            with torch.no_grad():
+                items, scores = topk_sessions(self.model, padded, lengths, k, exclude_seen)
+            frames.append(rows_frame("session", np.arange(part.start, part.stop), self.item_map.to_original(items.cpu().numpy()),
+                                     scores.cpu().numpy()))
+        return pd.concat(frames, ignore_index=True)
+
+    def recommend_session(self, items: Sequence[Any], k: int = 10, exclude_seen: bool = False) -> pd.DataFrame:
+        """The next-item top-``k`` after one prefix of original item ids (rows ``session (0), rank, item, score``)."""
+        return self.recommend_sessions([items], k, exclude_seen)
+
+
+def _check_sizes(payload: dict[str, Any], datamodule: pl.LightningDataModule, ckpt: Path) -> None:
+    hp = payload.get("hyper_parameters") or {}
+    splits = datamodule.splits
+    for key, actual in (("num_users", getattr(splits, "num_users", None)), ("num_items", splits.num_items)):
+        if key in hp and actual is not None and int(hp[key]) != int(actual):
+            raise ConfigError(
+                f"ckpt_path={str(ckpt)!r} was trained on a dataset with {key}={hp[key]}, but the data "
+                f"({getattr(datamodule.source, 'name', '?')}) has {key}={actual}: a checkpoint of another dataset; "
+                "drop the data.* overrides or point them at the run's dataset"
+            )
+
+
+def load_run(path: str | Path, data: dict[str, Any] | DictConfig | None = None, device: str = "cpu") -> Run:
+    """Load a run from a checkpoint file or a run folder (see :func:`resolve_checkpoint`): the data from the cache
+    the run used (``data`` overrides merged into the run's data config, as ``eval.py``), the model with its
+    weights, on ``device``, in eval mode."""
+    from recsys.builders import build_datamodule, build_model
+
+    ckpt = resolve_checkpoint(path)
+    payload = _load_checkpoint(ckpt) if ckpt is not None else None
+    cfg = OmegaConf.create(payload["recsys_config"]) if payload is not None else _folder_config(Path(path))
+    if data:
+        data = OmegaConf.create(data) if not isinstance(data, DictConfig) else data
+        old_path = cfg.data.get("path")
+        cfg.data = OmegaConf.merge(cfg.data, data)
+        # the stored config is resolved: `source.path: ${data.path}` became the old value, so carry a new data.path
+        source = cfg.data.get("source")
+        new_path = cfg.data.get("path")
+        if (new_path != old_path and source is not None and source.get("path") == old_path
+                and "path" not in (data.get("source") or {})):
+            source.path = new_path
+    try:
+        datamodule = build_datamodule(cfg)
+    except RecsysError:
+        raise
+    except (FileNotFoundError, OSError) as err:
+        raise DataError(f"data of ckpt_path={str(path)!r}: {err}") from err
+    if payload is not None:
+        _check_sizes(payload, datamodule, ckpt)
+    model = build_model(cfg, datamodule)
+    if payload is not None:
+        try:
+            model.load_state_dict(payload["state_dict"])
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()
+            raise ConfigError(f"ckpt_path={str(ckpt)!r} does not fit the model/data it is rebuilt with: "
+                              f"{' '.join(first[:3])}") from err
+    elif any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"ckpt_path={str(path)!r}: the run folder has no checkpoint and its model has weights")
+    model = model.to(device)
+    return Run(cfg, datamodule, model, ckpt)
