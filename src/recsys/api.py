@@ -191,6 +191,20 @@ def _check_sizes(payload: dict[str, Any], datamodule: pl.LightningDataModule, ck
             )
 
 
+def merge_data_overrides(cfg: DictConfig, data: dict[str, Any] | DictConfig) -> None:
+    """Merge ``data`` overrides into a run's stored (resolved) ``cfg.data`` in place. The stored config is
+    resolved, so ``source.path: ${data.path}`` holds the old value: a new ``data.path`` is carried into
+    ``data.source.path`` unless the overrides set that key themselves."""
+    data = OmegaConf.create(data) if not isinstance(data, DictConfig) else data
+    old_path = cfg.data.get("path")
+    cfg.data = OmegaConf.merge(cfg.data, data)
+    source = cfg.data.get("source")
+    new_path = cfg.data.get("path")
+    if (new_path != old_path and source is not None and source.get("path") == old_path
+            and "path" not in (data.get("source") or {})):
+        source.path = new_path
+
+
 def load_run(path: str | Path, data: dict[str, Any] | DictConfig | None = None, device: str = "cpu") -> Run:
     """Load a run from a checkpoint file or a run folder (see :func:`resolve_checkpoint`): the data from the cache
     the run used (``data`` overrides merged into the run's data config, as ``eval.py``), the model with its
@@ -201,15 +215,7 @@ def load_run(path: str | Path, data: dict[str, Any] | DictConfig | None = None, 
     payload = _load_checkpoint(ckpt) if ckpt is not None else None
     cfg = OmegaConf.create(payload["recsys_config"]) if payload is not None else _folder_config(Path(path))
     if data:
-        data = OmegaConf.create(data) if not isinstance(data, DictConfig) else data
-        old_path = cfg.data.get("path")
-        cfg.data = OmegaConf.merge(cfg.data, data)
-        # the stored config is resolved: `source.path: ${data.path}` became the old value, so carry a new data.path
-        source = cfg.data.get("source")
-        new_path = cfg.data.get("path")
-        if (new_path != old_path and source is not None and source.get("path") == old_path
-                and "path" not in (data.get("source") or {})):
-            source.path = new_path
+        merge_data_overrides(cfg, data)
     try:
         datamodule = build_datamodule(cfg)
     except RecsysError:

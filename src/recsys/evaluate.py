@@ -12,6 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from recsys.api import merge_data_overrides
 from recsys.builders import build_datamodule, build_model
 from recsys.errors import ConfigError
 from recsys.utils.ddp import ResetMetricStates
@@ -39,7 +40,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer_cfg = resolve_trainer_config(cfg.trainer)
     run_cfg = load_run_config(cfg.ckpt_path)
     if cfg.get("data"):
-        run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data)
+        merge_data_overrides(run_cfg, cfg.data)
     datamodule = build_datamodule(run_cfg)
     model = build_model(run_cfg, datamodule)
     loggers = instantiate_loggers(cfg.get("logger"))

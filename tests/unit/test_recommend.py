@@ -287,3 +287,22 @@ def test_trainer_predict_graph_and_session(runs):
     for row, prefix in enumerate([[1, 2, 3], [4]]):
         ref, _ = brute_topk(brute_session_scores(session, prefix)[None], [set()], 3)
         np.testing.assert_array_equal(pred["items"][row].numpy(), ref[0])
+
+
+def test_data_path_override_reaches_the_resolved_source_path():
+    """The stored config is resolved (``source.path`` holds the old ``data.path``): eval.py and load_run carry
+    a new ``data.path`` into the source, and an explicit ``data.source.path`` wins."""
+    from omegaconf import OmegaConf
+
+    from recsys.api import merge_data_overrides
+
+    stored = {"data": {"path": "/old", "source": {"path": "/old", "dataset": "gowalla"}}}
+    cfg = OmegaConf.create(stored)
+    merge_data_overrides(cfg, {"path": "/new"})
+    assert cfg.data.path == "/new" and cfg.data.source.path == "/new"
+    cfg = OmegaConf.create(stored)
+    merge_data_overrides(cfg, {"path": "/new", "source": {"path": "/elsewhere"}})
+    assert cfg.data.source.path == "/elsewhere"
+    cfg = OmegaConf.create(stored)
+    merge_data_overrides(cfg, {"batch_size": 7})
+    assert cfg.data.source.path == "/old" and cfg.data.batch_size == 7
