@@ -65,6 +65,15 @@ def test_mixed_precision_trains_graph_and_session_models(tmp_path, tiny_train_ar
     check(run_script("train.py", f"model={model}", "trainer.precision=bf16-mixed", *args, *extra, "trainer.max_epochs=1"))
     metrics = read_metrics(tmp_path / "run")
     assert 0 < metrics["test/recall@20"] <= 1
+    # mixed precision must not change the ranking: the bf16-mixed run's test metrics equal a float32
+    # evaluation of the same weights
+    check(run_script("eval.py", f"ckpt_path={metrics['best_checkpoint']}", "trainer.precision=32-true",
+                     f"hydra.run.dir={tmp_path / 'eval32'}", *QUIET))
+    float32 = read_metrics(tmp_path / "eval32")
+    test_keys = [k for k in metrics if k.startswith("test/")]
+    assert test_keys
+    for key in test_keys:
+        assert metrics[key] == pytest.approx(float32[key], abs=1e-6), key
 
 
 def test_gpus_request_without_gpu_fails_with_one_clear_line(tmp_path):

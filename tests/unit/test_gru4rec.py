@@ -75,6 +75,28 @@ def test_onehot_layer_matches_the_gru_formula():
         assert torch.allclose(got[b], (1 - z) * h[b] + z * cand, atol=1e-6)
 
 
+@pytest.mark.parametrize("layers", [[6], [6, 5]])
+def test_onehot_first_layer_output_gets_dropout_embed_as_the_official_code(layers):
+    """Official GRU4Rec without embedding: ``E = GRUEmbedding(X, H0)``, ``E = DE(E)`` (dropout_p_embed),
+    ``H0 = E``; dropout_p_hidden only on the later layers. With dropout_hidden=0 and dropout_embed=0.5 the
+    first layer's new hidden state is the eval-mode one with about half the entries zeroed, the rest × 2."""
+    torch.manual_seed(0)
+    net = GRU4RecNet(N, layers, "onehot", dropout_embed=0.5, dropout_hidden=0.0)
+    items = torch.arange(N).repeat(20)
+    hidden = net.init_hidden(items.numel())
+    net.eval()
+    _, clean = net(items, hidden)
+    net.train()
+    _, dropped = net(items, hidden)
+    first, ref = dropped[0], clean[0]
+    zero = first == 0
+    assert 0.35 < zero.float().mean().item() < 0.65
+    assert torch.allclose(first[~zero], 2.0 * ref[~zero], atol=1e-6)
+    net.dropout_embed.p = 0.0
+    _, undropped = net(items, hidden)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(undropped, clean, strict=True))
+
+
 def test_init_is_glorot_uniform_per_gate_block_and_biases_are_zero():
     net = GRU4RecNet(200, [50], "shared")
     cell = net.cells[0]

@@ -71,15 +71,22 @@ def test_spop_counts_the_session_then_breaks_ties_by_popularity(data):
     assert_close(evaluate(SessionPop(info), test), reference(test, score))
 
 
-def test_item_knn_against_direct_cooccurrence(data):
+def test_item_knn_counts_events_as_gru4recs_baseline(data):
+    """Reference: GRU4Rec's ``baselines.ItemKNN.fit`` loop: for every training event of item i, every event of
+    that session adds 1 to ``c_i·`` (repeated clicks count on both sides); ``supp`` = events per item."""
     info, train, test = data
-    sessions = [set(s) for s in train.sequences()]
-    supp = [sum(1 for s in sessions if i in s) for i in range(N)]
+    sessions = [list(s) for s in train.sequences()]
+    assert any(len(set(s)) < len(s) for s in sessions)  # the data has repeated clicks: the rule matters
+    supp = [sum(s.count(i) for s in sessions) for i in range(N)]
+    counts = np.zeros((N, N))
+    for s in sessions:
+        for i in s:
+            for j in s:
+                counts[i, j] += 1
     lmbd, alpha, k = 2.0, 0.5, 4
 
     def sim(i, j):
-        c = sum(1 for s in sessions if i in s and j in s)
-        return c / ((supp[i] + lmbd) ** alpha * (supp[j] + lmbd) ** (1 - alpha)) if i != j else 0.0
+        return counts[i, j] / ((supp[i] + lmbd) ** alpha * (supp[j] + lmbd) ** (1 - alpha)) if i != j else 0.0
 
     top = {}
     for i in range(N):

@@ -145,3 +145,68 @@ def test_a_split_with_fewer_sessions_than_processes_is_a_clear_error(tmp_path, m
     monkeypatch.setattr(session_datamodule, "distributed_rank_and_world", lambda: (0, too_many))
     with pytest.raises(DataError, match=rf"validation split has {too_many - 1} session\(s\) but the run has {too_many} processes"):
         dm.val_dataloader()
+
+
+def official_iterator_steps(sessions: SessionSequences, batch_size: int, n_sample: int) -> list[list[tuple[int, int]]]:
+    """GRU4Rec's ``SessionDataIterator.__call__`` (PyTorch code) transliterated, with training's reset hook
+    (``_adjust_hidden``: stop when ``n_sample == 0`` and fewer than 2 lanes stay valid): per step the
+    (input, target) of every lane. Sessions of length < 2 are dropped first, as the official data prep."""
+    seqs = [list(s) for s in sessions.sequences() if len(s) >= 2]
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in seqs])])
+    data = np.concatenate(seqs)
+    n = len(seqs)
+    iters = np.arange(min(batch_size, n))
+    maxiter = iters.max()
+    start, end = offsets[iters].copy(), offsets[iters + 1].copy()
+    steps = []
+    while True:
+        minlen = (end - start).min()
+        out_idx = data[start]
+        for i in range(minlen - 1):
+            in_idx, out_idx = out_idx, data[start + i + 1]
+            steps.append(list(zip(in_idx.tolist(), out_idx.tolist(), strict=True)))
+        start = start + minlen - 1
+        finished = end - start <= 1
+        n_finished = finished.sum()
+        iters[finished] = maxiter + np.arange(1, n_finished + 1)
+        maxiter += n_finished
+        valid = iters < n
+        n_valid = valid.sum()
+        if n_valid == 0:
+            break
+        mask = finished & valid
+        start[mask], end[mask] = offsets[iters[mask]], offsets[iters[mask] + 1]
+        iters, start, end = iters[valid], start[valid], end[valid]
+        if n_sample == 0 and n_valid < 2:  # _adjust_hidden returns True: training stops
+            break
+    return steps
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 8])
+@pytest.mark.parametrize("n_sample", [0, 16])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_epoch_tail_stops_as_the_official_iterator(batch_size, n_sample, seed):
+    """Without shared extra negatives the official training pass ends at the first lane release that leaves
+    < 2 lanes (no update from a 1 × 1 score matrix); with them it runs the shrinking tail to the end."""
+    sessions = random_sessions(np.random.default_rng(seed), 23)
+    expected = official_iterator_steps(sessions, batch_size, n_sample)
+    batches = SessionParallelBatches(sessions, batch_size, min_lanes=2 if n_sample == 0 else 1)
+    got = [list(zip(b["inputs"].tolist(), b["targets"].tolist(), strict=True)) for b in batches]
+    assert len(batches) == len(expected)
+    assert got == expected
+    if n_sample == 0 and batch_size > 1:
+        assert min(len(rows) for rows in got) >= 2
+    if n_sample > 0:
+        assert len(got) == len(reference_steps(sessions, batch_size))
+
+
+def test_ddp_ranks_pad_to_the_longest_truncated_plan():
+    sessions = random_sessions(np.random.default_rng(4), 41)
+    ranks = [SessionParallelBatches(sessions, 3, rank=r, world_size=2, pad_to_longest_rank=True, min_lanes=2)
+             for r in range(2)]
+    own = [SessionParallelBatches(sessions.take(np.arange(r, 41, 2)), 3, min_lanes=2) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == max(len(o) for o in own)
+    for r in range(2):
+        got = list(ranks[r])
+        assert [as_rows(b) for b in got[: len(own[r])]] == [as_rows(b) for b in own[r]]
+        assert all(b["inputs"].numel() == 0 for b in got[len(own[r]):])

@@ -4,7 +4,9 @@ Sessions are taken in the order of the split (by start time). ``B`` lanes each h
 step a lane's input is the session's current item and its target the next item. When a lane's session has
 no next item left, the lane takes the next unused session at the following step (lanes that free up at the
 same step take sessions in lane order) and its hidden state must be reset. When no session is left, finished
-lanes go idle and the batch shrinks. A session of length ``n`` contributes exactly ``n − 1`` steps; sessions
+lanes go idle and the batch shrinks. Training without shared extra negatives (``n_sample = 0``) stops, as the
+official code's ``_adjust_hidden``, at the first lane release that leaves fewer than 2 lanes (``min_lanes=2``:
+no update from a 1 × 1 score matrix). Otherwise a session of length ``n`` contributes exactly ``n − 1`` steps; sessions
 of length < 2 contribute nothing.
 
 :func:`plan_session_parallel` computes the lane and first step of every session (one vectorised update per
@@ -95,6 +97,19 @@ class SessionParallelPlan:
     def num_steps(self) -> int:
         return self.ptr.numel() - 1
 
+    def steps_with_lanes(self, min_lanes: int) -> int:
+        """Steps kept when the pass stops at the first lane release (a step ``t > 0`` at which a lane resets
+        or the batch shrinks: the official iterator's block boundary) that leaves fewer than ``min_lanes``
+        lanes."""
+        counts = self.ptr.diff()
+        if min_lanes <= 1 or self.num_steps == 0:
+            return self.num_steps
+        resets = torch.zeros(self.num_steps, dtype=torch.long).index_add_(
+            0, torch.repeat_interleave(torch.arange(self.num_steps), counts), self.reset.long())
+        boundary = (resets[1:] > 0) | (counts[1:] < counts[:-1])
+        stop = torch.nonzero(boundary & (counts[1:] < min_lanes))
+        return int(stop[0]) + 1 if stop.numel() else self.num_steps
+
     def step(self, t: int) -> dict[str, torch.Tensor]:
         lo, hi = int(self.ptr[t]), int(self.ptr[t + 1])
         return {"inputs": self.inputs[lo:hi], "targets": self.targets[lo:hi], "lanes": self.lanes[lo:hi],
@@ -140,6 +155,8 @@ class SessionParallelBatches(IterableDataset):
         rank, world_size: this process's share ``sessions[rank::world_size]``.
         pad_to_longest_rank: yield as many steps as the longest rank's plan (empty steps at the end) so that
             all DDP ranks take the same number of optimizer steps (training); evaluation leaves it off.
+        min_lanes: stop the pass at the first lane release leaving fewer lanes (training with ``n_sample=0``:
+            2, as the official code; evaluation: 1, every event is scored).
     """
 
     def __init__(
@@ -149,28 +166,36 @@ class SessionParallelBatches(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         pad_to_longest_rank: bool = False,
+        min_lanes: int = 1,
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.rank, self.world_size = rank, world_size
-        self.plan = plan_session_parallel(sessions.take(np.arange(rank, sessions.num_sessions, world_size)), batch_size)
-        self.num_steps = self.plan.num_steps
+        def rank_plan(r: int) -> SessionParallelPlan:
+            return plan_session_parallel(sessions.take(np.arange(r, sessions.num_sessions, world_size)), batch_size)
+
+        self.plan = rank_plan(rank)
+        self.plan_steps = self.plan.steps_with_lanes(min_lanes)
+        self.num_steps = self.plan_steps
         if pad_to_longest_rank and world_size > 1:
-            lengths = sessions.lengths
-            self.num_steps = max(
-                schedule_sessions(lengths[r::world_size], batch_size).num_steps for r in range(world_size)
-            )
+            if min_lanes <= 1:
+                lengths = sessions.lengths
+                self.num_steps = max(
+                    schedule_sessions(lengths[r::world_size], batch_size).num_steps for r in range(world_size)
+                )
+            else:
+                self.num_steps = max(rank_plan(r).steps_with_lanes(min_lanes) for r in range(world_size))
 
     def __len__(self) -> int:
         return self.num_steps
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         plan = self.plan
-        for t in range(plan.num_steps):
+        for t in range(self.plan_steps):
             yield plan.step(t)
         empty = {"inputs": plan.inputs[:0], "targets": plan.targets[:0], "lanes": plan.lanes[:0],
                  "reset": plan.reset[:0]}
-        for _ in range(self.num_steps - plan.num_steps):
+        for _ in range(self.num_steps - self.plan_steps):
             yield dict(empty)

@@ -135,7 +135,10 @@ class SessionDataModule(pl.LightningDataModule):
                 f"data {self.source.name!r}: the {name} split has {split.num_sessions} session(s) but the run has "
                 f"{world} processes; each needs at least one (use fewer devices or more data)"
             )
-        dataset = SessionParallelBatches(split, lanes, rank=rank, world_size=world, pad_to_longest_rank=train)
+        # training without shared extra negatives stops before a 1 × 1 score matrix (official _adjust_hidden)
+        min_lanes = 2 if train and int(getattr(self.negative_sampler, "n_sample", 0)) == 0 else 1
+        dataset = SessionParallelBatches(split, lanes, rank=rank, world_size=world, pad_to_longest_rank=train,
+                                         min_lanes=min_lanes)
         return DataLoader(dataset, batch_size=None, num_workers=0)
 
     def train_dataloader(self) -> DataLoader:

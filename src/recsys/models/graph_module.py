@@ -84,8 +84,8 @@ class GraphRecommender(TopKRecommender):
         return loss
 
     def prepare_scoring(self) -> None:
-        with torch.no_grad():
-            self._eval_embeddings = self()
+        with torch.no_grad(), self.float32_scoring():  # float32 scores also for half-precision weights
+            self._eval_embeddings = tuple(e.float() for e in self())
 
     def finish_scoring(self) -> None:
         self._eval_embeddings = None

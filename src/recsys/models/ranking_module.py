@@ -16,6 +16,9 @@ class TopKRecommender(pl.LightningModule):
     Per evaluation batch: score every item for the batch's users, set the masked items (train, plus
     validation at test time) to −∞, take the top ``max K`` (ties → lower item id), mark the hits and
     feed :class:`~recsys.metrics.TopKMetrics`. Logged at epoch end as ``val/recall@20``, ``test/ndcg@20``, …
+
+    Scores are float32 whatever ``trainer.precision``: the evaluation and prediction steps run with autocast
+    off (:meth:`float32_scoring`), so mixed precision never changes a ranking.
     """
 
     #: the kind of DataModule this model trains on (checked before the model is built)
@@ -38,6 +41,11 @@ class TopKRecommender(pl.LightningModule):
         """Hook run after an evaluation epoch (drop caches)."""
 
     # -- evaluation ------------------------------------------------------------------------------
+    def float32_scoring(self) -> torch.autocast:
+        """Autocast off on this module's device: Lightning runs the steps under ``bf16-mixed``/``16-mixed``
+        autocast, which would score in half precision and reorder near-ties."""
+        return torch.autocast(device_type=self.device.type, enabled=False)
+
     def evaluate_batch(self, batch: dict[str, torch.Tensor], metric: TopKMetrics) -> None:
         users = batch["users"]
         scores = self.score_users(users).float()
@@ -53,7 +61,8 @@ class TopKRecommender(pl.LightningModule):
         self.prepare_scoring()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self.evaluate_batch(batch, self.val_metrics)
+        with self.float32_scoring():
+            self.evaluate_batch(batch, self.val_metrics)
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val", self.val_metrics)
@@ -62,7 +71,8 @@ class TopKRecommender(pl.LightningModule):
         self.prepare_scoring()
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self.evaluate_batch(batch, self.test_metrics)
+        with self.float32_scoring():
+            self.evaluate_batch(batch, self.test_metrics)
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test", self.test_metrics)
@@ -81,7 +91,8 @@ class TopKRecommender(pl.LightningModule):
         from recsys.recommend import topk_users
 
         mask = (batch["mask_rows"], batch["mask_items"]) if "mask_rows" in batch else None
-        items, scores = topk_users(self, batch["users"], self.predict_k or self.test_metrics.max_k, mask=mask)
+        with self.float32_scoring():
+            items, scores = topk_users(self, batch["users"], self.predict_k or self.test_metrics.max_k, mask=mask)
         return {"users": batch["users"], "items": items, "scores": scores}
 
     def on_predict_epoch_end(self) -> None:

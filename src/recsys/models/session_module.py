@@ -100,7 +100,9 @@ class SessionRecommender(TopKRecommender):
         (S, k)}``: the next-item top ``predict_k`` after each prefix (:func:`recsys.recommend.topk_sessions`)."""
         from recsys.recommend import topk_sessions
 
-        items, scores = topk_sessions(self, batch["prefixes"], batch["lengths"], self.predict_k or self.test_metrics.max_k)
+        with self.float32_scoring():
+            items, scores = topk_sessions(self, batch["prefixes"], batch["lengths"],
+                                          self.predict_k or self.test_metrics.max_k)
         return {"items": items, "scores": scores}
 
 

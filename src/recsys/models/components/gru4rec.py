@@ -8,7 +8,9 @@ Plain ``nn.Module`` (algorithms.md §3.2):
   looked up per item, as the official ``GRUEmbedding``; that layer applies the reset gate before its hidden
   matrix, Cho et al.'s form);
 * GRU layers (tanh), dropout on the input embedding (``dropout_embed``) and on every layer's output
-  (``dropout_hidden``) — the dropped-out output is also what is kept as the hidden state;
+  (``dropout_hidden``) — the dropped-out output is also what is kept as the hidden state; with ``onehot`` the
+  first layer's output is the embedding, so it gets ``dropout_embed`` (the official ``DE``), the others
+  ``dropout_hidden``;
 * scores ``h Wyᵀ + by`` (item bias ``by``), in training only for the given columns (targets + negatives).
 
 Weights are uniform in ``±sqrt(6 / (fan_in + fan_out))`` per gate block, biases 0. With ``sparse=True`` the
@@ -136,8 +138,8 @@ class GRU4RecNet(nn.Module):
     def forward(self, items: torch.Tensor, hidden: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One step: ``items`` ``(b,)``, ``hidden`` one ``(b, H_l)`` per layer → (last output, new hidden)."""
         new: list[torch.Tensor] = []
-        if self.onehot is not None:
-            x = self.dropout_hidden(self.onehot(items, hidden[0]))
+        if self.onehot is not None:  # the official code: E = GRUEmbedding(X, H0), dropout_p_embed on E, H0 = E
+            x = self.dropout_embed(self.onehot(items, hidden[0]))
             new.append(x)
             rest = hidden[1:]
         else:
