@@ -83,14 +83,31 @@ def test_plots_are_written_as_png(sweep, tmp_path):
         assert path.parent == tmp_path / "out" and path.read_bytes()[:8] == PNG and path.stat().st_size > 5000
 
 
-def test_repeated_settings_are_averaged(tmp_path):
+def test_repeated_settings_are_averaged(tmp_path, monkeypatch):
+    """make_plots draws the mean of repeated settings: read the plotted line back from the figure."""
+    from recsys.utils import results
+
     root = tmp_path / "seeds"
     for num, layers in enumerate([1, 1, 2]):
         write_job(root / str(num), "lightgcn", layers, 8, "uniform")
     frame = collect_frame(root)
-    frame.loc[1, "test/recall@20"] = 0.5  # two runs of depth 1: mean of the two
-    means = frame.groupby("depth")["test/recall@20"].mean()
-    assert means[1] == pytest.approx((known_metric("lightgcn", 1, 8, "uniform") + 0.5) / 2)
+    frame.loc[1, "test/recall@20"] = 0.5  # two runs of depth 1: their mean is plotted
+    plotted = {}
+    save = results._save
+
+    def keep_lines(fig, path):
+        plotted[path.name] = [(list(line.get_xdata()), list(line.get_ydata())) for ax in fig.axes
+                              for line in ax.get_lines()]
+        return save(fig, path)
+
+    monkeypatch.setattr(results, "_save", keep_lines)
+    (tmp_path / "out").mkdir()
+    written = results.make_plots(frame, tmp_path / "out", "test/recall@20")
+    assert [p.name for p in written] == ["plot_metric_vs_depth.png"] and written[0].read_bytes()[:8] == PNG
+    ((xs, ys),) = plotted["plot_metric_vs_depth.png"]
+    assert xs == [1, 2]
+    assert ys[0] == pytest.approx((known_metric("lightgcn", 1, 8, "uniform") + 0.5) / 2)
+    assert ys[1] == pytest.approx(known_metric("lightgcn", 2, 8, "uniform"))
 
 
 def test_cli_writes_into_the_sweep_folder_by_default(sweep):
