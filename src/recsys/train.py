@@ -17,6 +17,7 @@ from recsys.utils.dashboards import log_summary
 from recsys.utils.ddp import ResetMetricStates
 from recsys.utils.devices import resolve_trainer_config
 from recsys.utils.instantiators import instantiate_callbacks, instantiate_loggers
+from recsys.utils.plots import curves_at_end
 from recsys.utils.run import metric_value, run_task, write_metrics
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     write_metrics(Path(cfg.paths.output_dir) / "metrics.json", metrics)
     log_summary(loggers, metrics)
+    curves_at_end(cfg.paths.output_dir, loggers, cfg.monitor.metric, trainer.is_global_zero)  # plots/curves.png
     return metrics
 
 

@@ -232,7 +232,8 @@ def test_ddp_spawn_counts_every_user_once_and_hands_state_back(tmp_path):
 def _assert_rank_zero_artifacts(run: Path) -> None:
     # one run folder, one config dump (rank 1 writes none), one metrics.json
     assert (run / ".hydra" / "config.yaml").is_file() and (run / "metrics.json").is_file()
-    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == [".hydra", "checkpoints", "csv"]
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == [".hydra", "checkpoints", "csv", "plots"]
+    assert (run / "plots" / "curves.png").is_file()  # drawn once, by rank 0
     log_text = (run / "train.log").read_text()
     assert "Starting DDP rank 1" in log_text  # rank 1 was started by recsys.utils.ddp, for this run
 
@@ -263,6 +264,10 @@ def test_gru4rec_trains_on_two_processes_and_matches_single_process_evaluation(t
     ))
     metrics = read_metrics(run)
     assert metrics["epochs_trained"] == 2 and "val/recall@20" in metrics
+    for k in (5, 10, 20):  # GRU4Rec's session metrics all exist and are consistent
+        recall, mrr = metrics[f"test/recall@{k}"], metrics[f"test/mrr@{k}"]
+        assert 0.0 < mrr <= recall <= 1.0, (k, recall, mrr)
+    assert metrics["test/recall@5"] <= metrics["test/recall@10"] <= metrics["test/recall@20"]
     _assert_rank_zero_artifacts(run)
     assert_test_metrics_match_single_process(tmp_path, run, expected_prefix_keys=6)
 

@@ -122,6 +122,23 @@ def log_summary(loggers: Sequence[Logger], metrics: dict[str, Any]) -> None:
             lg.experiment.summary.update(numbers)
 
 
+@rank_zero_only
+def log_images(loggers: Sequence[Logger], images: dict[str, str | Path]) -> None:
+    """Log PNG files (``{key: path}``) as ``wandb.Image`` to every wandb logger (e.g. ``plots/curves``)."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    wandb_loggers = [lg for lg in loggers if isinstance(lg, WandbLogger)]
+    if not wandb_loggers:
+        return
+    import wandb
+
+    for lg in wandb_loggers:
+        try:
+            lg.experiment.log({key: wandb.Image(str(path)) for key, path in images.items()})
+        except Exception as err:  # a dashboard problem never fails the run
+            log.warning("Could not log %s to wandb: %s", sorted(images), err)
+
+
 def sync_hint(run_dir: str | Path) -> str:
     return f"wandb: offline run saved in {run_dir}; upload it with: wandb sync {run_dir}"
 
