@@ -54,11 +54,8 @@ def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.Light
     model_kind = getattr(model_cls, "data_kind", "graph")
     data_kind = getattr(datamodule, "kind", "graph")
     if model_kind != data_kind:
-        model_name = hydra_choice("model") or model_cls.__name__
-        data_name = hydra_choice("data") or type(datamodule).__name__
-        example = "synthetic_sessions" if model_kind == "session" else "synthetic_graph"
-        raise ConfigError(
-            f"model={model_name} needs {model_kind} data but data={data_name} is {data_kind} data; "
-            f"choose a {model_kind} dataset (e.g. data={example})"
-        )
+        from recsys.validation import kind_mismatch
+
+        raise kind_mismatch(hydra_choice("model") or model_cls.__name__, model_kind,
+                            hydra_choice("data") or type(datamodule).__name__, data_kind)
     return instantiate_group(cfg.model, "model", info=datamodule.info, _convert_="object")

@@ -148,7 +148,7 @@ class FaissRetriever:
                 f"the run's data has {run.num_users} × {run.num_items}: an export of another dataset"
             )
         self.index = faiss.read_index(str(folder / INDEX_FILE))
-        self.users = np.load(folder / "users.npy")
+        self.users = np.load(folder / "users.npy", allow_pickle=False)
         self.run = run
 
     def search(self, users: np.ndarray, k: int, exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:

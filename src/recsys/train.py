@@ -12,13 +12,21 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from recsys.builders import build_datamodule, build_model
-from recsys.utils.callbacks import BestMetricTracker, ConfigInCheckpoint, ValidateLastEpoch
+from recsys.utils.callbacks import (
+    BestMetricTracker,
+    ConfigInCheckpoint,
+    EpochSeed,
+    FiniteLossCheck,
+    ValidateLastEpoch,
+)
 from recsys.utils.dashboards import log_summary
 from recsys.utils.ddp import ResetMetricStates
 from recsys.utils.devices import resolve_trainer_config
 from recsys.utils.instantiators import instantiate_callbacks, instantiate_loggers
 from recsys.utils.plots import curves_at_end
+from recsys.utils.resume import fit_checkpoint
 from recsys.utils.run import metric_value, run_task, write_metrics
+from recsys.validation import validate_against_data
 
 log = logging.getLogger(__name__)
 
@@ -26,18 +34,25 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train ``cfg.model`` on ``cfg.data``; return the flat metrics written to ``metrics.json``."""
     trainer_cfg = resolve_trainer_config(cfg.trainer)  # fails fast on impossible device requests
+    # ckpt_path=last / a run folder / a file -> the checkpoint to resume from (recsys.utils.resume)
+    resume_from = fit_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir) if cfg.get("train") else None
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = build_datamodule(cfg)
+    validate_against_data(cfg, datamodule)  # K <= number of items of the loaded data
     model = build_model(cfg, datamodule)
     num_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     tracker = BestMetricTracker(cfg.monitor.metric, cfg.monitor.mode)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    callbacks += [tracker, ValidateLastEpoch(), ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)),
-                  ResetMetricStates()]
+    # EpochSeed: the global RNG (dropout) per epoch from (seed, epoch), exact on resume; FiniteLossCheck: NaN/inf stop
+    callbacks += [tracker, EpochSeed(cfg.get("seed")), FiniteLossCheck(), ValidateLastEpoch(),
+                  ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)), ResetMetricStates()]
     loggers = instantiate_loggers(cfg.get("logger"))
+    for lg in loggers:  # a resumed run continues its CSV log
+        if resume_from and hasattr(lg, "append"):
+            lg.append = True
     trainer: pl.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
         lg.log_hyperparams({"cfg": OmegaConf.to_container(cfg, resolve=True), "num_parameters": num_parameters})
@@ -48,10 +63,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics["validate_on_test"] = bool(getattr(datamodule, "validate_on_test", False))
 
     trainable = num_parameters > 0
+    resume_from = resume_from if trainable else None
+    if resume_from:
+        log.info("Resuming training from %s", resume_from)
+        metrics["resumed_from"] = resume_from
     if cfg.get("train"):
         start = time.perf_counter()
         if trainable:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+            trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
         else:  # e.g. MostPop: nothing to fit, evaluate once
             trainer.validate(model, datamodule=datamodule)
             tracker.on_validation_end(trainer, model)

@@ -196,13 +196,25 @@ def test_loss_is_summed_over_lanes_and_divided_by_the_configured_batch_size():
     negatives = model._store[0]
     assert negatives.numel() == 5
     with torch.no_grad():
-        out, _ = model.net(batch["inputs"], model.net.init_hidden(3))
-        scores = model.net.score_columns(out, torch.cat([batch["targets"], negatives]))
-        assert scores.shape == (3, 3 + 5)
-        from recsys.losses import bpr_max_loss
+        out, _ = model.net(batch["inputs"], model.net.init_hidden(3))  # the GRU itself: tested above
+    columns = torch.cat([batch["targets"], negatives]).numpy()
+    weight = model.net.output_weight.detach().double().numpy()
+    bias = model.net.output_bias.detach().double().numpy()[:, 0]
+    scores = out.double().numpy() @ weight[columns].T + bias[columns]  # O = h Wy[cols]ᵀ + by[cols], (3, 3 + 5)
+    expected = sum(brute_bpr_max(row, b, bpreg=0.5, elu_param=1.0) for b, row in enumerate(scores)) / 10  # not / 3
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
 
-        expected = bpr_max_loss(scores, 0.5, 1.0).sum() / 10  # not / 3
-    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+def brute_bpr_max(row, b: int, bpreg: float, elu_param: float) -> float:
+    """BPR-max of one score row with the positive in column ``b`` (algorithms.md §3.4), in plain Python:
+    ELU, softmax ``s`` over the negatives, ``−log Σ_j s_j σ(o_b − o_j) + bpreg Σ_j s_j o_j²``."""
+    o = [x if x > 0 else elu_param * (math.exp(x) - 1.0) for x in row]
+    neg = [j for j in range(len(o)) if j != b]
+    top = max(o[j] for j in neg)
+    z = sum(math.exp(o[j] - top) for j in neg)
+    s = {j: math.exp(o[j] - top) / z for j in neg}
+    ranked = sum(s[j] / (1.0 + math.exp(-(o[b] - o[j]))) for j in neg)
+    return -math.log(ranked) + bpreg * sum(s[j] * o[j] ** 2 for j in neg)
 
 
 def test_logq_uses_support_for_in_batch_columns_and_support_pow_alpha_for_samples():

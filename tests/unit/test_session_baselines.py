@@ -71,18 +71,41 @@ def test_spop_counts_the_session_then_breaks_ties_by_popularity(data):
     assert_close(evaluate(SessionPop(info), test), reference(test, score))
 
 
+def official_item_knn_counts(sessions: list[list[int]], num_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """GRU4Rec's ``baselines.ItemKNN.fit`` counting loop transliterated: for every training event of item
+    ``i``, ``iarray[items of that event's session] += 1`` — numpy's fancy-index ``+=`` adds once per distinct
+    index, so a repeated click counts on the ``i`` side only; ``supp`` = events per item (``groupby.size``)."""
+    counts = np.zeros((num_items, num_items))
+    for i in range(num_items):
+        iarray = np.zeros(num_items)
+        for s in sessions:
+            for item in s:
+                if item == i:
+                    iarray[np.array(s)] += 1
+        iarray[i] = 0
+        counts[i] = iarray
+    supp = np.array([sum(s.count(i) for s in sessions) for i in range(num_items)], dtype=float)
+    return counts, supp
+
+
+def test_item_knn_counts_repeats_as_gru4rec_on_a_hand_computed_example():
+    """Sessions [0, 0, 1] and [1, 2]: supp = (2, 2, 1); c(0,1) = 2 (two events of 0, each sees 1),
+    c(1,0) = 1, c(1,2) = c(2,1) = 1, c(0,2) = 0. λ = 0, α = 0.5: sim(0,1) = 2/√(2·2) = 1,
+    sim(1,0) = 1/2, sim(1,2) = sim(2,1) = 1/√2."""
+    train = SessionSequences.from_lengths(np.array([3, 2]), np.array([0, 0, 1, 1, 2]))
+    ids, vals = cooccurrence_neighbours(train, 3, neighbours=2, lmbd=0.0, alpha=0.5)
+    got = {(i, int(j)): float(v) for i in range(3) for j, v in zip(ids[i], vals[i], strict=True) if v > 0}
+    assert got == pytest.approx({(0, 1): 1.0, (1, 2): 2 ** -0.5, (1, 0): 0.5, (2, 1): 2 ** -0.5})
+    assert [int(j) for j in ids[1]] == [2, 0]  # 0.707 before 0.5
+
+
 def test_item_knn_counts_events_as_gru4recs_baseline(data):
-    """Reference: GRU4Rec's ``baselines.ItemKNN.fit`` loop: for every training event of item i, every event of
-    that session adds 1 to ``c_i·`` (repeated clicks count on both sides); ``supp`` = events per item."""
+    """Reference: :func:`official_item_knn_counts` (the official fit loop) on data with repeated clicks."""
     info, train, test = data
     sessions = [list(s) for s in train.sequences()]
     assert any(len(set(s)) < len(s) for s in sessions)  # the data has repeated clicks: the rule matters
-    supp = [sum(s.count(i) for s in sessions) for i in range(N)]
-    counts = np.zeros((N, N))
-    for s in sessions:
-        for i in s:
-            for j in s:
-                counts[i, j] += 1
+    counts, supp = official_item_knn_counts(sessions, N)
+    assert not np.allclose(counts, counts.T)  # repeats make it asymmetric
     lmbd, alpha, k = 2.0, 0.5, 4
 
     def sim(i, j):

@@ -210,3 +210,18 @@ def test_ddp_ranks_pad_to_the_longest_truncated_plan():
         got = list(ranks[r])
         assert [as_rows(b) for b in got[: len(own[r])]] == [as_rows(b) for b in own[r]]
         assert all(b["inputs"].numel() == 0 for b in got[len(own[r]):])
+
+
+def test_epoch_tail_hand_computed_example():
+    """Sessions [0, 1], [10 … 14], [20, 21, 22] on 2 lanes. Official loop: block 1 = one step (lane 0 ends,
+    takes session 2), block 2 = two steps (lane 0 ends, nothing left: 1 valid lane) → with ``n_sample = 0``
+    training stops there, so session 1's last step 13 → 14 (a 1 × 1 score matrix) is never taken."""
+    sessions = SessionSequences.from_lengths(np.array([2, 5, 3]), np.array([0, 1, 10, 11, 12, 13, 14, 20, 21, 22]))
+    full = [[(0, 1), (10, 11)], [(20, 21), (11, 12)], [(21, 22), (12, 13)], [(13, 14)]]
+
+    def pairs(batches):
+        return [list(zip(b["inputs"].tolist(), b["targets"].tolist(), strict=True)) for b in batches]
+
+    assert pairs(SessionParallelBatches(sessions, 2, min_lanes=2)) == full[:3]
+    assert len(SessionParallelBatches(sessions, 2, min_lanes=2)) == 3
+    assert pairs(SessionParallelBatches(sessions, 2)) == full  # evaluation / n_sample > 0: every event

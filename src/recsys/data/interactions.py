@@ -136,17 +136,33 @@ class GraphSplits:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> GraphSplits:
-        with np.load(path, allow_pickle=False) as z:
-            return cls(
-                num_users=int(z["num_users"]),
-                num_items=int(z["num_items"]),
-                train=(z["train_users"], z["train_items"]),
-                valid=(z["valid_users"], z["valid_items"]),
-                test=(z["test_users"], z["test_items"]),
-                user_ids=z.get("user_ids", None),
-                item_ids=z.get("item_ids", None),
-                meta=dict(zip(z["meta_keys"].tolist(), z["meta_values"].tolist(), strict=True)),
-            )
+        """Read a cache file written by :meth:`save`. Anything else — truncated, bit-flipped (the zip CRC),
+        missing arrays, wrong dtypes, ids out of range, object arrays (never unpickled) — raises
+        :class:`DataError` naming the file."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                splits = cls(
+                    num_users=int(z["num_users"]),
+                    num_items=int(z["num_items"]),
+                    train=(z["train_users"], z["train_items"]),
+                    valid=(z["valid_users"], z["valid_items"]),
+                    test=(z["test_users"], z["test_items"]),
+                    user_ids=z["user_ids"] if "user_ids" in z.files else None,
+                    item_ids=z["item_ids"] if "item_ids" in z.files else None,
+                    meta=dict(zip(z["meta_keys"].tolist(), z["meta_values"].tolist(), strict=True)),
+                )
+        except Exception as err:  # noqa: BLE001 - zipfile/zlib/numpy raise many types for a damaged file
+            raise DataError(f"{path}: not a readable dataset cache ({type(err).__name__}: {err})") from err
+        for name in ("train", "valid", "test"):
+            for a in getattr(splits, name):
+                if a.dtype != np.int64 or a.ndim != 1:
+                    raise DataError(f"{path}: not a readable dataset cache ({name} ids are {a.dtype}, "
+                                    f"{a.ndim}-d; expected 1-d int64)")
+        for ids, n in ((splits.user_ids, splits.num_users), (splits.item_ids, splits.num_items)):
+            if ids is not None and (ids.ndim != 1 or len(ids) != n):
+                raise DataError(f"{path}: not a readable dataset cache ({len(ids)} original ids for {n} dense ids)")
+        splits.validate(str(path))
+        return splits
 
 
 @dataclass(frozen=True)

@@ -166,15 +166,29 @@ class SessionSplits:
                 parts = {
                     name: SessionSequences(
                         z[f"{name}_offsets"], z[f"{name}_items"], z[f"{name}_times"],
-                        z.get(f"{name}_session_ids"),
+                        z[f"{name}_session_ids"] if f"{name}_session_ids" in z.files else None,
                     )
                     for name in SPLITS
                 }
-                return cls(
+                splits = cls(
                     num_items=int(z["num_items"]),
                     **parts,
-                    item_ids=z.get("item_ids"),
+                    item_ids=z["item_ids"] if "item_ids" in z.files else None,
                     meta=dict(zip(z["meta_keys"].tolist(), z["meta_values"].tolist(), strict=True)),
                 )
-        except (KeyError, ValueError, OSError) as err:
-            raise DataError(f"{path}: not a readable session cache ({err}); delete it to rebuild") from err
+        except Exception as err:  # noqa: BLE001 - zipfile/zlib/numpy raise many types for a damaged file
+            raise DataError(f"{path}: not a readable session cache ({type(err).__name__}: {err}); delete it to "
+                            "rebuild") from err
+        for name in SPLITS:
+            s = splits.split(name)
+            for key, a, dtype in (("offsets", s.offsets, np.int64), ("items", s.items, np.int64),
+                                  ("times", s.times, np.float64)):
+                if a.dtype != dtype or a.ndim != 1:
+                    raise DataError(f"{path}: not a readable session cache ({name}_{key} is {a.dtype}, {a.ndim}-d)")
+            if len(s.offsets) == 0 or (s.session_ids is not None and len(s.session_ids) != s.num_sessions):
+                raise DataError(f"{path}: not a readable session cache ({name} session ids/offsets disagree)")
+        if splits.item_ids is not None and len(splits.item_ids) != splits.num_items:
+            raise DataError(f"{path}: not a readable session cache ({len(splits.item_ids)} item ids for "
+                            f"{splits.num_items} items)")
+        splits.validate(str(path))
+        return splits

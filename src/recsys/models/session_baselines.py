@@ -5,8 +5,10 @@
   occurred in it so far, then by global popularity: ``score(i) = n_session(i) + supp(i) / (supp(i) + 1)``
   (the popularity term is in ``[0, 1)``, so it only breaks ties; as GRU4Rec's baseline code).
 * :class:`ItemKNN` (``model=item_knn``): item-to-item co-occurrence of the current item (GRU4Rec's Item-KNN):
-  ``sim(i, j) = c_ij / ((s_i + λ)^α (s_j + λ)^(1−α))`` with events counted as GRU4Rec's ``baselines.ItemKNN``
-  does, repeats included: ``c_ij = Σ_sessions n_s(i)·n_s(j)`` (``n_s(i)`` = events of ``i`` in session ``s``) and
+  ``sim(i, j) = c_ij / ((s_i + λ)^α (s_j + λ)^(1−α))`` with events counted as GRU4Rec's ``baselines.ItemKNN.fit``
+  does, repeats included: every training event of ``i`` adds 1 to ``c_ij`` for each distinct item ``j`` of its
+  session (the official ``iarray[session_items] += 1`` adds once per distinct index), so
+  ``c_ij = Σ_sessions n_s(i)·[j ∈ s]`` (``n_s(i)`` = events of ``i`` in session ``s``; not symmetric) and
   ``s_i`` = training events of ``i``; the ``neighbours`` most similar items of every item are kept,
   all others score 0; ``popularity_tiebreak`` adds ``1e-6 · supp/(supp+1)`` so zero-similarity items are
   ranked by popularity instead of tying.
@@ -74,17 +76,21 @@ def cooccurrence_neighbours(
     train: SessionSequences, num_items: int, neighbours: int = 100, lmbd: float = 20.0, alpha: float = 0.5
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``neighbours`` similar items of every item, ``(N, k)`` ids and similarities (0-padded), from the
-    session co-occurrence counts (array ops: a sparse ``XᵀX`` over the session × item event-count matrix, so
-    repeated clicks count as in GRU4Rec's baseline)."""
+    session co-occurrence counts (array ops: a sparse ``Cᵀ B`` with ``C`` the session × item event counts and
+    ``B`` its 0/1 incidence, so repeated clicks count as in GRU4Rec's baseline, module docstring)."""
     sess = train.session_of_event()
     keys, counts = np.unique(sess * num_items + train.items, return_counts=True)  # (session, item) → events
     rows, cols = keys // num_items, keys % num_items
     support = np.bincount(train.items, minlength=num_items).astype(np.float64)  # events per item
-    x = torch.sparse_coo_tensor(torch.from_numpy(np.stack([rows, cols])), torch.from_numpy(counts.astype(np.float64)),
-                                (train.num_sessions, num_items), check_invariants=False).coalesce()
+    index = torch.from_numpy(np.stack([rows, cols]))
+    shape = (train.num_sessions, num_items)
+    events = torch.sparse_coo_tensor(index, torch.from_numpy(counts.astype(np.float64)), shape,
+                                     check_invariants=False).coalesce()
+    incidence = torch.sparse_coo_tensor(index, torch.ones(len(keys), dtype=torch.float64), shape,
+                                        check_invariants=False).coalesce()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        co = torch.sparse.mm(x.t().coalesce(), x).coalesce()
+        co = torch.sparse.mm(events.t().coalesce(), incidence).coalesce()  # co[i, j] = Σ_s n_s(i)·[j ∈ s]
     i, j = co.indices().numpy()
     c = co.values().numpy()
     off = i != j

@@ -208,6 +208,8 @@ class GRU4Rec(SessionRecommender):
         self._store: torch.Tensor | None = None
         self._store_pos = 0
         self._generator: torch.Generator | None = None
+        self._store_state: torch.Tensor | None = None
+        self._resumed_negatives: dict | None = None
         self._loss_sum: torch.Tensor | None = None
         self._loss_steps = 0
 
@@ -216,8 +218,31 @@ class GRU4Rec(SessionRecommender):
 
     # -- negatives -----------------------------------------------------------------------------
     def on_train_start(self) -> None:
+        resumed, self._resumed_negatives = self._resumed_negatives, None
         self._generator = sampling_generator(torch.initial_seed(), 0, self.global_rank, stream=6)
-        self._store, self._store_pos = None, 0
+        self._store, self._store_pos, self._store_state = None, 0, None
+        if resumed is not None:  # continue the store where the checkpoint left it (see on_save_checkpoint)
+            self._generator.set_state(resumed["generator"])
+            if resumed["drawn"]:
+                self._draw_store()
+                self._store_pos = int(resumed["position"])
+
+    def _draw_store(self) -> None:
+        rows = max(1, self.sample_store_size // self.n_sample)
+        self._store_state = self._generator.get_state()  # what the store is redrawn from on resume
+        self._store = self.sampler.propose(rows * self.n_sample, self._generator).view(rows, -1).to(self.device)
+        self._store_pos = 0
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The negative store's position: the generator state it was drawn from and the next row (the store
+        itself, up to ``sample_store_size`` ids, is redrawn on resume)."""
+        if self._generator is not None:
+            drawn = self._store is not None and self._store_state is not None
+            state = self._store_state if drawn else self._generator.get_state()
+            checkpoint["gru4rec_negatives"] = {"generator": state.clone(), "drawn": drawn, "position": self._store_pos}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._resumed_negatives = checkpoint.get("gru4rec_negatives")
 
     def next_negatives(self) -> torch.Tensor | None:
         """The ``n_sample`` extra negatives of this step (a slice of the sample store), or None."""
@@ -226,9 +251,7 @@ class GRU4Rec(SessionRecommender):
         if self._store is None or self._store_pos >= self._store.shape[0]:
             if self._generator is None:
                 self._generator = sampling_generator(torch.initial_seed(), 0, self.global_rank, stream=6)
-            rows = max(1, self.sample_store_size // self.n_sample)
-            self._store = self.sampler.propose(rows * self.n_sample, self._generator).view(rows, -1).to(self.device)
-            self._store_pos = 0
+            self._draw_store()
         out = self._store[self._store_pos]
         self._store_pos += 1
         return out

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import random
 import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+from weakref import proxy
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from recsys.errors import RecsysError
 
 
 class EpochTimer(pl.Callback):
@@ -74,10 +83,148 @@ class ValidateLastEpoch(pl.Callback):
 
 class ConfigInCheckpoint(pl.Callback):
     """Stores the resolved run config (plain containers) in every checkpoint under ``recsys_config``,
-    so ``eval.py`` rebuilds the exact data and model; loadable with ``torch.load(weights_only=True)``."""
+    so ``eval.py`` rebuilds the exact data and model, and the run's command-line overrides under
+    ``recsys_overrides`` (for resuming); loadable with ``torch.load(weights_only=True)``."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint["recsys_config"] = self.config
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():  # the command line, to recompose the config on resume (recsys.utils.resume)
+            checkpoint["recsys_overrides"] = [str(o) for o in HydraConfig.get().overrides.task]
+
+
+class AtomicModelCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose files appear whole or not at all: Lightning writes the checkpoint to a hidden
+    temporary file next to the target (``.<name>.tmp``), which rank 0 fsyncs and renames over the target.
+    (Lightning's own ``_atomic_save`` goes through an fsspec transaction whose temporary file lives in the
+    system temp folder: across file systems its "move" is a copy that a kill can leave truncated.)
+    Remote (``scheme://``) paths use Lightning's writer unchanged."""
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        if "://" in str(filepath):
+            return super()._save_checkpoint(trainer, filepath)
+        target = Path(filepath)
+        tmp = target.with_name(f".{target.name}.tmp")
+        if trainer.is_global_zero:  # the logs on disk reach as far as the checkpoint (a resumed run appends)
+            for logger in trainer.loggers:
+                logger.save()
+        trainer.save_checkpoint(tmp, self.save_weights_only)  # every rank calls it; rank 0 writes, then a barrier
+        if trainer.is_global_zero:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+        return None
+
+
+def epoch_seed(base: int, epoch: int, rank: int = 0) -> int:
+    """The seed of the global RNGs for training epoch ``epoch`` of process ``rank`` (numpy ``SeedSequence``)."""
+    words = [int(base) % (1 << 63), int(epoch), int(rank), 7]
+    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint32)[0])
+
+
+class EpochSeed(pl.Callback):
+    """Reseeds torch (all devices), numpy and ``random`` at the first training batch of every epoch with
+    :func:`epoch_seed` ``(base, epoch, rank)``: what the global RNG drives during training (dropout, edge
+    dropout) is then a function of the epoch alone, so a run resumed from an epoch-end checkpoint draws
+    exactly what the uninterrupted run drew. (Restoring a saved RNG state would not be enough: Lightning
+    creates the train iterator, which draws from the global RNG, before the restore on resume but after the
+    checkpoint in the uninterrupted run.) ``base``: the run's ``seed``, else ``torch.initial_seed()`` of the
+    first start (kept in the checkpoint)."""
+
+    def __init__(self, base: int | None = None) -> None:
+        self.base = base
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.base is None:
+            self.base = int(torch.initial_seed())
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if batch_idx != 0:
+            return
+        seed = epoch_seed(self.base if self.base is not None else 0, trainer.current_epoch, trainer.global_rank)
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"base": self.base}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("base") is not None:
+            self.base = int(state_dict["base"])
+
+
+class NonFiniteLossError(RecsysError):
+    """The training loss became NaN or infinite (a diverging learning rate, bad data, an overflow)."""
+
+
+class FiniteLossCheck(pl.Callback):
+    """Stops training with :class:`NonFiniteLossError` at the first NaN/inf training loss, naming the epoch,
+    the step and the last good checkpoint.
+
+    Per step one ``torch.isfinite`` on the loss. On CPU it is read at once; on an accelerator the first bad
+    ``(epoch, batch, global step)`` is recorded on the device and read every ``check_every_n_steps`` steps and at
+    the last batch of every epoch (before validation and the epoch-end checkpoints), so the check adds no
+    host-device synchronisation to the other steps."""
+
+    def __init__(self, check_every_n_steps: int = 50, defer: bool | None = None) -> None:
+        if check_every_n_steps < 1:
+            raise ValueError(f"check_every_n_steps must be >= 1, got {check_every_n_steps}")
+        self.check_every_n_steps = check_every_n_steps
+        self.defer = defer  # None: defer the read on accelerators only
+        self._first_bad: torch.Tensor | None = None
+
+    @staticmethod
+    def _loss(outputs: Any) -> torch.Tensor | None:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        return loss if torch.is_tensor(loss) else None
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loss = self._loss(outputs)
+        if loss is None:
+            return
+        bad = ~torch.isfinite(loss.detach()).all()
+        where = (trainer.current_epoch, batch_idx, trainer.global_step)
+        if not (self.defer if self.defer is not None else loss.device.type != "cpu"):
+            if bool(bad):
+                self._raise(trainer, loss.detach(), *where)
+            return
+        here = torch.tensor(where, device=loss.device)
+        if self._first_bad is None:
+            self._first_bad = torch.full((3,), -1, dtype=here.dtype, device=loss.device)
+        self._first_bad = torch.where(bad & (self._first_bad[0] < 0), here, self._first_bad)
+        last = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if last or (batch_idx + 1) % self.check_every_n_steps == 0:
+            first = [int(v) for v in self._first_bad.tolist()]
+            if first[0] >= 0:
+                self._raise(trainer, None, *first)
+
+    def _raise(self, trainer: pl.Trainer, loss: torch.Tensor | None, epoch: int, batch: int, step: int) -> None:
+        value = f" ({loss.float().mean().item()})" if loss is not None else ""
+        raise NonFiniteLossError(
+            f"training loss is not finite{value} at epoch {epoch}, batch {batch} (global step {step}); "
+            f"{last_good_checkpoint(trainer)}. Lower model.optimizer.lr (or check the data) and train again "
+            "(resuming restores the optimiser with its stored learning rate)"
+        )
+
+
+def last_good_checkpoint(trainer: pl.Trainer) -> str:
+    """'last good checkpoint: <path>' of the newest checkpoint written by this run, or that none was written."""
+    paths = []
+    for cb in trainer.checkpoint_callbacks:
+        for p in (getattr(cb, "last_model_path", ""), getattr(cb, "best_model_path", "")):
+            if p and Path(p).is_file():
+                paths.append(Path(p))
+    if not paths:
+        return "no checkpoint was written before it"
+    return f"last good checkpoint: {max(paths, key=lambda p: p.stat().st_mtime_ns)}"

@@ -157,7 +157,7 @@ def _patched_update_main_process_results(original):
         original(self, trainer, extra)
         if "recsys_state_bytes" not in extra:
             return
-        state = torch.load(io.BytesIO(extra["recsys_state_bytes"]), weights_only=False)  # our own worker's bytes
+        state = torch.load(io.BytesIO(extra["recsys_state_bytes"]), weights_only=True)  # plain dicts of numbers
         for cb in trainer.callbacks:
             if cb.state_key in state["callbacks"]:
                 cb.load_state_dict(state["callbacks"][cb.state_key])

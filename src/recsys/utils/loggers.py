@@ -18,6 +18,14 @@ class _HeaderMergingWriter(ExperimentWriter):
     header first keeps every column of every stage.
     """
 
+    def __init__(self, log_dir: str, append: bool = False) -> None:
+        self.append = append
+        super().__init__(log_dir=log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        if not self.append:  # a resumed run continues its metrics.csv instead of deleting it
+            super()._check_log_dir_exists()
+
     def _record_new_keys(self) -> set[str]:
         if self._fs.isfile(self.metrics_file_path):
             with self._fs.open(self.metrics_file_path, "r", newline="") as f:
@@ -29,12 +37,15 @@ class _HeaderMergingWriter(ExperimentWriter):
 
 
 class CSVLogger(_LightningCSVLogger):
-    """``pytorch_lightning.loggers.CSVLogger`` whose ``metrics.csv`` survives multi-process stages."""
+    """``pytorch_lightning.loggers.CSVLogger`` whose ``metrics.csv`` survives multi-process stages; with
+    ``append = True`` (set by ``recsys.train`` when resuming) an existing ``metrics.csv`` is continued."""
+
+    append: bool = False
 
     @property
     @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:  # type: ignore[override]
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _HeaderMergingWriter(log_dir=self.log_dir)
+            self._experiment = _HeaderMergingWriter(log_dir=self.log_dir, append=self.append)
         return self._experiment

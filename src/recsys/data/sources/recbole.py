@@ -25,7 +25,11 @@ def read_header(path: Path, sep: str) -> dict[str, str]:
     if not path.is_file():
         raise DataError(f"{path}: file not found; expected a RecBole atomic .inter file")
     with open(path, "rb") as f:
-        first = f.readline().decode("utf-8", errors="replace").rstrip("\r\n")
+        first_bytes = f.readline()
+    try:
+        first = first_bytes.decode("utf-8-sig").rstrip("\r\n")  # a byte-order mark is dropped
+    except UnicodeDecodeError:
+        raise DataError(f"{path}, line 1: the header is not valid UTF-8 text; expected a RecBole atomic file") from None
     if not first.strip():
         raise DataError(f"{path}, line 1: empty header; expected typed columns like 'user_id:token{sep}item_id:token'")
     fields: dict[str, str] = {}
@@ -34,6 +38,8 @@ def read_header(path: Path, sep: str) -> dict[str, str]:
         if not colon or not name or ftype not in FIELD_TYPES:
             raise DataError(f"{path}, line 1: header column {column!r}; expected 'name:type' with type in "
                             f"{FIELD_TYPES} (RecBole atomic file)")
+        if name in fields:
+            raise DataError(f"{path}, line 1: header column {name!r} appears twice; expected unique field names")
         fields[name] = ftype
     return fields
 

@@ -1,9 +1,10 @@
 """Readers of session click data (``data=rsc15``, ``yoochoose_raw``, ``diginetica``, ``csv_sessions``,
 ``ml_1m_sessions``). A session source has ``name``, ``fingerprint()`` and ``build() -> SessionSplits``.
 
-Files are parsed by numpy's C reader (``np.loadtxt`` in chunks of rows, typed columns); nothing loops per
-line in Python unless a file is malformed, in which case the file is scanned once more to report the first
-bad line: ``DataError("<file>, line <n>: <what>; expected <format>")``. Missing files are downloaded (with a
+Files are parsed by numpy's C reader (``np.loadtxt`` in chunks of rows, typed columns) as strict UTF-8 (a
+byte-order mark dropped, CRLF accepted); nothing loops per line in Python unless a chunk does not parse (a
+whitespace-only line is dropped and the chunk retried; a malformed chunk is bisected to its first bad line):
+``DataError("<file>, line <n>: <what>; expected <format>")``. Missing files are downloaded (with a
 pinned checksum) when the source knows where from, else a :class:`DataError` says where to get them and to
 set ``data.path``.
 """
@@ -52,41 +53,153 @@ RSC15_FILES = {
 
 
 # -- low-level parsing -----------------------------------------------------------------------------
+INT64_MAX = np.iinfo(np.int64).max
+
+def _to_int64(s: str) -> int:
+    """``int(s)`` as numpy's reader accepts it: ASCII digits with an optional sign, within int64."""
+    text = s.strip()
+    body = text[1:] if text[:1] in "+-" else text
+    if not (body.isascii() and body.isdigit()):
+        raise ValueError(s)
+    value = int(text)
+    if not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise OverflowError(s)
+    return value
+
+
+def _to_finite(s: str) -> float:
+    value = float(s)
+    if not np.isfinite(value) or "_" in s or not s.isascii():
+        raise ValueError(s)
+    return value
+
+
+def _to_timestamp(s: str) -> np.datetime64:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        value = np.datetime64(s.strip().rstrip("Z"), "ms")
+    if np.isnat(value):
+        raise ValueError(s)
+    return value
+
+
 def _converter(dtype: str) -> Callable[[str], Any]:
     if dtype.startswith("i"):
-        return int
+        return _to_int64
     if dtype.startswith("f"):
-        return float
+        return _to_finite
     if dtype.startswith("M8"):
-        return lambda s: np.datetime64(s.rstrip("Z"), "ms")
-    return str
+        return _to_timestamp
+    width = int(dtype[1:]) if dtype[1:].isdigit() else 1 << 30
 
+    def text(s: str) -> str:
+        if len(s) >= width:
+            raise ValueError(f"longer than {width - 1} characters")
+        return s
 
-def _scan_for_error(
-    lines: Sequence[str], path: Path, delimiter: str, columns: Sequence[tuple[int, str]], first_line: int,
-    expected: str,
-) -> DataError:
-    """Error path only: the first line of ``lines`` that does not parse, as a :class:`DataError`."""
-    need = max(c for c, _ in columns) + 1
-    for k, line in enumerate(lines):
-        text = line.rstrip("\r\n")
-        if not text.strip():
-            continue
-        fields = text.split(delimiter)
-        where = f"{path}, line {first_line + k}"
-        if len(fields) < need:
-            return DataError(f"{where}: {len(fields)} field(s) {text[:80]!r}; expected {expected}")
-        for col, dtype in columns:
-            value = fields[col].strip().strip('"')
-            try:
-                _converter(dtype)(value)
-            except (ValueError, TypeError):
-                return DataError(f"{where}: field {col + 1} is {value!r}, not a valid {_kind(dtype)}; expected {expected}")
-    return DataError(f"{path}: could not be parsed; expected {expected}")
+    return text
 
 
 def _kind(dtype: str) -> str:
-    return {"i": "integer", "f": "number", "M": "ISO timestamp"}.get(dtype[0], "value")
+    if dtype[0] in "ifM":
+        return {"i": "integer (int64)", "f": "finite number", "M": "ISO timestamp"}[dtype[0]]
+    return f"value (at most {int(dtype[1:]) - 1} characters)"
+
+
+def _describe_line(line: str, where: str, delimiter: str, columns: Sequence[tuple[int, str]],
+                   expected: str) -> DataError:
+    """Why one line does not parse (error path only)."""
+    text = line.rstrip("\r\n")
+    need = max(c for c, _ in columns) + 1
+    fields = text.split(delimiter)
+    if len(fields) < need:
+        return DataError(f"{where}: {len(fields)} field(s) {text[:80]!r}; expected {expected}")
+    for col, dtype in columns:
+        value = fields[col].strip().strip('"')
+        try:
+            _converter(dtype)(value)
+        except (ValueError, TypeError, OverflowError):
+            return DataError(f"{where}: field {col + 1} is {value[:80]!r}, not a valid {_kind(dtype)}; "
+                             f"expected {expected}")
+    return DataError(f"{where}: {text[:80]!r} could not be parsed; expected {expected}")
+
+
+def _parse_chunk(
+    lines: Sequence[str], path: Path, delimiter: str, columns: Sequence[tuple[int, str]], expected: str,
+) -> list[np.ndarray]:
+    """One chunk of lines → typed columns (``ValueError``/:class:`DataError` for a bad chunk)."""
+    order = sorted(range(len(columns)), key=lambda k: columns[k][0])
+    usecols = [columns[k][0] for k in order]
+    load_types = [("U40" if dt.startswith("M8") else dt) for _, dt in columns]
+    dtype = [(f"c{k}", load_types[k]) for k in order]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
+        table = np.loadtxt(lines, delimiter=delimiter, dtype=dtype, usecols=usecols, comments=None,
+                           quotechar='"', ndmin=1)
+    out = []
+    for k, (_, dt) in enumerate(columns):
+        values = table[f"c{k}"]
+        if dt.startswith("M8"):
+            values = _iso_to_seconds(values, path, expected)
+        elif dt.startswith("f") and not np.isfinite(values).all():
+            raise ValueError("non-finite number")
+        elif load_types[k].startswith("U") and len(values) and np.char.str_len(values).max() >= int(load_types[k][1:]):
+            raise ValueError("value as long as its column width: it may have been cut")  # numpy truncates
+        out.append(values)
+    return out
+
+
+def _first_bad_line(lines: Sequence[str], parse: Callable[[Sequence[str]], Any]) -> int:
+    """Error path only: index of the first line whose prefix no longer parses (bisection, ~log2(n) parses)."""
+    lo, hi = 0, len(lines)  # lines[:lo] parse, lines[:hi] do not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            parse(lines[:mid])
+            lo = mid
+        except (ValueError, DataError):
+            hi = mid
+    return hi - 1
+
+
+def _decode_error(path: Path) -> DataError:
+    """The line of the first byte that is not UTF-8 (error path: the file is read again as bytes)."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        return DataError(f"{path}, line {line}: byte {raw[e.start:e.start + 1]!r} is not valid UTF-8; "
+                         "expected UTF-8 text")
+    return DataError(f"{path}: not valid UTF-8 text")
+
+
+def read_text(path: Path) -> str:
+    """A whole file as UTF-8 text (strict, byte-order mark dropped); bad bytes → :class:`DataError` with the line."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise _decode_error(path) from None
+
+
+def row_line(path: Path, row: int, skip_lines: int = 0, text: str | None = None) -> str:
+    """Error path only: ``"<file>, line <n>"`` of the ``row``-th (0-based) non-blank data line."""
+    source = io.StringIO(text) if text is not None else open_text(path)
+    with source as f:
+        for _ in range(skip_lines):
+            f.readline()
+        seen = -1
+        for n, line in enumerate(f, start=skip_lines + 1):
+            if line.strip():
+                seen += 1
+                if seen == row:
+                    return f"{path}, line {n}"
+    return str(path)
+
+
+def open_text(path: Path) -> io.TextIOBase:
+    """A text file as UTF-8 (strict; a leading byte-order mark dropped; universal newlines)."""
+    return open(path, encoding="utf-8-sig", errors="strict", newline=None)  # noqa: SIM115
 
 
 def read_columns(
@@ -101,68 +214,89 @@ def read_columns(
 
     ``columns``: ``(0-based column index, dtype)`` with dtype ``"i8"``, ``"f8"``, ``"U<n>"`` or ``"M8[ms]"``
     (ISO timestamps, a trailing ``Z`` allowed; returned as float64 unix seconds). ``skip_lines`` header lines
-    are skipped; blank lines are ignored. ``text`` replaces the file's content (already decoded).
+    are skipped; blank (or whitespace-only) lines are ignored. ``text`` replaces the file's content (already
+    decoded). The file must be UTF-8 (a byte-order mark is dropped); numbers must be finite, integers fit
+    int64 and strings be shorter than their width. A chunk that does not parse is bisected to name its
+    first bad line.
     """
     path = Path(path)
     if text is None and not path.is_file():
         raise DataError(f"{path}: file not found" + (" (it is a folder)" if path.is_dir() else ""))
-    order = sorted(range(len(columns)), key=lambda k: columns[k][0])
-    usecols = [columns[k][0] for k in order]
+    usecols = [c for c, _ in columns]
     if len(set(usecols)) != len(usecols):
-        raise ConfigError(f"{path}: the same column is selected twice ({usecols})")
-    load_types = [("U40" if dt.startswith("M8") else dt) for _, dt in columns]
-    dtype = [(f"c{k}", load_types[k]) for k in order]
+        raise ConfigError(f"{path}: the same column is selected twice ({sorted(usecols)})")
+
+    def parse(lines: Sequence[str]) -> list[np.ndarray]:
+        return _parse_chunk(lines, path, delimiter, columns, expected)
+
     chunks: list[list[np.ndarray]] = [[] for _ in columns]
-    handle = io.StringIO(text) if text is not None else open(path, encoding="utf-8", errors="replace", newline=None)  # noqa: SIM115
-    with handle as f:
-        for _ in range(skip_lines):
-            f.readline()
-        line_no = skip_lines + 1
-        while True:
-            lines = list(itertools.islice(f, CHUNK_ROWS))
-            if not lines:
-                break
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
-                    table = np.loadtxt(lines, delimiter=delimiter, dtype=dtype, usecols=usecols, comments=None,
-                                       quotechar='"', ndmin=1)
-            except ValueError:
-                raise _scan_for_error(lines, path, delimiter, columns, line_no, expected) from None
-            for k in range(len(columns)):
-                values = table[f"c{k}"]
-                if columns[k][1].startswith("M8"):
+    handle = io.StringIO(text.removeprefix("\ufeff")) if text is not None else open_text(path)
+    try:
+        with handle as f:
+            for _ in range(skip_lines):
+                f.readline()
+            line_no = skip_lines + 1
+            while True:
+                lines = list(itertools.islice(f, CHUNK_ROWS))
+                if not lines:
+                    break
+                try:
+                    table = parse(lines)
+                except (ValueError, DataError):
+                    # whitespace-only lines stop numpy's reader (empty ones do not): drop them, then retry
+                    kept = [k for k, ln in enumerate(lines) if ln.strip()]
                     try:
-                        values = _iso_to_seconds(values, path, expected)
-                    except DataError:
-                        raise _scan_for_error(lines, path, delimiter, columns, line_no, expected) from None
-                chunks[k].append(values)
-            line_no += len(lines)
-            if len(lines) < CHUNK_ROWS:
-                break
+                        if len(kept) == len(lines):
+                            raise
+                        table = parse([lines[k] for k in kept])
+                    except (ValueError, DataError):
+                        clean = [lines[k] for k in kept]
+                        bad = _first_bad_line(clean, parse)
+                        where = f"{path}, line {line_no + kept[bad]}"
+                        raise _describe_line(clean[bad], where, delimiter, columns, expected) from None
+                for k, values in enumerate(table):
+                    chunks[k].append(values)
+                line_no += len(lines)
+                if len(lines) < CHUNK_ROWS:
+                    break
+    except UnicodeDecodeError:
+        raise _decode_error(path) from None
     empty = [np.zeros(0, np.float64 if dt.startswith("M8") else dt) for _, dt in columns]
     return [np.concatenate(c) if c else e for c, e in zip(chunks, empty, strict=True)]
 
 
-def _iso_to_seconds(values: np.ndarray, path: Path, expected: str) -> np.ndarray:
+def _iso_to_seconds(values: np.ndarray, path: Path, expected: str,
+                    where: Callable[[int], str] | None = None) -> np.ndarray:
+    """ISO timestamps (strings) → float64 unix seconds; ``where(row)`` names the line of a bad value."""
+    where = where or (lambda row: str(path))
     stripped = np.char.rstrip(np.char.strip(values), "Z")
     try:
-        stamps = stripped.astype("datetime64[ms]")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # numpy: "no explicit representation of timezones"
+            stamps = stripped.astype("datetime64[ms]")
     except ValueError:
-        for v in stripped.tolist():  # error path: find the bad value
+        for r, v in enumerate(stripped.tolist()):  # error path: find the bad value
             try:
-                np.datetime64(v, "ms")
+                _to_timestamp(v)
             except ValueError:
-                raise DataError(f"{path}: {v!r} is not an ISO timestamp; expected {expected}") from None
+                raise DataError(f"{where(r)}: {v!r} is not an ISO timestamp; expected {expected}") from None
         raise
+    nat = np.isnat(stamps)
+    if nat.any():
+        r = int(np.argmax(nat))
+        raise DataError(f"{where(r)}: {str(values[r])!r} is not an ISO timestamp; expected {expected}")
     return stamps.astype(np.int64).astype(np.float64) / 1000.0
 
 
 def header_fields(path: Path, delimiter: str) -> list[str]:
     if not path.is_file():
         raise DataError(f"{path}: file not found" + (" (it is a folder)" if path.is_dir() else ""))
-    with open(path, encoding="utf-8", errors="replace") as f:
-        first = f.readline().rstrip("\r\n")
+    with open(path, "rb") as f:
+        first_bytes = f.readline()
+    try:
+        first = first_bytes.decode("utf-8-sig").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}, line 1: the header is not valid UTF-8 text") from None
     return [h.strip().strip('"').lstrip("\ufeff") for h in first.split(delimiter)]
 
 
@@ -176,17 +310,23 @@ def column_index(header: list[str], name: str | int, path: Path, key: str) -> in
     return header.index(name)
 
 
-def convert_times(values: np.ndarray, time_format: str, path: Path, expected: str) -> np.ndarray:
-    """Strings of a time column → float64 seconds."""
+def convert_times(values: np.ndarray, time_format: str, path: Path, expected: str,
+                  where: Callable[[int], str] | None = None) -> np.ndarray:
+    """Strings of a time column → float64 seconds; ``where(row)`` names the line of a bad value."""
     if time_format not in TIME_FORMATS:
         raise ConfigError(f"data.source.time_format={time_format!r}; expected one of {TIME_FORMATS}")
+    where = where or (lambda row: str(path))
     if time_format in ("iso", "date"):
-        return _iso_to_seconds(values, path, expected)
+        return _iso_to_seconds(values, path, expected, where)
     try:
         seconds = values.astype(np.float64)
     except ValueError:
-        bad = next(v for v in values.tolist() if not _is_float(v))
-        raise DataError(f"{path}: time {bad!r} is not a number; expected {expected}") from None
+        r = next(r for r, v in enumerate(values.tolist()) if not _is_float(v))
+        raise DataError(f"{where(r)}: time {str(values[r])!r} is not a number; expected {expected}") from None
+    finite = np.isfinite(seconds)
+    if not finite.all():
+        r = int(np.argmin(finite))
+        raise DataError(f"{where(r)}: time {str(values[r])!r} is not a finite number; expected {expected}")
     return seconds / 1000.0 if time_format == "unix_ms" else seconds
 
 
@@ -432,7 +572,7 @@ class CsvSessionSource:
         text = None
         delimiter = self.delimiter
         if len(delimiter) == 2:  # numpy's reader splits on one character
-            text = p.read_text(encoding="utf-8", errors="replace").replace(delimiter, "\x1f") if p.is_file() else None
+            text = read_text(p).replace(delimiter, "\x1f") if p.is_file() else None
             delimiter = "\x1f"
         header = header_fields(p, self.delimiter) if self.header else None
         keys = ["session" if self.columns["session"] is not None else "user", "item", "time"]
@@ -450,7 +590,8 @@ class CsvSessionSource:
                                          skip_lines=1 if self.header else 0, text=text)
         if len(items) == 0:
             raise DataError(f"{p}: no events; expected {expected}")
-        seconds = convert_times(times, self.time_format, p, expected)
+        skip = 1 if self.header else 0
+        seconds = convert_times(times, self.time_format, p, expected, lambda r: row_line(p, r, skip, text))
         if keys[0] == "user":
             who = sessions_from_user_events(who, seconds, float(self.session_gap))
         return SessionEvents.from_ids(who, items, seconds, str(p))

@@ -86,13 +86,18 @@ def read_table(
         except Exception as err:  # noqa: BLE001 - any pyarrow failure is a bad file
             raise DataError(f"{path}: not a readable Parquet file ({err})") from err
         _check_columns(path, columns, available)
-        frame = pd.read_parquet(path, columns=list(dict.fromkeys(columns)))
+        try:
+            frame = pd.read_parquet(path, columns=list(dict.fromkeys(columns)))
+        except Exception as err:  # noqa: BLE001 - a corrupt page/footer is a bad file
+            raise DataError(f"{path}: not a readable Parquet file ({err})") from err
         return Table(frame, path, None)
     sep = sep if sep is not None else ("\t" if fmt == "tsv" else ",")
     if header and names:
         raise ConfigError("data.source.names replaces the header: set header=false with names")
+    # index_col=False: a row longer than the header never shifts the columns into an index (pandas then
+    # ignores fields beyond the selected columns)
     options = dict(sep=sep, quoting=csv.QUOTE_MINIMAL, skip_blank_lines=False, skiprows=skip_lines,
-                   header=0 if header else None, names=names, engine="c")
+                   header=0 if header else None, names=names, engine="c", index_col=False)
     src = source if source is not None else path
     try:
         if header or names:
@@ -106,19 +111,65 @@ def read_table(
                 src.seek(0)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: empty file; expected a header and delimited rows") from None
-    _check_columns(path, columns, available)
-    try:
-        frame = pd.read_csv(src, usecols=list(dict.fromkeys(columns)), dtype=dtype, **options)
+    except UnicodeDecodeError as err:
+        raise _decode_error(path, src, err) from None
     except pd.errors.ParserError as err:
         raise DataError(f"{path}: {err}; expected {sep!r}-separated rows with the same number of fields") from err
-    except (ValueError, TypeError) as err:
+    _check_columns(path, columns, available)
+    try:
+        # nullable dtypes: a blank line (all missing) does not turn an integer column into floats, so ids
+        # beyond 2**53 stay exact; the columns are plain numpy again below
+        frame = pd.read_csv(src, usecols=list(dict.fromkeys(columns)), dtype=dtype, dtype_backend="numpy_nullable",
+                            **options)
+    except UnicodeDecodeError as err:
+        raise _decode_error(path, src, err) from None
+    except pd.errors.ParserError as err:
+        raise DataError(f"{path}: {err}; expected {sep!r}-separated rows with the same number of fields") from err
+    except (ValueError, TypeError, OverflowError) as err:
         raise DataError(f"{path}: {err}") from err
     lines = np.arange(len(frame), dtype=np.int64) + 1 + skip_lines + (1 if header else 0)
     blank = frame.isna().all(axis=1).to_numpy()
     if blank.any():
         frame = frame.loc[~blank].reset_index(drop=True)
         lines = lines[~blank]
-    return Table(frame, path, lines)
+    return Table(_numpy_columns(frame), path, lines)
+
+
+def _numpy_columns(frame: Any) -> Any:
+    """Nullable (extension) columns as plain numpy: integers stay int64/uint64 when nothing is missing, else
+    become float64 with NaN; strings become objects with NaN for missing values."""
+    pd = _pandas()
+    out = {}
+    for col in frame.columns:
+        s = frame[col]
+        kind = getattr(s.dtype, "numpy_dtype", None)
+        if kind is not None and kind.kind in "iuf":
+            has_na = bool(s.isna().any())
+            out[col] = s.to_numpy(dtype=np.float64 if has_na or kind.kind == "f" else kind, na_value=np.nan)
+        elif kind is not None and kind.kind == "b":
+            out[col] = s.to_numpy(dtype=object, na_value=np.nan)
+        elif isinstance(s.dtype, pd.StringDtype) or s.dtype == object:
+            out[col] = s.astype(object).where(s.notna(), np.nan).to_numpy(dtype=object)
+        else:
+            out[col] = s.to_numpy()
+    return pd.DataFrame(out, columns=frame.columns)
+
+
+def _decode_error(path: Path, src: Any, err: UnicodeDecodeError) -> DataError:
+    """Error path: the line of the first byte that is not UTF-8 (the file is read again as bytes)."""
+    if hasattr(src, "getvalue"):
+        raw = src.getvalue()
+    elif isinstance(src, (bytes, bytearray)):
+        raw = bytes(src)
+    else:
+        raw = Path(src).read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        return DataError(f"{path}, line {line}: byte {raw[e.start:e.start + 1]!r} is not valid UTF-8; "
+                         "expected UTF-8 text")
+    return DataError(f"{path}: not valid UTF-8 text ({err})")
 
 
 def _check_columns(path: Path, wanted: list[str | int], available: list[Any]) -> None:
@@ -147,13 +198,26 @@ def integer_column(table: Table, col: str | int, what: str, minimum: int = 0) ->
     """Column of integer ids; non-integer tokens or ids below ``minimum`` raise :class:`DataError`."""
     pd = _pandas()
     raw = table.frame[col]
-    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
-    bad = np.flatnonzero(np.isnan(values) | (values != np.floor(values)))
-    if len(bad):
-        r = int(bad[0])
-        raise DataError(f"{table.where(r)}: non-integer token {raw.iloc[r]!r} in {what} column {col!r}; "
-                        "expected an integer id")
-    ints = values.astype(np.int64)
+    if raw.dtype.kind == "i":  # parsed as int64 by pandas: exact, no float round trip
+        ints = raw.to_numpy(dtype=np.int64)
+    else:
+        values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+        # beyond 2**53 a float no longer holds every integer: such ids are read exactly from their digits
+        bad = np.isnan(values) | (values != np.floor(values)) | (np.abs(values) >= 2.0**53)
+        ints = np.zeros(len(values), dtype=np.int64)
+        ints[~bad] = values[~bad]
+        if bad.any() and raw.dtype.kind not in "iuf":
+            text = raw[bad].astype(str).str.strip()
+            digits = text.str.fullmatch(r"[+-]?[0-9]{1,19}").fillna(False).to_numpy(dtype=bool)
+            exact = text[digits].astype(object).map(int).to_numpy(dtype=object)
+            fits = np.array([-(2**63) <= v < 2**63 for v in exact], dtype=bool)  # the few huge ids only
+            rows = np.flatnonzero(bad)[np.flatnonzero(digits)[fits]]
+            ints[rows] = exact[fits].astype(np.int64)
+            bad[rows] = False
+        if bad.any():
+            r = int(np.argmax(bad))
+            raise DataError(f"{table.where(r)}: non-integer (or beyond int64) token {raw.iloc[r]!r} in {what} "
+                            f"column {col!r}; expected an integer id")
     low = np.flatnonzero(ints < minimum)
     if len(low):
         r = int(low[0])
@@ -170,12 +234,18 @@ def id_column(table: Table, col: str | int, what: str) -> np.ndarray:
         raise DataError(f"{table.where(int(missing[0]))}: empty {what} id in column {col!r}; expected an id")
     values = series.to_numpy()
     if values.dtype.kind == "f":
-        if (values != np.floor(values)).any():
-            r = int(np.flatnonzero(values != np.floor(values))[0])
-            raise DataError(f"{table.where(r)}: non-integer {what} id {values[r]!r} in column {col!r}")
+        # a float column (missing values or blank lines turned the ints into floats): exact below 2**53 only
+        bad = np.flatnonzero((values != np.floor(values)) | (np.abs(values) >= 2.0**53))
+        if len(bad):
+            r = int(bad[0])
+            raise DataError(f"{table.where(r)}: non-integer (or too large for a float column) {what} id "
+                            f"{values[r]!r} in column {col!r}; expected an integer id")
         values = values.astype(np.int64)
-    if values.dtype.kind == "O":
-        values = values.astype(str)
+    if values.dtype.kind in "OUT":
+        values = np.char.strip(values.astype(str))  # labels: surrounding whitespace is not part of the id
+        empty = np.flatnonzero(np.char.str_len(values) == 0)
+        if len(empty):
+            raise DataError(f"{table.where(int(empty[0]))}: empty {what} id in column {col!r}; expected an id")
     return values
 
 

@@ -1,7 +1,7 @@
 """Vectorised parsing of whitespace-separated non-negative integers (no Python loop per token or line).
 
 The file's bytes are viewed as a ``uint8`` array; digit runs are found with one ``diff``; their values are
-accumulated digit place by digit place (a loop over at most 18 places, each a vector operation over all
+accumulated digit place by digit place (a loop over at most 19 places, each a vector operation over all
 tokens); each token's line is a ``searchsorted`` into the newline positions. Any byte that is neither a digit
 nor a separator is reported with its file, 1-based line and token.
 """
@@ -16,7 +16,9 @@ import numpy as np
 
 from recsys.errors import DataError
 
-MAX_DIGITS = 18  # fits int64
+MAX_DIGITS = 19  # int64 max has 19 digits (checked for overflow)
+INT64_MAX = int(np.iinfo(np.int64).max)
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass
@@ -55,10 +57,12 @@ def _token_around(buf: np.ndarray, pos: int, separators: bytes) -> str:
 def parse_int_tokens(raw: bytes, origin: str | os.PathLike, expected: str, separators: bytes = b" \t\r") -> IntTokens:
     """All non-negative integer tokens of ``raw`` (separated by ``separators``, lines by ``\\n``).
 
-    Raises :class:`DataError` naming ``origin``, the line and the token for a negative id, a non-integer
-    token or an id too large for int64; ``expected`` describes the format in the message.
+    A leading UTF-8 byte-order mark is ignored. Raises :class:`DataError` naming ``origin``, the line and the
+    token for a negative id, a non-integer token (any non-ASCII byte) or an id beyond int64; ``expected`` describes the format in the message.
     """
     buf = np.frombuffer(raw, dtype=np.uint8)
+    if raw[:3] == UTF8_BOM:
+        buf = buf[3:]  # a byte-order mark is on line 1: dropping it keeps every line number
     allowed = np.zeros(256, dtype=bool)
     allowed[48:58] = True
     allowed[10] = True
@@ -79,12 +83,20 @@ def parse_int_tokens(raw: bytes, origin: str | os.PathLike, expected: str, separ
     if len(lengths) and lengths.max() > MAX_DIGITS:
         k = int(np.argmax(lengths))
         raise DataError(f"{origin}, line {_line_of(buf, int(starts[k]))}: id with {int(lengths[k])} digits is too "
-                        f"large; expected {expected}")
+                        f"large (beyond int64); expected {expected}")
     values = np.zeros(len(starts), dtype=np.int64)
     active = np.arange(len(starts))
     for place in range(int(lengths.max()) if len(lengths) else 0):
         active = active[lengths[active] > place]
-        values[active] = values[active] * 10 + digits[starts[active] + place]
+        digit = digits[starts[active] + place].astype(np.int64)
+        if place == MAX_DIGITS - 1:  # a 19th digit: value * 10 + digit must stay <= int64 max
+            over = (values[active] > INT64_MAX // 10) | ((values[active] == INT64_MAX // 10) & (digit > INT64_MAX % 10))
+            if over.any():
+                k = int(active[np.argmax(over)])
+                raise DataError(f"{origin}, line {_line_of(buf, int(starts[k]))}: id "
+                                f"{bytes(buf[starts[k]:ends[k]]).decode()} is too large (beyond int64); "
+                                f"expected {expected}")
+        values[active] = values[active] * 10 + digit
     newlines = np.flatnonzero(buf == 10)
     num_lines = len(newlines) + (1 if len(buf) and buf[-1] != 10 else 0)
     line = np.searchsorted(newlines, starts)

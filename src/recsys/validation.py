@@ -1,0 +1,349 @@
+"""Configuration checks that run before any work: before data is loaded and before the run folder exists.
+
+* ``validate_config(cfg, task)``: the table ``RULES`` of (key pattern, check, what is valid) over the composed
+  config, the model/data kind check (naming the matching model, e.g. ``model=session_pop``), K against the
+  synthetic sources' ``num_items`` and the device request (``recsys.utils.devices.resolve_trainer_config``).
+* ``ValidateConfig``: the Hydra callback (``hydra.callbacks.validate_config``) that runs it in
+  ``on_run_start`` (before Hydra's ``run_job`` creates the run folder) and, for a basic-sweeper multirun, over
+  every job's composed config in ``on_multirun_start`` (before the sweep folder exists). Other sweepers
+  (Optuna) are validated per job in ``on_job_start``, when that job's folder already exists.
+* ``check_group_choices(argv, config_dir)``: unknown config-group choices on the command line
+  (``sampler=nosuch``), checked by the root scripts before Hydra composes anything.
+* ``validate_against_data(cfg, datamodule)``: K against the number of items of a loaded dataset.
+
+A failure is one ``ConfigError`` naming the key, the value and what is valid; the CLI prints ``error: …`` and
+exits with code 2.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import itertools
+import math
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from recsys.errors import ConfigError
+
+# ---------------------------------------------------------------------------------------------------------------
+# value checks
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def positive_number(v: Any) -> bool:
+    return _is_number(v) and v > 0
+
+
+def non_negative_number(v: Any) -> bool:
+    return _is_number(v) and v >= 0
+
+
+def positive_int(v: Any) -> bool:
+    return _is_int(v) and v > 0
+
+
+def non_negative_int(v: Any) -> bool:
+    return _is_int(v) and v >= 0
+
+
+def optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+def list_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(check(x) for x in v)
+
+
+def probability(v: Any) -> bool:
+    """A drop rate: 0 <= p < 1 (p = 1 would drop everything)."""
+    return _is_number(v) and 0 <= v < 1
+
+
+def epochs(v: Any) -> bool:
+    """Lightning's epoch/step limits: a non-negative int, -1 (Lightning's 'unlimited'), or null."""
+    return v is None or (_is_int(v) and v >= -1)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``pattern``: a dotted key, ``*`` matching any run of characters (``*.lr`` = every ``lr`` at any depth)."""
+
+    pattern: str
+    check: Callable[[Any], bool]
+    valid: str
+    tasks: tuple[str, ...] = ("train",)
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("*.lr", positive_number, "a learning rate > 0"),
+    Rule("trainer.max_epochs", epochs, "an integer >= 0, or -1 for no limit (Lightning)", ("train", "eval")),
+    Rule("trainer.min_epochs", optional(non_negative_int), "an integer >= 0"),
+    Rule("trainer.max_steps", epochs, "an integer >= 0, or -1 for no limit (Lightning)"),
+    Rule("trainer.check_val_every_n_epoch", optional(positive_int), "an integer >= 1 (or null)"),
+    Rule("data.batch_size", positive_int, "an integer > 0"),
+    Rule("data.eval_batch_size", positive_int, "an integer > 0"),
+    Rule("data.num_workers", non_negative_int, "an integer >= 0"),
+    Rule("model.topk", list_of(positive_int), "a non-empty list of integers > 0, e.g. [10,20]"),
+    Rule("model.embedding_dim", positive_int, "an integer > 0"),
+    Rule("model.num_layers", non_negative_int, "an integer >= 0 (0 = no propagation, MF)"),
+    Rule("model.layer_sizes", optional(list_of(positive_int)), "null or a non-empty list of integers > 0"),
+    Rule("model.layers", list_of(positive_int), "a non-empty list of integers > 0, e.g. [100]"),
+    Rule("model.*dropout*", lambda v: probability(v) or list_of(probability)(v),
+         "a drop rate in [0, 1) (or a list of them)"),
+    Rule("model.reg_weight", non_negative_number, "a number >= 0"),
+    Rule("sampler.num_negatives", optional(positive_int), "an integer > 0 (or null where the sampler allows)"),
+    Rule("sampler.n_sample", non_negative_int, "an integer >= 0"),
+    Rule("sampler.candidates", positive_int, "an integer > 0"),
+    Rule("k", positive_int, "an integer > 0", ("recommend",)),
+    Rule("chunk_size", positive_int, "an integer > 0", ("recommend",)),
+)
+
+# the model of the other data kind to suggest: model=pop on session data -> model=session_pop
+MATCHING_MODEL = {
+    ("pop", "session"): "session_pop",
+    ("session_pop", "graph"): "pop",
+    ("spop", "graph"): "pop",
+    ("item_knn", "graph"): "lightgcn",
+    ("gru4rec", "graph"): "lightgcn",
+}
+DEFAULT_MATCH = {"session": "gru4rec", "graph": "lightgcn"}
+EXAMPLE_DATA = {"session": "synthetic_sessions", "graph": "synthetic_graph"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the checks
+
+
+def _leaves(node: DictConfig, prefix: str = "") -> Iterator[str]:
+    """Dotted keys of every non-mapping value (lists are values), outside ``hydra``."""
+    for key in node:
+        path = f"{prefix}{key}"
+        if path == "hydra":
+            continue
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
+            yield from _leaves(child, f"{path}.")
+        else:
+            yield path
+
+
+def _value(cfg: DictConfig, key: str) -> Any:
+    value = OmegaConf.select(cfg, key, throw_on_missing=False)
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+
+
+def _choice(cfg: DictConfig, group: str) -> str | None:
+    choice = OmegaConf.select(cfg, f"hydra.runtime.choices.{group}", default=None)
+    if choice is None:
+        from recsys.builders import hydra_choice
+
+        choice = hydra_choice(group)
+    return choice
+
+
+def _check_rules(cfg: DictConfig, task: str) -> None:
+    keys = list(_leaves(cfg))
+    for rule in RULES:
+        if task not in rule.tasks:
+            continue
+        for key in (k for k in keys if fnmatch.fnmatchcase(k, rule.pattern)):
+            value = _value(cfg, key)
+            if value is None and rule.pattern.startswith("model.*"):
+                continue  # an optional encoder setting left unset
+            if not rule.check(value):
+                raise ConfigError(f"{key}={_show(value)}: must be {rule.valid}")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_show(v) for v in value) + "]"
+    return "null" if value is None else str(value)
+
+
+def kind_mismatch(model_name: str, model_kind: str, data_name: str, data_kind: str) -> ConfigError:
+    """The error of a model on the wrong kind of data, naming the matching model and a matching dataset."""
+    match = MATCHING_MODEL.get((model_name, data_kind), DEFAULT_MATCH[data_kind])
+    return ConfigError(
+        f"model={model_name} needs {model_kind} data but data={data_name} is {data_kind} data; "
+        f"choose a {model_kind} dataset (e.g. data={EXAMPLE_DATA[model_kind]}) or model={match} for {data_kind} data"
+    )
+
+
+def _check_kinds(cfg: DictConfig) -> None:
+    from hydra.utils import get_class
+
+    model_target = OmegaConf.select(cfg, "model._target_", default=None)
+    data_target = OmegaConf.select(cfg, "data._target_", default=None)
+    if not model_target or not data_target:
+        return
+    try:
+        model_cls, data_cls = get_class(model_target), get_class(data_target)
+    except Exception as err:
+        raise ConfigError(f"model._target_={model_target} / data._target_={data_target}: {err}") from None
+    model_kind, data_kind = getattr(model_cls, "data_kind", "graph"), getattr(data_cls, "kind", "graph")
+    if model_kind != data_kind and data_kind in DEFAULT_MATCH and model_kind in EXAMPLE_DATA:
+        raise kind_mismatch(_choice(cfg, "model") or model_cls.__name__, model_kind,
+                            _choice(cfg, "data") or data_cls.__name__, data_kind)
+
+
+def check_topk(cfg: DictConfig, num_items: int, where: str) -> None:
+    """Every K of ``model.topk`` is at most the number of items."""
+    topk = _value(cfg, "model.topk")
+    if isinstance(topk, list) and topk and all(_is_int(k) for k in topk) and max(topk) > num_items:
+        raise ConfigError(f"model.topk={_show(topk)}: K={max(topk)} exceeds the {num_items} items of {where}; "
+                          f"must be integers in [1, {num_items}]")
+
+
+def _check_devices(cfg: DictConfig) -> None:
+    from recsys.utils.devices import resolve_trainer_config
+
+    trainer = cfg.get("trainer")
+    if not isinstance(trainer, DictConfig):
+        return
+    keys = [k for k in ("gpus", "accelerator", "devices", "strategy") if k in trainer]
+    resolve_trainer_config(OmegaConf.masked_copy(trainer, keys))
+
+
+def validate_config(cfg: DictConfig, task: str = "train") -> None:
+    """Raise a ``ConfigError`` for the first impossible setting of the composed ``cfg`` of ``task``
+    (``train`` | ``eval`` | ``recommend``); reads no data and writes nothing."""
+    _check_rules(cfg, task)
+    if task == "train":
+        _check_kinds(cfg)
+        num_items = _value(cfg, "data.source.num_items")
+        if _is_int(num_items):
+            check_topk(cfg, num_items, f"data.source (data.source.num_items={num_items})")
+    if task in ("train", "eval"):
+        _check_devices(cfg)
+
+
+def validate_against_data(cfg: DictConfig, datamodule: Any) -> None:
+    """Checks that need the loaded data (after ``build_datamodule``, before the model is built)."""
+    info = getattr(datamodule, "info", None)
+    num_items = getattr(info, "num_items", None)
+    if _is_int(num_items):
+        check_topk(cfg, num_items, f"data={_choice(cfg, 'data') or type(datamodule).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# command line and Hydra
+
+
+def _report(err: ConfigError) -> None:
+    print(f"error: {err}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+# flags of the Hydra command line that take a value
+_FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--cfg", "-c", "--package", "-p",
+                     "--info", "-i", "--experimental-rerun"}
+
+
+def check_group_choices(argv: Sequence[str], config_dir: str | Path) -> None:
+    """``group=choice`` overrides (comma lists of ``-m`` included) must name a file ``configs/<group>/<choice>.yaml``.
+
+    Skipped: ``+``/``~`` overrides, ``hydra/…`` groups (plugins), keys with ``.``, ``null``, sweep functions
+    (``choice(...)``), and the whole check when the command line adds config directories."""
+    config_dir = Path(config_dir)
+    if any(a in ("--config-dir", "-cd") or a.startswith(("--config-dir=", "hydra.searchpath")) for a in argv):
+        return
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in _FLAGS_WITH_VALUE:
+            skip = True
+            continue
+        if arg.startswith(("-", "+", "~")) or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        if "." in key or "@" in key or key.startswith("hydra/") or key == "hydra" or not (config_dir / key).is_dir():
+            continue
+        if not value or "(" in value or "[" in value or value == "null":
+            continue
+        valid = sorted(str(p.relative_to(config_dir / key).with_suffix(""))
+                       for p in (config_dir / key).rglob("*.yaml"))
+        for choice in (c.strip() for c in value.split(",")):
+            if choice and choice != "null" and choice not in valid:
+                raise ConfigError(f"{key}={choice}: unknown choice; valid: {', '.join(valid)}")
+
+
+def preflight(argv: Sequence[str], config_dir: str | Path) -> None:
+    """``check_group_choices`` for a root script: one ``error:`` line and exit code 2 on an unknown choice."""
+    try:
+        check_group_choices(argv, config_dir)
+    except ConfigError as err:
+        _report(err)
+
+
+def _task_of(config: DictConfig) -> str:
+    return str(OmegaConf.select(config, "hydra.job.config_name", default=None) or "train")
+
+
+class ValidateConfig(Callback):
+    """Hydra callback: ``validate_config`` before the run (or sweep) folder is created; exit code 2 on failure.
+
+    ``max_jobs``: a basic-sweeper multirun with more jobs than this is validated per job instead."""
+
+    def __init__(self, max_jobs: int = 256) -> None:
+        self.max_jobs = max_jobs
+        self._sweep_validated = False
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._validate(config)
+
+    def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
+        jobs = self._sweep_jobs(config)
+        if jobs is None:
+            return
+        from hydra import compose
+
+        for overrides in jobs:
+            self._validate(compose(config_name=config_name, overrides=overrides, return_hydra_config=True))
+        self._sweep_validated = True
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if str(OmegaConf.select(config, "hydra.mode", default="")) == "RunMode.MULTIRUN" and not self._sweep_validated:
+            self._validate(config)
+
+    def _validate(self, config: DictConfig) -> None:
+        try:
+            validate_config(config, _task_of(config))
+        except ConfigError as err:
+            _report(err)
+
+    def _sweep_jobs(self, config: DictConfig) -> list[list[str]] | None:
+        """Every job's overrides, as the basic sweeper expands them; ``None`` for other sweepers or too many."""
+        target = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
+        if not target.endswith("BasicSweeper"):
+            return None
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+        arguments = [f"{k}={v}" for k, v in params.items()]
+        arguments += list(OmegaConf.select(config, "hydra.overrides.task", default=None) or [])
+        overrides = OverridesParser.create().parse_overrides(arguments)
+        combos = 1
+        for o in overrides:
+            if o.is_sweep_override():
+                if not o.is_discrete_sweep():
+                    return None
+                combos *= len(list(o.sweep_string_iterator()))
+        if combos > self.max_jobs:
+            return None
+        return [list(job) for job in itertools.chain.from_iterable(BasicSweeper.split_arguments(overrides, None))]

@@ -1,0 +1,49 @@
+"""Bad configurations stop before any work: exit code 2, one `error:` line, no run folder; piped logs stay small."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.conftest import TINY_DATA, check, run_script
+
+
+@pytest.mark.parametrize(("overrides", "needles"), [
+    (["model.optimizer.lr=-1"], ["model.optimizer.lr=-1", "> 0"]),
+    (["trainer.max_epochs=-5"], ["trainer.max_epochs=-5", "-1 for no limit"]),
+    (["sampler=nosuch"], ["sampler=nosuch", "valid: gru4rec, hard, in_batch, popularity, uniform"]),
+    (["model=pop", "data=synthetic_sessions"], ["model=pop", "data=synthetic_sessions", "model=session_pop"]),
+    (["model.topk=[100000]"], ["model.topk=[100000]", "2000 items"]),
+])
+def test_bad_config_exits_2_with_one_line_and_no_run_folder(tmp_path, overrides, needles):
+    run = tmp_path / "run"
+    proc = run_script("train.py", *overrides, f"hydra.run.dir={run}", f"paths.data_dir={tmp_path / 'data'}",
+                      "extras.print_config=false", timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert all(n in lines[0] for n in needles), lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not run.exists() and not (tmp_path / "data").exists()
+
+
+def test_multirun_with_one_bad_job_writes_no_sweep_folder(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_script("train.py", "-m", "model.optimizer.lr=0.01,-1", f"hydra.sweep.dir={sweep}",
+                      "extras.print_config=false", timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "model.optimizer.lr=-1" in lines[0], proc.stderr[-3000:]
+    assert not sweep.exists()
+
+
+@pytest.mark.slow  # ~15 s: a real (tiny) training run
+def test_piped_progress_bars_redraw_by_time_not_per_step(tmp_path):
+    # 500 users / batch 8 -> ~2,400 training steps + eval batches; Lightning's per-step redraws write ~200 KB
+    run = tmp_path / "run"
+    proc = check(run_script(
+        "train.py", f"hydra.run.dir={run}", f"paths.data_dir={tmp_path / 'data'}", *TINY_DATA,
+        "data.batch_size=8", "data.eval_batch_size=16", "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1",
+        "model.embedding_dim=8", "model.num_layers=1", "extras.print_config=false", "~callbacks.model_summary",
+    ))
+    assert "Epoch 1" in proc.stdout  # the bar was drawn
+    assert len(proc.stdout.encode()) < 50_000, len(proc.stdout.encode())

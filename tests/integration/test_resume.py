@@ -1,0 +1,120 @@
+"""Resume: a run SIGKILLed during training and resumed with ``ckpt_path=<run>`` / ``ckpt_path=last`` ends with
+the metrics of the uninterrupted run (deterministic mode), in its own folder; NaN losses stop the run.
+
+The kill is a real SIGKILL of the training process, sent by ``tests.integration.killer.KillAt`` (added from the
+command line) at an epoch start (right after the previous epoch's checkpoints) or after a given batch."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.integration.conftest import TINY_DATA, TRAIN_QUIET, check, read_metrics, run_script
+
+GRAPH = [*TINY_DATA, "model.embedding_dim=16"]
+SESSIONS = ["data.source.num_items=100", "data.source.num_sessions=600", "data.source.num_days=5",
+            "sampler.n_sample=16", "model.layers=[16]"]
+MODELS = {
+    "lightgcn": ["model=lightgcn", *GRAPH, "model.num_layers=2"],
+    # dropout on: the resumed run must draw the same dropout masks
+    "ngcf": ["model=ngcf", *GRAPH, "model.num_layers=2", "model.node_dropout=0.2", "model.message_dropout=0.3",
+             "model.optimizer.lr=0.01"],
+    "mf": ["model=mf", *GRAPH],
+    # a store of 10 rows of negatives: redrawn several times per epoch, mid-store at the epoch boundary
+    "gru4rec": ["model=gru4rec", *SESSIONS, "model.sample_store_size=160", "model.dropout_embed=0.2",
+                "model.dropout_hidden=0.3"],
+}
+EPOCHS = 4
+KILL = "+callbacks.killer._target_=tests.integration.killer.KillAt"
+SIGKILL_CODES = (-9, 137)
+
+
+def common(tmp_path: Path) -> list[str]:
+    return [f"paths.data_dir={tmp_path / 'data'}", *TRAIN_QUIET, f"trainer.max_epochs={EPOCHS}",
+            "trainer.deterministic=true", "callbacks.early_stopping.patience=100"]
+
+
+def test_metrics(run: Path) -> dict[str, float]:
+    return {k: v for k, v in read_metrics(run).items() if k.startswith(("test/", "val/"))}
+
+
+test_metrics.__test__ = False  # a helper, not a test
+
+
+def assert_same_metrics(a: Path, b: Path) -> None:
+    ma, mb = test_metrics(a), test_metrics(b)
+    assert any(k.startswith("test/") for k in ma) and ma.keys() == mb.keys()
+    for key, value in ma.items():
+        assert abs(mb[key] - value) <= 1e-6, (key, value, mb[key])
+    assert read_metrics(a)["best_epoch"] == read_metrics(b)["best_epoch"]
+
+
+def logged_val_epochs(run: Path) -> list[int]:
+    with open(run / "csv" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    key = next(k for k in rows[0] if k.startswith("val/recall"))
+    return sorted({int(r["epoch"]) for r in rows if r.get(key)})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("model", "kill", "val_every"), [
+    ("lightgcn", ["+callbacks.killer.epoch=2"], 1),
+    ("ngcf", ["+callbacks.killer.epoch=2", "+callbacks.killer.batch=1"], 2),  # mid-epoch, no validation in epoch 1
+    ("mf", ["+callbacks.killer.epoch=1"], 1),  # resumed with ckpt_path=last
+    ("gru4rec", ["+callbacks.killer.epoch=2", "+callbacks.killer.batch=5"], 1),  # mid-epoch
+])
+def test_sigkilled_run_resumes_in_its_folder_with_the_uninterrupted_metrics(tmp_path, model, kill, val_every):
+    args = [*MODELS[model], *common(tmp_path), f"trainer.check_val_every_n_epoch={val_every}"]
+    env = {"OMP_NUM_THREADS": "1"}
+    check(run_script("train.py", *args, f"hydra.run.dir={tmp_path / 'a'}", env=env))
+
+    by_last = model == "mf"  # the run folder is found under paths.log_dir instead of being named
+    where = [f"paths.log_dir={tmp_path / 'logs'}"] if by_last else [f"hydra.run.dir={tmp_path / 'b'}"]
+    killed = run_script("train.py", *args, *where, KILL, *kill, env=env)
+    assert killed.returncode in SIGKILL_CODES, killed.stderr[-3000:]
+    if by_last:
+        (run_b,) = (tmp_path / "logs" / "train" / "runs").iterdir()
+    else:
+        run_b = tmp_path / "b"
+    assert not (run_b / "metrics.json").exists()
+    last = run_b / "checkpoints" / "last.ckpt"
+    epoch_of_last = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
+    kill_epoch = int(kill[0].rsplit("=", 1)[1])
+    assert epoch_of_last == kill_epoch - 1  # mid-epoch: the previous epoch's checkpoint
+
+    # the model/data overrides come from the checkpoint: only the killer is dropped on the command line
+    resume = ["ckpt_path=last", *where] if by_last else [f"ckpt_path={run_b}"]
+    check(run_script("train.py", *resume, "~callbacks.killer", env=env))
+
+    assert_same_metrics(tmp_path / "a", run_b)
+    metrics = read_metrics(run_b)
+    assert metrics["resumed_from"] == str(last.resolve())
+    assert metrics["epochs_trained"] == EPOCHS
+    assert Path(metrics["best_checkpoint"]).parent == (run_b / "checkpoints").resolve()
+    if by_last:
+        assert len(list((tmp_path / "logs" / "train" / "runs").iterdir())) == 1  # no new run folder
+    # the CSV log continues: every validated epoch of both parts is there
+    assert logged_val_epochs(run_b) == logged_val_epochs(tmp_path / "a")
+    assert not list((run_b / "checkpoints").glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_with_epoch_step_and_last_good_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    proc = run_script("train.py", "model=mf", *GRAPH, *TRAIN_QUIET, f"paths.data_dir={tmp_path / 'data'}",
+                      f"hydra.run.dir={run}", "trainer.max_epochs=5", "trainer.check_val_every_n_epoch=1",
+                      # fine for two epochs, then the learning rate explodes the embeddings
+                      "+callbacks.blowup._target_=tests.integration.killer.ScaleLrAt", "+callbacks.blowup.epoch=2")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    line = lines[0]
+    assert "training loss is not finite" in line and "at epoch 2, batch " in line, line
+    last = run / "checkpoints" / "last.ckpt"
+    assert f"last good checkpoint: {last.resolve()}" in line, line
+    payload = torch.load(last, map_location="cpu", weights_only=True)
+    assert payload["epoch"] == 1 and all(torch.isfinite(t).all() for t in payload["state_dict"].values())
+    assert not (run / "metrics.json").exists()
