@@ -26,6 +26,23 @@ def test_bad_config_exits_2_with_one_line_and_no_run_folder(tmp_path, overrides,
     assert not run.exists() and not (tmp_path / "data").exists()
 
 
+@pytest.mark.parametrize(("script", "overrides", "needle"), [
+    ("train.py", ["model.optimizer.lr=-1"], "model.optimizer.lr=-1"),
+    ("train.py", ["-m", "sampler=uniform,nosuch"], "sampler=nosuch"),
+    ("train.py", ["-m", "trainer.max_epochs=1,-5"], "trainer.max_epochs=-5"),
+    ("eval.py", ["ckpt_path=missing.ckpt", "trainer.max_epochs=-5"], "trainer.max_epochs=-5"),
+])
+def test_default_layout_gets_no_log_folder(tmp_path, script, overrides, needle):
+    # the default run/sweep folders live under paths.log_dir: nothing may appear there
+    logs = tmp_path / "logs"
+    proc = run_script(script, *overrides, f"paths.log_dir={logs}", f"paths.data_dir={tmp_path / 'data'}",
+                      "extras.print_config=false", timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {needle}:"), proc.stderr[-3000:]
+    assert not logs.exists() and not (tmp_path / "data").exists()
+
+
 def test_multirun_with_one_bad_job_writes_no_sweep_folder(tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_script("train.py", "-m", "model.optimizer.lr=0.01,-1", f"hydra.sweep.dir={sweep}",

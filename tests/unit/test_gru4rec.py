@@ -339,15 +339,36 @@ def test_ranks_with_ties_against_brute_force(mode):
     assert values["ndcg@10"].item() == pytest.approx(np.mean(np.where(exp <= 10, 1.0 / np.log2(exp + 1), 0.0)), abs=1e-6)
 
 
-def test_update_ranks_equals_update_on_one_hot_hit_rows():
+def brute_single_target_metrics(rank: float, k: int) -> dict[str, float]:
+    """One relevant item at 1-based ``rank`` (|T| = 1, IDCG = 1), written per metric in plain Python."""
+    hit = rank <= k
+    return {"recall": float(hit), "ndcg": 1.0 / math.log2(rank + 1.0) if hit else 0.0,
+            "precision": 1.0 / k if hit else 0.0, "hit_rate": float(hit), "mrr": 1.0 / rank if hit else 0.0}
+
+
+@pytest.mark.parametrize("fractional", [False, True])
+def test_update_ranks_and_one_hot_hit_rows_match_brute_force(fractional):
+    """Both update paths against a per-row Python reference (all five metrics); fractional ranks are what the
+    ``median`` tie rule produces (ranks path only: a hit row cannot hold them)."""
+    ks = (1, 5, 20, 30)
     g = torch.Generator().manual_seed(3)
-    ranks = torch.randint(1, 40, (200,), generator=g)  # some beyond the widest cut-off
-    hits = torch.arange(1, 31)[None, :] == ranks[:, None]  # (200, 30): the item at rank r is the relevant one
-    by_rows, by_ranks = TopKMetrics((1, 5, 20, 30)), TopKMetrics((1, 5, 20, 30))
-    by_rows.update(hits, torch.ones_like(ranks))
-    by_ranks.update(ranks=ranks)
-    torch.testing.assert_close(by_ranks.sums, by_rows.sums, rtol=1e-12, atol=1e-12)
-    assert float(by_ranks.count) == float(by_rows.count) == 200
+    ranks = torch.randint(1, 40, (200,), generator=g).double()  # some beyond the widest cut-off
+    if fractional:
+        ranks = ranks + 0.5 * (torch.rand(200, generator=g) < 0.5)
+    want = {f"{m}@{k}": sum(brute_single_target_metrics(float(r), k)[m] for r in ranks.tolist()) / 200
+            for m in ("recall", "ndcg", "precision", "hit_rate", "mrr") for k in ks}
+    paths = {"ranks": TopKMetrics(ks)}
+    paths["ranks"].update(ranks=ranks)
+    if not fractional:
+        hits = torch.arange(1, 31)[None, :] == ranks[:, None]  # (200, 30): the item at rank r is the relevant one
+        paths["rows"] = TopKMetrics(ks)
+        paths["rows"].update(hits, torch.ones(200, dtype=torch.long))
+    for path, metric in paths.items():
+        assert float(metric.count) == 200, path
+        got = metric.compute()
+        assert set(got) == set(want), path
+        for key, value in want.items():
+            assert float(got[key]) == pytest.approx(value, abs=1e-6), (path, key)
 
 
 @pytest.mark.filterwarnings("error:The ``compute`` method")  # torchmetrics: compute() before any update()

@@ -108,7 +108,8 @@ def test_csr_matmul_backward_uses_transpose_on_non_symmetric_matrix():
     m, n = 5, 7
     pairs = random_pairs(4, m, n, 14)
     adj = random_walk_adjacency(csr_from(pairs, m, n))
-    dense = adj.to_dense()
+    a = dense_bipartite(pairs, m, n) + np.eye(m + n)  # D̃⁻¹(A+I), built without the library
+    dense = torch.from_numpy(a / a.sum(1, keepdims=True)).float()
     assert not torch.allclose(dense, dense.T)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(m + n, 3, generator=g, requires_grad=True)
@@ -389,12 +390,14 @@ def test_propagation_follows_the_input_dtype_outside_autocast(dtype):
     """precision=64-true propagates in float64 (exactly the dense double product); *-true half precisions get
     their own dtype back (computed in float32), so the next dense layer sees matching dtypes."""
     m, n = 5, 6
-    adj = LightGCNEncoder.build_adjacency(csr_from(random_pairs(2, m, n, 15), m, n))
+    pairs = random_pairs(2, m, n, 15)
+    adj = LightGCNEncoder.build_adjacency(csr_from(pairs, m, n))
     x = torch.randn(m + n, 3, dtype=torch.float64).to(dtype).requires_grad_()
     y = adj @ x
     (y.double() * torch.arange(3.0, dtype=torch.float64)).sum().backward()
     assert y.dtype == dtype and x.grad.dtype == dtype
-    dense = adj.to_dense().double()
+    # built without the library; the adjacency stores float32 values (documented), which 64-true upcasts
+    dense = torch.from_numpy(dense_sym_norm(dense_bipartite(pairs, m, n)).astype(np.float32).astype(np.float64))
     want_y = dense @ x.detach().double()
     want_grad = dense.T @ torch.arange(3.0, dtype=torch.float64).expand(m + n, 3)
     if dtype == torch.float64:

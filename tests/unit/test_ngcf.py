@@ -141,6 +141,9 @@ def test_next_layer_gets_unnormalised_output() -> None:
     l2 = enc.layers[1]
     wrong = F.leaky_relu(side @ l2.w1 + l2.b1, 0.2) + F.leaky_relu((x1n * side) @ l2.w2 + l2.b2, 0.2)
     assert not torch.allclose(F.normalize(wrong, dim=1), blocks[2], atol=1e-4)
+    # and it is the dense float64 formula that feeds layer 2 the raw (unnormalised) layer-1 output
+    expected = dense_ngcf(enc, "rw_self_loop", bias=True, per_branch=True, normalize=True)
+    torch.testing.assert_close(torch.cat([users, items]).double(), expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(("sizes", "bias"), [([64, 64, 64], True), ([64, 64, 64], False), ([32, 16], True), ([], True)])
@@ -215,9 +218,13 @@ def test_mf_config_is_lightgcn_with_zero_layers() -> None:
     u, i = mf()
     u2, i2 = lgn(mf.adjacency())
     assert torch.equal(u, u2) and torch.equal(i, i2)
-    assert torch.equal(u, mf.encoder.user_embedding.weight)
+    assert torch.equal(u, mf.encoder.user_embedding.weight) and torch.equal(i, mf.encoder.item_embedding.weight)
     mf.prepare_scoring()
-    torch.testing.assert_close(mf.score_users(torch.arange(M)), u @ i.T)
+    # MF score: the inner product of the raw ego rows, one (user, item) pair at a time
+    eu = mf.encoder.user_embedding.weight.detach().double().tolist()
+    ei = mf.encoder.item_embedding.weight.detach().double().tolist()
+    want = torch.tensor([[sum(a * b for a, b in zip(eu[r], ei[c], strict=True)) for c in range(N)] for r in range(M)])
+    torch.testing.assert_close(mf.score_users(torch.arange(M)).double(), want.double(), rtol=1e-5, atol=1e-6)
     mf.finish_scoring()
 
 

@@ -383,16 +383,26 @@ def test_masked_bpr_loss_matches_brute_force():
     mask = torch.rand(5, 4, generator=g) > 0.4
     terms = [math.log1p(math.exp(neg[b, j] - pos[b])) for b in range(5) for j in range(4) if mask[b, j]]
     assert float(bpr_loss(pos, neg, mask)) == pytest.approx(sum(terms) / len(terms), rel=1e-6)
-    assert float(bpr_loss(pos, neg, torch.ones(5, 4, dtype=torch.bool))) == pytest.approx(float(bpr_loss(pos, neg)))
+    every = [math.log1p(math.exp(neg[b, j] - pos[b])) for b in range(5) for j in range(4)]
+    assert float(bpr_loss(pos, neg, torch.ones(5, 4, dtype=torch.bool))) == pytest.approx(sum(every) / 20, rel=1e-6)
     assert float(bpr_loss(pos, neg, torch.zeros(5, 4, dtype=torch.bool))) == 0.0
 
 
-def test_embedding_l2_sq_equals_embedding_l2():
+def test_embedding_l2_sq_matches_the_row_by_row_formula():
+    """½ Σ_b (‖e_u‖² + ‖e_i‖² + mean_j ‖e_j‖²) / B, the squared norms summed element by element in Python."""
     g = torch.Generator().manual_seed(0)
-    u, i, j = torch.randn(6, 3, generator=g), torch.randn(6, 3, generator=g), torch.randn(6, 4, 3, generator=g)
-    ref = embedding_l2(u, i, j)
+    u, i, j = (torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randn(6, 3, generator=g, dtype=torch.float64),
+               torch.randn(6, 4, 3, generator=g, dtype=torch.float64))
+    un, jn = u.tolist(), j.tolist()
+    sq = lambda v: sum(x * x for x in v)  # noqa: E731
+    total = sum(0.5 * (sq(un[b]) + sq(i[b].tolist()) + sum(sq(jn[b][k]) for k in range(4)) / 4) for b in range(6))
     got = embedding_l2_sq(u.pow(2).sum(-1), i.pow(2).sum(-1), j.pow(2).sum(-1).mean(1))
-    assert float(got) == pytest.approx(float(ref), rel=1e-6)
+    assert float(got) == pytest.approx(total / 6, rel=1e-12)
+    # hand case: B = 2, squared norms (1, 4, 9) and (0, 2, 5) → ½ (1 + 4 + 9 + 0 + 2 + 5) / 2 = 21/4
+    got = embedding_l2_sq(torch.tensor([1.0, 0.0]), torch.tensor([4.0, 2.0]), torch.tensor([9.0, 5.0]))
+    assert float(got) == pytest.approx(21 / 4)
+    # with n explicit negatives it is embedding_l2, whose own formula test is in test_losses.py
+    assert float(embedding_l2(u, i, j)) == pytest.approx(total / 6, rel=1e-12)
 
 
 def test_batch_negative_scores_dispatch_matches_dense_reference():

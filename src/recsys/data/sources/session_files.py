@@ -33,6 +33,7 @@ from recsys.data.session_preprocess import (
     split_codes,
 )
 from recsys.data.sources.files import file_identity
+from recsys.data.sources.textparse import utf8_error
 from recsys.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -164,14 +165,7 @@ def _first_bad_line(lines: Sequence[str], parse: Callable[[Sequence[str]], Any])
 
 def _decode_error(path: Path) -> DataError:
     """The line of the first byte that is not UTF-8 (error path: the file is read again as bytes)."""
-    raw = path.read_bytes()
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        return DataError(f"{path}, line {line}: byte {raw[e.start:e.start + 1]!r} is not valid UTF-8; "
-                         "expected UTF-8 text")
-    return DataError(f"{path}: not valid UTF-8 text")
+    return utf8_error(path, path.read_bytes())
 
 
 def read_text(path: Path) -> str:

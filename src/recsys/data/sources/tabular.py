@@ -16,6 +16,7 @@ import numpy as np
 
 from recsys.data.preprocess import TEST, TRAIN, VALID, Interactions
 from recsys.data.sources.files import FileGraphSource
+from recsys.data.sources.textparse import utf8_error
 from recsys.errors import ConfigError, DataError
 
 FORMATS = ("auto", "csv", "tsv", "parquet")
@@ -163,13 +164,7 @@ def _decode_error(path: Path, src: Any, err: UnicodeDecodeError) -> DataError:
         raw = bytes(src)
     else:
         raw = Path(src).read_bytes()
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        return DataError(f"{path}, line {line}: byte {raw[e.start:e.start + 1]!r} is not valid UTF-8; "
-                         "expected UTF-8 text")
-    return DataError(f"{path}: not valid UTF-8 text ({err})")
+    return utf8_error(path, raw, str(err))
 
 
 def _check_columns(path: Path, wanted: list[str | int], available: list[Any]) -> None:

@@ -138,3 +138,15 @@ def parse_columns(
         starts = np.cumsum(counts) - counts
         table = tokens.values[starts[:, None] + np.arange(width)[None, :]]
     return table, np.flatnonzero(nonblank)
+
+
+def utf8_error(path: Path | str, raw: bytes, detail: str = "") -> DataError:
+    """The :class:`DataError` for a file that is not UTF-8: the line and the first bad byte of ``raw`` (the
+    file's bytes; error path only)."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        return DataError(f"{path}, line {line}: byte {raw[e.start:e.start + 1]!r} is not valid UTF-8; "
+                         "expected UTF-8 text")
+    return DataError(f"{path}: not valid UTF-8 text{f' ({detail})' if detail else ''}")
