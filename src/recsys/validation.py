@@ -127,11 +127,15 @@ EXAMPLE_DATA = {"session": "synthetic_sessions", "graph": "synthetic_graph"}
 # the checks
 
 
+NOT_SETTINGS = ("hydra", "optuna")
+
+
 def _leaves(node: DictConfig, prefix: str = "") -> Iterator[str]:
-    """Dotted keys of every non-mapping value (lists are values), outside ``hydra``."""
+    """Dotted keys of every non-mapping value (lists are values), outside ``hydra`` and ``optuna`` (a search
+    space of sweep expressions, not settings: each trial's values are validated as that trial's config)."""
     for key in node:
         path = f"{prefix}{key}"
-        if path == "hydra":
+        if path in NOT_SETTINGS:
             continue
         child = node._get_node(key)
         if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():

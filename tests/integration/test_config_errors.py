@@ -55,12 +55,12 @@ def test_multirun_with_one_bad_job_writes_no_sweep_folder(tmp_path):
 
 @pytest.mark.slow  # ~15 s: a real (tiny) training run
 def test_piped_progress_bars_redraw_by_time_not_per_step(tmp_path):
-    # 500 users / batch 8 -> ~2,400 training steps + eval batches; Lightning's per-step redraws write ~200 KB
+    # 500 users / batch 8 -> ~1,200 training steps + eval batches; Lightning's per-step redraws write ~100 KB
     run = tmp_path / "run"
     proc = check(run_script(
         "train.py", f"hydra.run.dir={run}", f"paths.data_dir={tmp_path / 'data'}", *TINY_DATA,
-        "data.batch_size=8", "data.eval_batch_size=16", "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1",
+        "data.batch_size=8", "data.eval_batch_size=16", "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1",
         "model.embedding_dim=8", "model.num_layers=1", "extras.print_config=false", "~callbacks.model_summary",
     ))
-    assert "Epoch 1" in proc.stdout  # the bar was drawn
-    assert len(proc.stdout.encode()) < 50_000, len(proc.stdout.encode())
+    assert "Epoch 0" in proc.stdout  # the bar was drawn
+    assert len(proc.stdout.encode()) < 30_000, len(proc.stdout.encode())

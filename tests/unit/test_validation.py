@@ -33,6 +33,7 @@ def error_of(*overrides: str, task: str = "train") -> str:
     [], ["model=ngcf"], ["model=mf"], ["model=pop"], ["model=gru4rec"], ["model=session_pop"], ["model=spop"],
     ["model=item_knn"], ["sampler=hard"], ["sampler=in_batch"], ["experiment=lightgcn_synthetic"],
     ["trainer.max_epochs=-1"], ["trainer.max_epochs=0"], ["model.topk=[2000]"],
+    ["hparams_search=lightgcn_optuna"], ["hparams_search=ngcf_optuna"],  # search spaces are not settings
 ])
 def test_shipped_configs_are_valid(overrides):
     validate_config(compose_cfg(*overrides), "train")
