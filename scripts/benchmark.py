@@ -141,59 +141,45 @@ def _time(fn: Callable[[], Any], repeat: int, device: str = "cpu") -> float:
 @section("graph-train-eval", "graph models: adjacency, epoch sampling, training step, full-ranking evaluation", _graph_args)
 def bench_graph(args: argparse.Namespace) -> list[Row]:
     """Torch phases report time only (tracemalloc does not see torch's allocator); see the peak RSS line."""
-    import functools
-
     import torch
 
+    from recsys.data.bpr_batches import BPREpochSampler
     from recsys.data.eval_batches import RankingEvalSet
-    from recsys.data.interactions import DatasetInfo
-    from recsys.data.sources.split_folder import SplitFolderSource
-    from recsys.data.sources.synthetic import SyntheticGraphSource
     from recsys.metrics import TopKMetrics
-    from recsys.models.components.lightgcn import LightGCNEncoder
-    from recsys.models.graph_module import GraphRecommender
-    from recsys.sampling import BPREpochSampler, UniformNegativeSampler
+    from recsys.models.components.adjacency import normalized_adjacency
+    from recsys.sampling import UniformNegativeSampler
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    source = SyntheticGraphSource() if args.path == "synthetic" else SplitFolderSource(dataset="gowalla", path=args.path)
-    splits = source.build()
-    train, test = splits.csr("train"), splits.csr("test")
-    info = DatasetInfo(splits.num_users, splits.num_items, train)
+    splits, info = _graph_data(args.path)
+    train, test = info.train, splits.csr("test")
     device = args.device
     where = device if device != "cpu" else f"{torch.get_num_threads()} threads"
     note = f"{splits.num_users:,} users, {splits.num_items:,} items, {train.nnz:,} train edges; {where}"
-    rows = [Row("build normalised adjacency (CSR + transpose)", _time(lambda: LightGCNEncoder.build_adjacency(train), args.repeat), None, note)]
+    edges = train.pairs()
+    t = _time(lambda: normalized_adjacency(*edges, splits.num_users, splits.num_items, "sym"), args.repeat)
+    rows = [Row("build normalised adjacency (symmetric CSR)", t, None, note)]
 
     sampler = UniformNegativeSampler().bind(train)
     epoch = BPREpochSampler(train, sampler, args.batch_size, seed=0)
-    t = _time(lambda: sum(1 for _ in epoch), args.repeat)
-    rows.append(Row("draw one BPR epoch (all batches, negatives rejected)", t, None, f"{len(epoch)} batches of {args.batch_size}"))
+    t = _time(lambda: sum(1 for _ in epoch.batches()), args.repeat)
+    rows.append(Row("draw one BPR epoch (all batches, negatives rejected)", t, None,
+                    f"{epoch.num_batches()} batches of {args.batch_size}"))
 
-    def model_for(layers: int) -> GraphRecommender:
-        return GraphRecommender(
-            info, encoder=functools.partial(LightGCNEncoder), optimizer=functools.partial(torch.optim.Adam, lr=1e-3),
-            embedding_dim=args.embedding_dim, num_layers=layers,
-        ).to(device)
-
-    batch = {key: value.to(device) for key, value in next(iter(epoch)).items()}
+    batch = {key: value.to(device) for key, value in next(epoch.batches()).items()}
     for layers in sorted({0, args.num_layers}):
-        model = model_for(layers)
-        model.log = lambda *a, **k: None  # outside a Trainer
-        opt = model.configure_optimizers()
-
-        def step(model: GraphRecommender = model, opt: torch.optim.Optimizer = opt) -> None:
-            opt.zero_grad()
-            model.training_step(batch, 0).backward()
-            opt.step()
-
-        step()
-        t = _time(step, args.repeat, device)
-        name = "MF (0 layers)" if layers == 0 else f"LightGCN ({layers} layers)"
-        rows.append(Row(f"training step {name}, d={args.embedding_dim}", t, None, f"≈ {t * len(epoch):.1f} s per epoch"))
+        model = _graph_model(info, "lightgcn", args.embedding_dim, layers, device)
+        for full in ([False, True] if layers else [False]):
+            step = _bare_step(model, batch, full_pass=full)
+            step()
+            t = _time(step, args.repeat, device)
+            name = "MF (0 layers)" if layers == 0 else f"LightGCN ({layers} layers)"
+            how = ", whole-graph last layer (naive)" if full else ""
+            rows.append(Row(f"training step {name}{how}, d={args.embedding_dim}", t, None,
+                            f"≈ {t * epoch.num_batches():.1f} s per epoch"))
 
     # the custom autograd (prebuilt CSR transpose) vs torch's built-in sparse backward
-    adj = LightGCNEncoder.build_adjacency(train).to(device)
+    adj = normalized_adjacency(*edges, splits.num_users, splits.num_items, "sym").to(device)
     x = torch.randn(adj.size, args.embedding_dim, device=device, requires_grad=True)
 
     def custom() -> None:
@@ -207,23 +193,73 @@ def bench_graph(args: argparse.Namespace) -> list[Row]:
     rows.append(Row("one propagation fwd+bwd, custom CSR autograd", _time(custom, args.repeat, device), None))
     rows.append(Row("one propagation fwd+bwd, torch.sparse.mm (COO) autograd", _time(builtin, args.repeat, device), None))
 
-    model = model_for(args.num_layers).eval()
-    metric = TopKMetrics((20,))
-    metric = metric.to(device)
+    model = _graph_model(info, "lightgcn", args.embedding_dim, args.num_layers, device).eval()
+    metric = TopKMetrics((20,)).to(device)
     evalset = RankingEvalSet(train, test, 1024)
-
-    def evaluate() -> None:  # batches built and moved as the DataLoader + Lightning would
-        with torch.no_grad():
-            model.prepare_scoring()
-            for i in range(len(evalset)):
-                model.evaluate_batch({key: value.to(device) for key, value in evalset[i].items()}, metric)
-            metric.compute()
-            metric.reset()
-
-    t = _time(evaluate, args.repeat, device)
+    t = _time(lambda: _evaluate_graph(model, evalset, metric, device), args.repeat, device)
     rows.append(Row("full-ranking test evaluation, all test users", t, None,
                     f"{evalset.users.numel():,} users × {splits.num_items:,} items, chunks of 1024"))
     return rows
+
+
+def _graph_data(path: str):
+    """(splits, DatasetInfo) of the embedded default (``synthetic``) or a Gowalla-format split folder."""
+    from recsys.data.interactions import DatasetInfo
+    from recsys.data.sources.split_folder import SplitFolderSource
+    from recsys.data.sources.synthetic import SyntheticGraphSource
+
+    source = SyntheticGraphSource() if path == "synthetic" else SplitFolderSource(dataset="gowalla", path=path)
+    splits = source.build()
+    return splits, DatasetInfo(splits.num_users, splits.num_items, splits.csr("train"))
+
+
+def _graph_model(info, name: str, dim: int, layers: int, device: str):
+    import functools
+
+    import torch
+
+    from recsys.models.components.lightgcn import LightGCNEncoder
+    from recsys.models.components.ngcf import NGCFEncoder
+    from recsys.models.graph_module import GraphRecommender
+
+    torch.manual_seed(0)
+    encoder = NGCFEncoder if name == "ngcf" else LightGCNEncoder
+    return GraphRecommender(info, encoder=functools.partial(encoder), optimizer=functools.partial(torch.optim.Adam, lr=1e-3),
+                            embedding_dim=dim, num_layers=layers).to(device)
+
+
+def _bare_step(model, batch, full_pass: bool = False) -> Callable[[], None]:
+    """One BPR step without Lightning: ``batch_loss`` → backward → Adam (``full_pass``: the whole-graph pass)."""
+    from recsys.models import graph_module
+
+    opt = model.configure_optimizers()
+
+    def step() -> None:
+        saved = graph_module.FULL_PASS_FRACTION
+        graph_module.FULL_PASS_FRACTION = 0.0 if full_pass else saved
+        try:
+            opt.zero_grad()
+            model.batch_loss(batch)[0].backward()
+            opt.step()
+        finally:
+            graph_module.FULL_PASS_FRACTION = saved
+
+    return step
+
+
+def _evaluate_graph(model, evalset, metric, device: str) -> None:
+    """The full-ranking pass as Lightning runs it: propagate once, then every batch (built and moved as the
+    DataLoader + Lightning would)."""
+    import torch
+
+    with torch.no_grad():
+        model.prepare_scoring()
+        for i in range(len(evalset)):
+            model.evaluate_batch({key: value.to(device) for key, value in evalset[i].items()}, metric)
+        metric.compute()
+        metric.reset()
+        model.finish_scoring()
+        model._score_buffer = None
 
 
 def _session_args(p: argparse.ArgumentParser) -> None:
@@ -234,66 +270,219 @@ def _session_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
 
 
-@section("session-gru4rec", "GRU4Rec: epoch planning, training steps/s, next-item evaluation events/s", _session_args)
-def bench_session(args: argparse.Namespace) -> list[Row]:
-    """Without Lightning (its per-step overhead comes on top; compare a run's ``fit_seconds``)."""
+def _session_setup(path: str, n_sample: int, device: str):
+    """(datamodule, GRU4Rec model with its optimiser configured, batch size) as ``experiment=gru4rec_rsc15``."""
     from functools import partial
 
     import torch
 
-    from recsys.data.session_batches import plan_session_parallel
     from recsys.data.session_datamodule import SessionDataModule
     from recsys.data.sources.session_files import PreparedSessionSource
     from recsys.data.sources.session_synthetic import SyntheticSessionSource
-    from recsys.models.components.gru4rec import AdagradM
-    from recsys.models.session_module import GRU4Rec
-    from recsys.sampling import InBatchNegativeSampler
+    from recsys.models.gru4rec_module import GRU4Rec
+    from recsys.optim import AdagradM
+    from recsys.sampling import SessionNegativeSampler
 
-    synthetic = args.path == "synthetic"
-    source = SyntheticSessionSource(seed=0) if synthetic else PreparedSessionSource(path=args.path)
-    batch_size, device = (64 if synthetic else 32), args.device
+    synthetic = path == "synthetic"
+    source = SyntheticSessionSource(seed=0) if synthetic else PreparedSessionSource(path=path)
+    batch_size = 64 if synthetic else 32
     dm = SessionDataModule(source, batch_size=batch_size, eval_batch_size=512, validate_on_test=True,
-                           negative_sampler=InBatchNegativeSampler(n_sample=args.n_sample, alpha=0.5))
+                           negative_sampler=SessionNegativeSampler(n_sample=n_sample, alpha=0.75), steps_per_chunk=1)
     dm.setup()
+    torch.manual_seed(0)
+    model = GRU4Rec(dm.info, partial(AdagradM, lr=0.1), logq=1.0, dropout_embed=0.1).to(device)
+    return dm, model, batch_size
+
+
+def _session_loop(model, chunks, device: str) -> Callable[[int, int], None]:
+    """The bare step loop: ``batch_loss`` → backward → AdagradM per session-parallel step, no Lightning."""
+    from recsys.models.session_recommender import session_steps
+
+    opt = model.configure_optimizers()
+    model.on_train_epoch_start()
+
+    def train(n: int, offset: int = 0) -> None:
+        for k in range(n):
+            chunk = {key: v.to(device) for key, v in chunks[(offset + k) % len(chunks)].items()}
+            for step in session_steps(chunk):
+                opt.zero_grad()
+                model.batch_loss(step)[0].backward()
+                opt.step()
+
+    return train
+
+
+@section("session-gru4rec", "GRU4Rec: epoch planning, training steps/s, next-item evaluation events/s", _session_args)
+def bench_session(args: argparse.Namespace) -> list[Row]:
+    """Without Lightning (the ``train-epoch`` section measures ``train.py``)."""
+    import torch
+
+    from recsys.data.session_batches import plan_session_parallel
+
+    device = args.device
+    dm, model, batch_size = _session_setup(args.path, args.n_sample, device)
     splits = dm.splits
     note = (f"{splits.num_items:,} items, {splits.train.num_events:,} train events, B={batch_size}, "
             f"n_sample={args.n_sample}, {torch.get_num_threads()} threads, {device}")
     rows = [Row("plan one epoch of session-parallel steps", _time(lambda: plan_session_parallel(splits.train, batch_size), args.repeat), None, note)]
 
-    batches = list(dm.train_dataloader())
-    torch.manual_seed(0)
-    model = GRU4Rec(dm.info, partial(AdagradM, lr=0.05), sample_store_size=args.n_sample * (args.steps + 50)).to(device)
-    opt = model.configure_optimizers()
-    model.on_train_start()
-    model.on_train_epoch_start()
-    model.next_negatives()  # fill the sample store outside the timing
-
-    def train(n: int, offset: int = 0) -> None:
-        for k in range(n):
-            b = {key: v.to(device) for key, v in batches[(offset + k) % len(batches)].items()}
-            loss = model.training_step(b, k)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
+    chunks = list(dm.train_dataloader())  # one step per chunk
+    train = _session_loop(model, chunks, device)
     train(20)
     t = _time(lambda: train(args.steps, 20), args.repeat, device)
+    events = sum(int(c["ptr"][-1]) for c in chunks[20 : 20 + args.steps])
     rows.append(Row(f"{args.steps} training steps (forward + backward + Adagrad)", t, None,
-                    f"{args.steps / t:.0f} steps/s, {args.steps * batch_size / t:,.0f} events/s; {len(batches)} steps per epoch"))
+                    f"{args.steps / t:.0f} steps/s, {events / t:,.0f} events/s; {len(chunks)} steps per epoch"))
 
-    test_batches = [{k: v.to(device) for k, v in b.items()} for b in dm.test_dataloader()]
+    test_chunks = [{k: v.to(device) for k, v in b.items()} for b in dm.test_dataloader()]
     model.eval()
 
     def evaluate() -> None:
         model.on_test_epoch_start()
         with torch.no_grad():
-            for b in test_batches:
+            for b in test_chunks:
                 model.evaluate_batch(b, model.test_metrics)
         model.test_metrics.reset()
 
     t = _time(evaluate, args.repeat, device)
     rows.append(Row("next-item test evaluation (rank over all items)", t, None,
                     f"{splits.test.num_steps:,} events, {splits.test.num_steps / t:,.0f} events/s"))
+    return rows
+
+
+def _train_epoch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--graph-path", default=str(ROOT.parent / "shared" / "datasets" / "gowalla"),
+                   help="Gowalla split folder, or 'synthetic' (the embedded default); '' skips the graph part")
+    p.add_argument("--graph-model", default="lightgcn", choices=["lightgcn", "ngcf", "mf"])
+    p.add_argument("--graph-batch-size", type=int, default=0, help="0: 2048 (LightGCN, MF), 1024 (NGCF, official)")
+    p.add_argument("--session-path", default=str(ROOT.parent / "shared" / "datasets" / "rsc15_100k"),
+                   help="RSC15 prepared folder, or 'synthetic'; '' skips the session part")
+    p.add_argument("--json", default="benchmark.json", help="where the flat results go")
+    p.add_argument("--override", action="append", default=[], help="extra train.py override (repeatable)")
+
+
+def _train_in_process(overrides: list[str], out: Path) -> dict[str, Any]:
+    """``python train.py <overrides>`` in this process (Hydra compose; Lightning included); its metrics.json."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from recsys.train import train
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, f"paths.output_dir={out}", f"paths.work_dir={ROOT}",
+                                          f"paths.data_dir={out.parent / 'data'}", "extras.print_config=false",
+                                          "test=false", "~callbacks.progress_bar", "trainer.enable_progress_bar=false"])
+    return train(cfg)
+
+
+@section("train-epoch", "train.py epochs (Lightning included) against their floors measured here; writes benchmark.json",
+         _train_epoch_args)
+def bench_train_epoch(args: argparse.Namespace) -> list[Row]:
+    """Graph: one epoch of ``train.py`` (LightGCN on Gowalla by default; validation of one batch, no test) beside
+    (a) the naive floor = batches × (L full CSR products forward + L backward), (b) the bare step loop of the same
+    model without Lightning; then the full-ranking test of all users beside its floor (the score products into a
+    buffer + top-k, no masking or metrics). Session: one epoch of ``experiment=gru4rec_rsc15`` beside the bare
+    step loop. ``--repeat`` applies to the floors; each ``train.py`` epoch runs once (medians: rerun the section)."""
+    import json
+    import logging
+
+    import torch
+
+    from recsys.data.bpr_batches import BPREpochSampler
+    from recsys.data.eval_batches import RankingEvalSet
+    from recsys.metrics import TopKMetrics, rank_topk
+    from recsys.models.components.adjacency import normalized_adjacency
+    from recsys.sampling import UniformNegativeSampler
+
+    logging.getLogger("recsys").setLevel(logging.WARNING)
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    rows: list[Row] = []
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.graph_path:
+            name = args.graph_model
+            layers = {"mf": 0}.get(name, 3)
+            batch_size = args.graph_batch_size or (1024 if name == "ngcf" else 2048)
+            data = (["data=synthetic_graph"] if args.graph_path == "synthetic"
+                    else ["data=gowalla", f"data.path={args.graph_path}", "data.validate_on_test=true"])
+            overrides = [*data, f"model={name}", f"data.batch_size={batch_size}", "trainer.max_epochs=1",
+                         "+trainer.limit_val_batches=1", *args.override]
+            metrics = _train_in_process(overrides, Path(tmp) / "graph")
+            epoch_s = metrics["fit_seconds"]
+            splits, info = _graph_data(args.graph_path)
+            train = info.train
+            sampler = BPREpochSampler(train, UniformNegativeSampler().bind(train), batch_size, seed=0)
+            num_batches = sampler.num_batches()
+            note = f"{name}, {splits.num_users:,} users × {splits.num_items:,} items, {num_batches} batches of {batch_size}"
+            rows.append(Row("train.py: one epoch (fit_seconds: set-up, the epoch, one validation batch)", epoch_s, None, note))
+            results["train_epoch_s"] = epoch_s
+
+            norm = "rw_self_loop" if name == "ngcf" else "sym"
+            adj = normalized_adjacency(*train.pairs(), splits.num_users, splits.num_items, norm)
+            model = _graph_model(info, name, 64, layers, "cpu")
+            x = torch.randn(adj.size, 64, requires_grad=True)
+            if name == "ngcf":  # products + dense layers: the whole-graph encoder forward + backward
+                naive = lambda: model.encoder(adj).sum().backward()  # noqa: E731
+            else:
+                naive = lambda: [(adj @ x).sum().backward() for _ in range(layers)]  # noqa: E731
+            floor = _time(naive, args.repeat) * num_batches if layers else 0.0
+            rows.append(Row("naive floor: batches × whole-graph propagation fwd+bwd", floor, None,
+                            f"train.py / floor = {epoch_s / floor:.2f}" if floor else "MF: no propagation"))
+            results["train_floor_s"] = floor
+
+            batches = [next(sampler.batches())]
+            step = _bare_step(model, batches[0])
+            step()
+            bare = _time(step, args.repeat) * num_batches
+            rows.append(Row("bare step loop (batch_loss + backward + optimiser, no Lightning, no sampling)", bare, None,
+                            f"train.py / bare loop = {epoch_s / bare:.2f}"))
+            results["train_bare_loop_s"] = bare
+
+            evalset = RankingEvalSet(train, splits.csr("test"), 1024)
+            eval_model = model.eval()
+            metric = TopKMetrics((10, 20, 50))
+            eval_s = _time(lambda: _evaluate_graph(eval_model, evalset, metric, "cpu"), args.repeat)
+            with torch.no_grad():
+                user_emb, item_emb = (e.float() for e in eval_model())
+            buffer = torch.empty(1024, splits.num_items)
+
+            def eval_floor() -> None:
+                for lo in range(0, evalset.users.numel(), 1024):
+                    users = evalset.users[lo : lo + 1024]
+                    scores = torch.matmul(user_emb[users], item_emb.T, out=buffer[: users.numel()])
+                    rank_topk(scores, 50)
+
+            eval_floor_s = _time(eval_floor, args.repeat)
+            rows.append(Row("full-ranking test evaluation, all test users (propagation, mask, top-50, metrics)", eval_s,
+                            None, f"{evalset.users.numel():,} users"))
+            rows.append(Row("its floor: score products into a buffer + top-50", eval_floor_s, None,
+                            f"evaluation / floor = {eval_s / eval_floor_s:.2f}"))
+            results["eval_s"], results["eval_floor_s"] = eval_s, eval_floor_s
+
+        if args.session_path:
+            synthetic = args.session_path == "synthetic"
+            data = ["model=gru4rec"] if synthetic else ["experiment=gru4rec_rsc15", f"data.path={args.session_path}"]
+            metrics = _train_in_process([*data, "trainer.max_epochs=1", "+trainer.limit_val_batches=1", *args.override],
+                                        Path(tmp) / "session")
+            dm, model, _ = _session_setup(args.session_path, 2048, "cpu")
+            chunks = list(dm.train_dataloader())
+            events = sum(int(c["ptr"][-1]) for c in chunks)
+            epoch_s = metrics["fit_seconds"]
+            rows.append(Row("train.py: one GRU4Rec epoch (fit_seconds)", epoch_s, None,
+                            f"{len(chunks):,} steps, {events / epoch_s:,.0f} events/s"))
+            loop = _session_loop(model, chunks, "cpu")
+            loop(20)
+            n = min(len(chunks), 400)
+            t = _time(lambda: loop(n, 20), args.repeat)
+            floor_events = sum(int(chunks[(20 + k) % len(chunks)]["ptr"][-1]) for k in range(n)) / t
+            rows.append(Row(f"bare step loop ({n} steps, no Lightning)", t, None,
+                            f"{floor_events:,.0f} events/s; train.py / bare loop = {events / epoch_s / floor_events:.2f}×"))
+            results["session_train_events_per_s"] = events / epoch_s
+            results["session_floor_events_per_s"] = floor_events
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    Path(args.json).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {args.json}: {json.dumps(results, sort_keys=True)}", file=sys.stderr)
     return rows
 
 

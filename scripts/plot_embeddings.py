@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.data.interactions import atomic_write
 from recsys.embedding_separation import load_graph_run, measure, project_2d
 from recsys.errors import RecsysError
+from recsys.io import atomic_write_text
 from recsys.utils.plots import plot_embedding_panels
 
 COLUMNS = ["run", "model", "layers", "data", "users", "items", "silhouette", "own_minus_other_cos", "checkpoint"]
@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write(out / "separation.csv", lambda f: f.write(buf.getvalue().encode()))
+    atomic_write_text(out / "separation.csv", buf.getvalue())
     meta = {"users": args.users, "method": method_used, "seed": args.seed, "distance": "cosine", "runs": rows}
-    atomic_write(out / "separation.json", lambda f: f.write((json.dumps(meta, indent=2) + "\n").encode()))
+    atomic_write_text(out / "separation.json", json.dumps(meta, indent=2) + "\n")
     for path in (figure, out / "separation.csv", out / "separation.json"):
         print(f"wrote {path}")
     if args.wandb:

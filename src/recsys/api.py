@@ -179,16 +179,32 @@ class Run:
         return self.recommend_sessions([items], k, exclude_seen)
 
 
-def _check_sizes(payload: dict[str, Any], datamodule: pl.LightningDataModule, ckpt: Path) -> None:
+def model_name(model_cfg: DictConfig) -> str:
+    """``mf``, ``lightgcn``, ``ngcf``, ``gru4rec``, … of a run's model config (MF = LightGCN without layers)."""
+    target = str(OmegaConf.select(model_cfg, "encoder._target_", default="")
+                 or OmegaConf.select(model_cfg, "_target_", default="") or "")
+    name = {"LightGCNEncoder": "lightgcn", "NGCFEncoder": "ngcf"}.get(target.rsplit(".", 1)[-1],
+                                                                    target.rsplit(".", 1)[-1].lower())
+    return "mf" if name == "lightgcn" and OmegaConf.select(model_cfg, "num_layers", default=None) == 0 else name
+
+
+def _check_dataset(payload: dict[str, Any], datamodule: pl.LightningDataModule, ckpt: Path) -> None:
+    """The checkpoint's dataset is the loaded one: same sizes, and the same original ids where the checkpoint
+    recorded them (``recsys_dataset``)."""
+    from recsys.data.cache import splits_identity
+
     hp = payload.get("hyper_parameters") or {}
     splits = datamodule.splits
+    name = getattr(datamodule.source, "name", "?")
+    hint = "a checkpoint of another dataset; drop the data.* overrides or point them at the run's dataset"
     for key, actual in (("num_users", getattr(splits, "num_users", None)), ("num_items", splits.num_items)):
         if key in hp and actual is not None and int(hp[key]) != int(actual):
-            raise ConfigError(
-                f"ckpt_path={str(ckpt)!r} was trained on a dataset with {key}={hp[key]}, but the data "
-                f"({getattr(datamodule.source, 'name', '?')}) has {key}={actual}: a checkpoint of another dataset; "
-                "drop the data.* overrides or point them at the run's dataset"
-            )
+            raise ConfigError(f"ckpt_path={str(ckpt)!r} was trained on a dataset with {key}={hp[key]}, but the data "
+                              f"({name}) has {key}={actual}: {hint}")
+    recorded = payload.get("recsys_dataset")
+    if recorded is not None and recorded != splits_identity(splits):
+        raise ConfigError(f"ckpt_path={str(ckpt)!r} was trained on a dataset with other user/item ids than the data "
+                          f"({name}) of the same size: {hint}")
 
 
 def merge_data_overrides(cfg: DictConfig, data: dict[str, Any] | DictConfig) -> None:
@@ -223,7 +239,7 @@ def load_run(path: str | Path, data: dict[str, Any] | DictConfig | None = None, 
     except (FileNotFoundError, OSError) as err:
         raise DataError(f"data of ckpt_path={str(path)!r}: {err}") from err
     if payload is not None:
-        _check_sizes(payload, datamodule, ckpt)
+        _check_dataset(payload, datamodule, ckpt)
     model = build_model(cfg, datamodule)
     if payload is not None:
         try:

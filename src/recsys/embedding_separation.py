@@ -197,15 +197,14 @@ class Separation:
 
 def run_info(run: LoadedRun) -> dict[str, Any]:
     """Model name, depth, dataset and checkpoint of a loaded run (table columns)."""
+    from recsys.api import model_name
+
     model_cfg = run.cfg.model
-    encoder = str(OmegaConf.select(model_cfg, "encoder._target_", default="") or "").rsplit(".", 1)[-1]
     layers = OmegaConf.select(model_cfg, "num_layers", default=None)
     layer_sizes = OmegaConf.select(model_cfg, "layer_sizes", default=None)
     if layer_sizes:
         layers = len(layer_sizes)
-    name = {"LightGCNEncoder": "lightgcn", "NGCFEncoder": "ngcf"}.get(encoder, encoder.lower())
-    if name == "lightgcn" and layers == 0:
-        name = "mf"
+    name = model_name(model_cfg)
     data = None
     hydra_file = run.run_dir / ".hydra" / "hydra.yaml"
     if hydra_file.is_file():  # the data config chosen on the command line (gowalla, synthetic_graph, …)

@@ -49,13 +49,13 @@ def import_faiss() -> Any:
 def run_embeddings(run: Run) -> tuple[np.ndarray | None, np.ndarray, str]:
     """(user rows or None, item rows, how a query is formed) whose inner products are the model's scores."""
     from recsys.models.graph_module import GraphRecommender
-    from recsys.models.session_module import GRU4Rec
+    from recsys.models.gru4rec_module import GRU4Rec
 
     model = run.model
     if isinstance(model, GraphRecommender):
         with torch.no_grad():
             users, items = model()
-        return users.float().cpu().numpy(), items.float().cpu().numpy(), "users[u]"
+        return users.detach().float().cpu().numpy(), items.detach().float().cpu().numpy(), "users[u]"
     if isinstance(model, GRU4Rec):
         net = model.net
         table = torch.cat([net.output_weight, net.output_bias], 1).detach().float().cpu().numpy()
@@ -88,9 +88,11 @@ def export_embeddings(run: Run, output: str | Path, index: str | None = None, id
     output = Path(output)
     if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (output / "meta.json").is_file())):
         raise ConfigError(f"output={str(output)!r} exists and is not an earlier export (no meta.json); choose a new folder")
+    from recsys.api import model_name
+
     users, items, query = run_embeddings(run)
     meta: dict[str, Any] = {
-        "model": type(run.model).__name__,
+        "model": model_name(run.cfg.model) if run.cfg is not None else type(run.model).__name__,
         "dim": int(items.shape[1]),
         "dataset": str(getattr(run.datamodule.source, "name", "?")),
         "num_users": run.num_users if users is not None else None,

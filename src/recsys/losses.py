@@ -21,23 +21,13 @@ def bpr_loss(
     return torch.where(mask, pairwise, 0.0).sum() / mask.sum().clamp(min=1)
 
 
-def embedding_l2(users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-    """``½(‖e_u‖² + ‖e_i‖² + mean_j ‖e_j‖²)`` summed over the batch and divided by the batch size.
-
-    ``users``/``pos``: ``(B, d)``; ``neg``: ``(B, n_neg, d)``. With one negative this is exactly the
-    LightGCN/NGCF regulariser (multiplied by λ in the module).
-    """
-    batch = users.shape[0]
-    total = users.pow(2).sum() + pos.pow(2).sum() + neg.pow(2).sum() / neg.shape[1]
-    return 0.5 * total / batch
-
-
 def embedding_l2_sq(user_sq: torch.Tensor, pos_sq: torch.Tensor, neg_sq: torch.Tensor) -> torch.Tensor:
-    """:func:`embedding_l2` from squared norms: ``½(Σ_b ‖e_u‖² + Σ_b ‖e_i‖² + Σ_b neg_sq_b) / B``.
+    """The LightGCN/NGCF L2 term from squared norms: ``½(Σ_b ‖e_u‖² + Σ_b ‖e_i‖² + Σ_b neg_sq_b) / B``.
 
     ``user_sq``/``pos_sq``: ``(B,)``; ``neg_sq``: ``(B,)``, the mean of ``‖e_j‖²`` over row b's *valid*
     negatives (0 if none). With a masked (in-batch) row the term keeps the scale of one negative whatever
-    the number of negatives; with ``n`` explicit negatives it equals :func:`embedding_l2`.
+    the number of negatives; with one explicit negative it is exactly the papers' regulariser
+    ``½(‖e_u‖² + ‖e_i‖² + ‖e_j‖²)`` summed over the batch and divided by its size (multiplied by λ in the module).
     """
     return 0.5 * (user_sq.sum() + pos_sq.sum() + neg_sq.sum()) / user_sq.shape[0]
 

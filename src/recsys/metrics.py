@@ -20,6 +20,7 @@ import torch
 from torchmetrics import Metric
 
 METRIC_NAMES = ("recall", "ndcg", "precision", "hit_rate", "mrr")
+TIE_MODES = ("standard", "conservative", "median")
 
 
 def rank_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -40,6 +41,36 @@ def rank_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
         idx = idx.clone()
         idx[cut_tied] = _select_topk_exact(scores[cut_tied], k)
     return _order_by_score_then_index(scores, idx)
+
+
+def hits_at(top: torch.Tensor, target_rows: torch.Tensor, target_items: torch.Tensor, num_items: int) -> torch.Tensor:
+    """``hits[b, r]``: whether item ``top[b, r]`` is one of row ``b``'s targets, ``(B, K)`` bool.
+
+    The targets are ``(row, item)`` pairs sorted by row, then item (as ``UserItemCSR.gather_rows`` gives them);
+    each top item is looked up by binary search among the sorted keys ``row · N + item`` (``B·K·log T`` work,
+    no ``B × N`` matrix)."""
+    n = num_items
+    keys = target_rows * n + target_items
+    if keys.numel() == 0:
+        return torch.zeros_like(top, dtype=torch.bool)
+    query = torch.arange(top.shape[0], device=top.device)[:, None] * n + top
+    pos = torch.searchsorted(keys, query.reshape(-1)).clamp_(max=keys.numel() - 1)
+    return (keys[pos] == query.reshape(-1)).view(top.shape)
+
+
+def next_item_ranks(scores: torch.Tensor, targets: torch.Tensor, tie_mode: str = "standard") -> torch.Tensor:
+    """1-based rank of ``targets[b]`` in ``scores[b]`` over all items, ``(b,)`` (algorithms.md §3.5):
+    ``standard`` = 1 + #items scoring strictly higher (optimistic, the official default), ``conservative`` =
+    #items scoring higher or equal (pessimistic), ``median`` = their mean (the middle of the tied block).
+    int64 for ``standard``/``conservative``, float64 for ``median``."""
+    target = scores.gather(1, targets[:, None])
+    if tie_mode == "standard":
+        return (scores > target).sum(1) + 1
+    if tie_mode == "conservative":
+        return (scores >= target).sum(1)
+    if tie_mode == "median":
+        return ((scores > target).sum(1) + 1 + (scores >= target).sum(1)).to(torch.float64) / 2
+    raise ValueError(f"model.tie_mode={tie_mode!r}; expected one of {TIE_MODES}")
 
 
 def _order_by_score_then_index(scores: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

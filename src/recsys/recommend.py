@@ -26,8 +26,9 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from recsys.data.interactions import UserItemCSR, atomic_write
+from recsys.data.interactions import UserItemCSR
 from recsys.errors import ConfigError, DataError
+from recsys.io import atomic_write
 from recsys.metrics import rank_topk
 
 if TYPE_CHECKING:
@@ -152,7 +153,7 @@ class IdMap:
             unknown = list(dict.fromkeys(query[~found].tolist()))
             shown = ", ".join(repr(u) for u in unknown[:10]) + (f" … ({len(unknown)} in all)" if len(unknown) > 10 else "")
             raise DataError(f"{what or self.kind + 's'}: unknown {self.kind} id(s) {shown}; the dataset has "
-                            f"{len(self)} {self.kind}s (e.g. {', '.join(repr(x) for x in self.ids[:3])})")
+                            f"{len(self)} {self.kind}s (e.g. {', '.join(repr(x) for x in self.ids[:3].tolist())})")
         return self._order[pos].astype(np.int64)
 
     def to_original(self, internal: np.ndarray) -> np.ndarray:

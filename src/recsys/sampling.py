@@ -1,4 +1,4 @@
-"""Negative samplers (the ``sampler/`` config group) and the BPR epoch sampler.
+"""Negative samplers: the ``sampler/`` config group. They draw in the data loaders; negatives travel in batches.
 
 Strategies (``configs/sampler/<name>.yaml``, algorithms.md §1.4 and §3.3):
 
@@ -6,61 +6,52 @@ Strategies (``configs/sampler/<name>.yaml``, algorithms.md §1.4 and §3.3):
 * ``popularity`` — :class:`PopularityNegativeSampler`: ``P(i) ∝ count_i^alpha`` (0 = uniform,
   1 = popularity), rejecting train positives.
 * ``in_batch``   — :class:`InBatchNegativeSampler`: the other rows' positives of the mini-batch are the
-  negatives (GRU4Rec's scheme), plus ``n_sample`` optional extras shared by the batch; entries that are one of
-  the row's own train positives are *masked*, not redrawn.
+  negatives, plus ``n_sample`` optional extras shared by the batch; entries that are one of the row's own train
+  positives are *masked*, not redrawn.
 * ``hard``       — :class:`HardNegativeSampler` (dynamic negative sampling): ``candidates`` (M) rejected
-  draws per negative; the training module scores them with the current model and keeps the arg-max
-  (:func:`select_hard_negatives`).
+  draws per negative; the training module scores them with the current model and keeps the arg-max.
+* ``gru4rec``    — :class:`SessionNegativeSampler`: GRU4Rec's ``n_sample`` extra negatives shared by a
+  session-parallel step, ``∝ supp(i)^alpha`` (the other lanes' targets are negatives by construction).
 
-Interface shared by graph (BPR) and session (GRU4Rec) training
---------------------------------------------------------------
-Every sampler has the attributes ``num_negatives`` (per positive, graph models; ``None`` = all others for
-``in_batch``), ``n_sample`` (extra negatives shared by the whole mini-batch; GRU4Rec's ``n_sample``) and
-``alpha`` (exponent of the proposal ``∝ count^alpha``; GRU4Rec's ``sample_alpha``; always 0 for ``uniform``),
-and the methods
+Interface
+---------
+Every sampler has ``num_negatives`` (per positive, BPR; ``None`` = all others for ``in_batch``), ``n_sample``
+(extra negatives shared by a mini-batch; GRU4Rec's ``n_sample``) and ``alpha`` (exponent of the proposal
+``∝ count^alpha``; GRU4Rec's ``sample_alpha``; 0 for ``uniform``), and:
 
 * ``bind(train: UserItemCSR | None = None, item_counts: Tensor | None = None, num_items: int | None = None)``
   — once, before drawing. With ``train`` the proposal counts are the train item degrees (unless
   ``item_counts`` is given) and rejection against each user's train positives is available. Without
   ``train`` (session data) give ``item_counts`` (``(num_items,)``, e.g. the number of training events of each
   item) or, for ``alpha == 0``, just ``num_items``; then only ``propose`` works. Returns ``self``.
-* ``propose(n: int, generator: torch.Generator) -> Tensor`` — ``(n,)`` int64 item ids drawn i.i.d. from the
-  proposal ``∝ count^alpha`` (inverse CDF: ``searchsorted`` on the cumulative weights), no rejection.
-  GRU4Rec draws its shared extra negatives with ``propose(sampler.n_sample, g)``.
-* ``proposal_weights() -> Tensor`` — ``(num_items,)`` float64 unnormalised ``count^alpha`` (logQ correction).
-* ``sample(users: Tensor, generator) -> Tensor`` — ``(B, num_negatives)`` per-row negatives, each drawn from
-  the proposal restricted to the items *not* in the user's train set (rejection by a batched binary search
-  on sorted ``user * num_items + item`` keys; only rejected entries are redrawn; the few left after
-  ``MAX_REJECTION_ROUNDS`` are drawn exactly from the masked distribution). Needs ``bind(train)``;
-  ``draw_rejected(users, k, generator)`` is the same with ``k`` per row.
-* ``positive_mask(users: Tensor, items: Tensor) -> Tensor`` — ``(B, S)`` bool, ``items[s]`` in user b's train
-  set (for masking shared negatives). Needs ``bind(train)``.
-* ``batch_negatives(users: Tensor, pos_items: Tensor, generator) -> dict[str, Tensor]`` — what one training
-  batch needs; called by :class:`BPREpochSampler` for every yielded batch (after DDP sharding and slicing).
+* ``propose(n, generator) -> Tensor`` — ``(n,)`` int64 ids i.i.d. from the proposal (inverse CDF:
+  ``searchsorted`` on the cumulative weights), no rejection; ``proposal_weights()`` its ``(num_items,)``
+  float64 unnormalised weights (logQ correction).
+* ``sample(users, generator) -> Tensor`` — ``(B, num_negatives)`` per-row negatives from the proposal restricted
+  to the items *not* in the user's train set (rejection by a batched binary search on sorted
+  ``user * num_items + item`` keys; only rejected entries are redrawn; the few left after
+  ``MAX_REJECTION_ROUNDS`` are drawn exactly from the masked distribution); ``draw_rejected(users, k, g)``
+  the same with ``k`` per row. ``positive_mask(users, items)`` — ``(B, S)`` bool, ``items[s]`` in user b's
+  train set. Need ``bind(train)``.
+* ``batch_negatives(users, pos_items, generator) -> dict[str, Tensor]`` — the negatives of one BPR batch
+  (:mod:`recsys.data.bpr_batches`). Keys (``GraphRecommender.batch_loss`` dispatches on them):
+  ``neg_items`` ``(B, n)`` per-row negatives (``uniform``, ``popularity``); ``neg_candidates`` ``(B, n, M)``
+  (``hard``: the model keeps the best-scoring one per ``(b, n)``); ``neg_shared`` ``(S,)`` + ``neg_shared_mask``
+  ``(B, S)`` bool: negatives shared by the batch and which of them row ``b`` may use (``in_batch``:
+  ``S = B + n_sample``, the batch's positives then the extras; the others add ``n_sample`` extras this way).
+* :class:`StepNegatives` — the ``n_sample`` shared extras of every session-parallel step of an epoch and
+  their log-proposal (:mod:`recsys.data.session_batches`).
 
-Keys of a BPR training batch (``GraphRecommender.training_step`` dispatches on them):
-
-* ``users`` ``(B,)``, ``pos_items`` ``(B,)``: always;
-* ``neg_items`` ``(B, n)``: per-row negatives, all valid (``uniform``, ``popularity``);
-* ``neg_candidates`` ``(B, n, M)``: per-row candidates, the module keeps the best-scoring one per ``(b, n)``
-  (``hard``);
-* ``neg_shared`` ``(S,)`` + ``neg_shared_mask`` ``(B, S)`` bool: negatives shared by the whole batch and
-  which of them row ``b`` may use (``in_batch``: ``S = B + n_sample``, the batch's positives then the extras;
-  the other strategies add ``n_sample`` extras this way when ``n_sample > 0``).
-
-Seeding: an epoch's draw is a function of ``(seed, epoch)``; per-batch negatives come from
-:func:`sampling_generator` ``(seed, epoch, rank)``, so every DDP rank draws its own negatives reproducibly.
+Seeding: every draw comes from a generator seeded by ``(seed, epoch, rank, …)`` (:func:`sampling_generator`),
+so an epoch's negatives are a function of the epoch and every DDP rank draws its own.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from torch.utils.data import Dataset, Sampler
 
 from recsys.data.interactions import UserItemCSR
 from recsys.errors import ConfigError, DataError
@@ -69,9 +60,9 @@ MAX_REJECTION_ROUNDS = 16
 _DENSE_FALLBACK_ELEMENTS = 1 << 24
 
 
-def sampling_generator(seed: int, epoch: int, rank: int = 0, stream: int = 0) -> torch.Generator:
-    """A CPU generator seeded by a hash of ``(seed, epoch, rank, stream)`` (numpy ``SeedSequence``)."""
-    words = [int(seed) % (1 << 63), int(epoch), int(rank), int(stream)]
+def sampling_generator(seed: int, epoch: int, rank: int = 0, stream: int = 0, *more: int) -> torch.Generator:
+    """A CPU generator seeded by a hash of ``(seed, epoch, rank, stream, *more)`` (numpy ``SeedSequence``)."""
+    words = [int(seed) % (1 << 63), int(epoch), int(rank), int(stream), *(int(w) for w in more)]
     state = np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator().manual_seed(int(state))
 
@@ -274,10 +265,6 @@ class InBatchNegativeSampler(NegativeSampler):
         super().__init__(num_negatives=k, n_sample=n_sample, alpha=alpha)
         self.num_negatives = num_negatives
 
-    def sample(self, users: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Explicit per-row draws (used outside BPR batches): ``num_negatives`` (default 1) rejected draws."""
-        return self.draw_rejected(users, self.num_negatives or 1, generator)
-
     def batch_negatives(
         self, users: torch.Tensor, pos_items: torch.Tensor, generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
@@ -322,98 +309,52 @@ class HardNegativeSampler(NegativeSampler):
         }
 
 
-@torch.no_grad()
-def select_hard_negatives(
-    user_emb: torch.Tensor, item_emb: torch.Tensor, users: torch.Tensor, candidates: torch.Tensor
-) -> torch.Tensor:
-    """The highest-scoring candidate of every ``(b, n)``: ``argmax_m e_{u_b}ᵀ e_{c_bnm}`` → ``(B, n)``.
+class SessionNegativeSampler(NegativeSampler):
+    """``sampler=gru4rec``: GRU4Rec's negatives (algorithms.md §3.3). The other lanes' targets of a
+    session-parallel step are negatives by construction (the model scores every lane against every target);
+    on top, ``n_sample`` extra negatives shared by the step are drawn ``∝ supp(i)^alpha`` (``supp`` = training
+    events of item i; ``alpha`` 0 = uniform, 1 = popularity) by the training loader (:class:`StepNegatives`)."""
 
-    No gradient flows through the selection; ties go to the first candidate.
-    """
-    scores = torch.einsum("bd,bnmd->bnm", user_emb[users], item_emb[candidates])
-    best = scores.argmax(-1, keepdim=True)
-    return candidates.gather(-1, best).squeeze(-1)
+    def __init__(self, n_sample: int = 2048, alpha: float = 0.5) -> None:
+        super().__init__(num_negatives=1, n_sample=n_sample, alpha=alpha)
 
-
-def distributed_rank_and_world() -> tuple[int, int]:
-    """(rank, world size) of this process; (0, 1) outside ``torch.distributed``."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    def batch_negatives(self, users: torch.Tensor, pos_items: torch.Tensor,
+                        generator: torch.Generator) -> dict[str, torch.Tensor]:
+        raise ConfigError("sampler=gru4rec draws the shared negatives of session-parallel steps (model=gru4rec); "
+                          "graph models take sampler=uniform, popularity, in_batch or hard")
 
 
-class BPREpochSampler(Sampler):
-    """Yields one epoch of BPR training batches ``{users, pos_items, <negatives>}``.
+class StepNegatives:
+    """The ``n_sample`` extra negatives of every session-parallel step of one epoch, with their log-proposal.
 
-    The LightGCN protocol (algorithms.md §1.4): ``num_samples`` (default: number of train interactions)
-    users drawn uniformly with replacement among users that have train items and a uniform positive of each,
-    drawn in a few tensor ops from a generator seeded by ``(seed, epoch)``. Under DDP every rank draws the
-    same (users, positives) and keeps the disjoint slice ``rank::world_size``, cut into the same number of
-    near-equal batches (<= ``batch_size``) on every rank so that all ranks take the same number of steps. The negatives are added per
-    yielded batch by ``negative_sampler.batch_negatives`` (in-batch negatives depend on the batch), from a
-    generator seeded by ``(seed, epoch, rank)``. Used as the ``sampler`` of a DataLoader over
-    :class:`PassThrough`.
+    Drawn in blocks of :attr:`BLOCK_STEPS` steps (one ``propose`` per block), block ``k`` from the generator
+    ``(seed, epoch, rank, 6, k)``: the negatives of a step do not depend on how the steps are chunked, and
+    any block can be drawn on its own (a resumed epoch, a chunk in the middle).
     """
 
-    def __init__(
-        self,
-        train: UserItemCSR,
-        negative_sampler: NegativeSampler,
-        batch_size: int,
-        seed: int = 0,
-        num_samples: int | None = None,
-    ) -> None:
-        if batch_size < 1:
-            raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
-        self.train = train
-        self.negative_sampler = negative_sampler
-        self.batch_size = batch_size
-        self.seed = seed
-        self.num_samples = num_samples or train.nnz
-        self.epoch = 0
-        self.active_users = (train.degrees > 0).nonzero().squeeze(1)
-        if self.active_users.numel() == 0:
-            raise DataError("no user has a train interaction: cannot draw BPR triples")
+    BLOCK_STEPS = 64
+    STREAM = 6
 
-    def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning before each epoch; makes the draw a function of (seed, epoch)."""
-        self.epoch = epoch
+    def __init__(self, sampler: NegativeSampler, seed: int, epoch: int, rank: int = 0) -> None:
+        self.sampler, self.seed, self.epoch, self.rank = sampler, seed, epoch, rank
+        self.n_sample = sampler.n_sample
+        self._log_weights = sampler.proposal_weights().clamp_min(1e-300).log().float()
+        self._block: tuple[int, torch.Tensor, torch.Tensor] | None = None
 
-    def __len__(self) -> int:
-        # the same on every rank (that of the largest shard): unequal step counts would desynchronise
-        # DDP's gradient all-reduce
-        _, world = distributed_rank_and_world()
-        return math.ceil(math.ceil(self.num_samples / world) / self.batch_size)
+    def _draw(self, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._block is None or self._block[0] != block:
+            g = sampling_generator(self.seed, self.epoch, self.rank, self.STREAM, block)
+            ids = self.sampler.propose(self.BLOCK_STEPS * self.n_sample, g).view(self.BLOCK_STEPS, -1)
+            self._block = (block, ids, self._log_weights[ids])
+        return self._block[1], self._block[2]
 
-    def draw_epoch(self) -> dict[str, torch.Tensor]:
-        """The full epoch's ``users`` and ``pos_items`` (all ranks), deterministic in (seed, epoch)."""
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        users = self.active_users[torch.randint(self.active_users.numel(), (self.num_samples,), generator=g)]
-        start = self.train.indptr[users]
-        deg = self.train.indptr[users + 1] - start
-        offset = (torch.rand(self.num_samples, generator=g, dtype=torch.float64) * deg).long()
-        pos = self.train.indices[start + offset]
-        return {"users": users, "pos_items": pos}
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        epoch = self.draw_epoch()
-        rank, world = distributed_rank_and_world()
-        if world > 1:
-            epoch = {k: v[rank::world] for k, v in epoch.items()}
-        g = sampling_generator(self.seed, self.epoch, rank)
-        n = epoch["users"].numel()
-        if world > 1:  # len(self) near-equal batches (<= batch_size each) on every rank
-            num_batches = len(self)
-            bounds = [(i * n // num_batches, (i + 1) * n // num_batches) for i in range(num_batches)]
-        else:
-            bounds = [(lo, lo + self.batch_size) for lo in range(0, n, self.batch_size)]
-        for lo, hi in bounds:
-            users, pos = epoch["users"][lo:hi], epoch["pos_items"][lo:hi]
-            yield {"users": users, "pos_items": pos, **self.negative_sampler.batch_negatives(users, pos, g)}
-
-
-class PassThrough(Dataset):
-    """A dataset whose item *is* the index: lets a Sampler yield whole ready-made batches."""
-
-    def __getitem__(self, batch):  # type: ignore[override]
-        return batch
+    def steps(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(negatives, log_q)`` of steps ``lo..hi-1``, each ``(hi - lo, n_sample)``."""
+        ids, log_q = [], []
+        for block in range(lo // self.BLOCK_STEPS, (hi - 1) // self.BLOCK_STEPS + 1):
+            a = max(lo, block * self.BLOCK_STEPS) - block * self.BLOCK_STEPS
+            b = min(hi, (block + 1) * self.BLOCK_STEPS) - block * self.BLOCK_STEPS
+            block_ids, block_log_q = self._draw(block)
+            ids.append(block_ids[a:b])
+            log_q.append(block_log_q[a:b])
+        return torch.cat(ids), torch.cat(log_q)

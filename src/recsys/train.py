@@ -19,11 +19,13 @@ from recsys.utils.callbacks import (
     FiniteLossCheck,
     ValidateLastEpoch,
 )
+from recsys.utils.chunk_size import StepsPerChunk
 from recsys.utils.dashboards import log_summary
 from recsys.utils.ddp import ResetMetricStates
 from recsys.utils.devices import resolve_trainer_config
 from recsys.utils.instantiators import instantiate_callbacks, instantiate_loggers
-from recsys.utils.plots import curves_at_end
+from recsys.utils.loggers import CSVLogger
+from recsys.utils.plots import csv_logger, curves_at_end
 from recsys.utils.resume import fit_checkpoint
 from recsys.utils.run import metric_value, run_task, write_metrics
 from recsys.validation import validate_against_data
@@ -46,10 +48,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     tracker = BestMetricTracker(cfg.monitor.metric, cfg.monitor.mode)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    # EpochSeed: the global RNG (dropout) per epoch from (seed, epoch), exact on resume; FiniteLossCheck: NaN/inf stop
-    callbacks += [tracker, EpochSeed(cfg.get("seed")), FiniteLossCheck(), ValidateLastEpoch(),
+    # EpochSeed: the global RNG (dropout) per epoch from (seed, epoch), exact on resume; FiniteLossCheck: NaN/inf stop;
+    # StepsPerChunk: data.steps_per_chunk=auto from the measured step cost
+    callbacks += [tracker, EpochSeed(cfg.get("seed")), FiniteLossCheck(), ValidateLastEpoch(), StepsPerChunk(),
                   ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)), ResetMetricStates()]
     loggers = instantiate_loggers(cfg.get("logger"))
+    if csv_logger(loggers) is None:  # plots/curves.png (and a resumed run's log) come from the CSV log
+        loggers.append(CSVLogger(save_dir=cfg.paths.output_dir, name="csv", version=""))
     for lg in loggers:  # a resumed run continues its CSV log
         if resume_from and hasattr(lg, "append"):
             lg.append = True

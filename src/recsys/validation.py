@@ -96,6 +96,12 @@ RULES: tuple[Rule, ...] = (
     Rule("data.batch_size", positive_int, "an integer > 0"),
     Rule("data.eval_batch_size", positive_int, "an integer > 0"),
     Rule("data.num_workers", non_negative_int, "an integer >= 0"),
+    Rule("data.steps_per_chunk", lambda v: v == "auto" or positive_int(v), "auto or an integer > 0"),
+    # recsys trains with manual optimisation (chunks of steps): Lightning's automatic-loop features are unavailable
+    Rule("trainer.gradient_clip_val", lambda v: v is None or v == 0, "null (not available: recsys trains in chunks "
+         "with manual optimisation)"),
+    Rule("trainer.accumulate_grad_batches", lambda v: v is None or v == 1, "1 (not available: recsys trains in "
+         "chunks with manual optimisation; raise data.batch_size instead)"),
     Rule("model.topk", list_of(positive_int), "a non-empty list of integers > 0, e.g. [10,20]"),
     Rule("model.embedding_dim", positive_int, "an integer > 0"),
     Rule("model.num_layers", non_negative_int, "an integer >= 0 (0 = no propagation, MF)"),

@@ -26,6 +26,23 @@ def test_bad_config_exits_2_with_one_line_and_no_run_folder(tmp_path, overrides,
     assert not run.exists() and not (tmp_path / "data").exists()
 
 
+def test_topk_beyond_a_real_datasets_items_leaves_no_run_folder(tmp_path):
+    """The item count of a file dataset is known once it is loaded: the check comes after the load, and the run
+    folder Hydra made for it is removed (it holds nothing but Hydra's own files)."""
+    folder = tmp_path / "split"
+    folder.mkdir()
+    (folder / "train.txt").write_text("".join(f"{u} {u % 7} {(u + 1) % 7} {(u + 3) % 7}\n" for u in range(20)))
+    (folder / "test.txt").write_text("".join(f"{u} {(u + 5) % 7}\n" for u in range(20)))
+    run = tmp_path / "run"
+    proc = run_script("train.py", "data=gowalla", f"data.path={folder}", "data.validate_fraction=0.3",
+                      "model.topk=[20,50]", f"hydra.run.dir={run}", f"paths.data_dir={tmp_path / 'data'}",
+                      "extras.print_config=false", timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "model.topk" in lines[0] and "7 items" in lines[0], proc.stderr[-3000:]
+    assert not run.exists()
+
+
 @pytest.mark.parametrize(("script", "overrides", "needle"), [
     ("train.py", ["model.optimizer.lr=-1"], "model.optimizer.lr=-1"),
     ("train.py", ["-m", "sampler=uniform,nosuch"], "sampler=nosuch"),

@@ -19,11 +19,12 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import open_dict
 from torch.utils.data import DistributedSampler
 
-from recsys import sampling
+from recsys.data import bpr_batches
+from recsys.data.bpr_batches import BPREpochSampler
 from recsys.data.eval_batches import RankingEvalSet
 from recsys.data.interactions import UserItemCSR
 from recsys.metrics import TopKMetrics
-from recsys.sampling import BPREpochSampler, UniformNegativeSampler
+from recsys.sampling import UniformNegativeSampler
 from recsys.utils import ddp
 from tests.integration.conftest import (
     ROOT,
@@ -57,9 +58,9 @@ def test_bpr_epoch_sampler_gives_every_rank_the_same_number_of_steps(monkeypatch
     full = sampler.draw_epoch()
     shards, lengths = [], []
     for rank in (0, 1):
-        monkeypatch.setattr(sampling, "distributed_rank_and_world", lambda rank=rank: (rank, 2))
-        batches = list(iter(sampler))
-        lengths.append((len(sampler), len(batches)))
+        monkeypatch.setattr(bpr_batches, "distributed_rank_and_world", lambda rank=rank: (rank, 2))
+        batches = list(sampler.batches())
+        lengths.append((sampler.num_batches(), len(batches)))
         assert all(0 < b["users"].numel() <= 8 for b in batches)
         shards.append(torch.stack([torch.cat([b["users"] for b in batches]), torch.cat([b["pos_items"] for b in batches])]))
     assert lengths == [(3, 3), (3, 3)]
@@ -259,7 +260,7 @@ def test_gru4rec_trains_on_two_processes_and_matches_single_process_evaluation(t
     check(run_script(
         "train.py", "model=gru4rec", *DDP_CPU, f"hydra.run.dir={run}", f"paths.data_dir={tmp_path / 'data'}",
         "data.source.num_items=100", "data.source.num_sessions=1500", "data.source.num_days=5",
-        "sampler.n_sample=64", "model.sample_store_size=100000", "model.layers=[16]",
+        "sampler.n_sample=64", "model.layers=[16]",
         *TRAIN_QUIET, "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1",
     ))
     metrics = read_metrics(run)

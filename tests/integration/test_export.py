@@ -35,10 +35,20 @@ def test_graph_export_reproduces_the_scores(lightgcn, tmp_path):
     ids = pd.read_csv(out / "item_ids.csv", dtype={"id": str})
     assert ids["index"].tolist() == list(range(lightgcn.num_items)) and ids["id"].tolist() == list(lightgcn.item_map.ids)
     on_disk = json.loads((out / "meta.json").read_text())
-    assert on_disk == meta and meta["model"] == "GraphRecommender" and meta["dim"] == 8
+    assert on_disk == meta and meta["model"] == "lightgcn" and meta["dim"] == 8
     assert meta["scoring"] == "inner product" and meta["dataset"] == "synthetic_graph" and meta["index"] == "items.faiss"
     export_embeddings(lightgcn, out)  # re-export over an earlier export
     assert not (out / "items.faiss").exists() and not list(tmp_path.glob(".export*"))
+
+
+@pytest.mark.parametrize(("name", "dim"), [("ngcf", 8 + 2 * 8), ("mf", 8)])
+def test_ngcf_and_mf_exports_reproduce_the_scores_and_name_the_model(name, dim, tmp_path):
+    """NGCF's exported rows are the concatenated layer outputs (d + Σ d_l columns), MF's the ego table."""
+    run = build_run(name)
+    meta = export_embeddings(run, tmp_path / name)
+    users, items = np.load(tmp_path / name / "users.npy"), np.load(tmp_path / name / "items.npy")
+    assert meta["model"] == name and meta["dim"] == dim and users.shape == (run.num_users, dim)
+    np.testing.assert_allclose(users @ items.T, brute_user_scores(run), rtol=1e-5, atol=1e-6)
 
 
 def test_faiss_returns_k_items_overlapping_exact_topk(lightgcn, tmp_path):

@@ -82,7 +82,9 @@ def test_bf16_training_gives_the_metrics_of_a_float32_evaluation_of_the_same_wei
         assert got.dtype == torch.float32
         torch.testing.assert_close(got, want, rtol=0, atol=0)
 
-    # control: without the guard, Lightning's bf16 autocast reaches the scoring (half-precision scores)
+    # control: without the guard (and without the float32 score buffer, whose out= autocast leaves alone),
+    # Lightning's bf16 autocast reaches the scoring (half-precision scores)
     monkeypatch.setattr(TopKRecommender, "float32_scoring", lambda self: contextlib.nullcontext())
+    monkeypatch.setattr(TopKRecommender, "_buffer", lambda self, rows: None)
     _, unguarded = validate(model, datamodule, "bf16-mixed")
     assert unguarded and all(s.dtype == torch.bfloat16 for s in unguarded)

@@ -23,8 +23,7 @@ MODELS = {
     "ngcf": ["model=ngcf", *GRAPH, "model.num_layers=2", "model.node_dropout=0.2", "model.message_dropout=0.3",
              "model.optimizer.lr=0.01"],
     "mf": ["model=mf", *GRAPH],
-    # a store of 10 rows of negatives: redrawn several times per epoch, mid-store at the epoch boundary
-    "gru4rec": ["model=gru4rec", *SESSIONS, "model.sample_store_size=160", "model.dropout_embed=0.2",
+    "gru4rec": ["model=gru4rec", *SESSIONS, "model.dropout_embed=0.2",
                 "model.dropout_hidden=0.3"],
 }
 EPOCHS = 4
@@ -62,9 +61,10 @@ def logged_val_epochs(run: Path) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.parametrize(("model", "kill", "val_every"), [
     ("lightgcn", ["+callbacks.killer.epoch=2"], 1),
-    ("ngcf", ["+callbacks.killer.epoch=2", "+callbacks.killer.batch=1"], 2),  # mid-epoch, no validation in epoch 1
+    # mid-epoch (chunks of 2 steps), no validation in epoch 1
+    ("ngcf", ["+callbacks.killer.epoch=2", "+callbacks.killer.batch=1", "data.steps_per_chunk=2"], 2),
     ("mf", ["+callbacks.killer.epoch=1"], 1),  # resumed with ckpt_path=last
-    ("gru4rec", ["+callbacks.killer.epoch=2", "+callbacks.killer.batch=5"], 1),  # mid-epoch
+    ("gru4rec", ["+callbacks.killer.epoch=2", "+callbacks.killer.batch=5", "data.steps_per_chunk=3"], 1),  # mid-epoch
 ])
 def test_sigkilled_run_resumes_in_its_folder_with_the_uninterrupted_metrics(tmp_path, model, kill, val_every):
     args = [*MODELS[model], *common(tmp_path), f"trainer.check_val_every_n_epoch={val_every}"]

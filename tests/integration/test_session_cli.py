@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from recsys.api import load_run
 from tests.integration.conftest import QUIET, TRAIN_QUIET, check, read_metrics, run_script
 
 TINY_SESSIONS = [
@@ -12,7 +15,7 @@ TINY_SESSIONS = [
     "data.source.num_sessions=1500",
     "data.source.num_days=5",
 ]
-TINY_GRU = [*TINY_SESSIONS, "sampler.n_sample=64", "model.sample_store_size=100000", "model.layers=[16]"]
+TINY_GRU = [*TINY_SESSIONS, "sampler.n_sample=64", "model.layers=[16]"]
 SESSION_KEYS = {f"{s}/{m}@{k}" for s in ("val", "test") for m in ("recall", "mrr") for k in (5, 10, 20)}
 
 
@@ -35,6 +38,23 @@ def test_gru4rec_defaults_to_session_data_and_eval_reproduces_the_test(tmp_path)
     evaluated = read_metrics(tmp_path / "eval")
     for key in (k for k in metrics if k.startswith("test/")):
         assert evaluated[key] == metrics[key], key
+
+    # recommend.py on the session model: one prefix (session=[...]) and a file of prefixes (sessions=<file>)
+    # give the rows of the Python API
+    run = load_run(tmp_path / "run")
+    ids = list(run.item_map.ids[:6])
+    prefixes = [ids[:3], [ids[3]], ids[4:6]]
+    (tmp_path / "prefixes.txt").write_text("# one prefix per line\n" + "\n".join(" ".join(p) for p in prefixes) + "\n")
+    single, many = tmp_path / "one.csv", tmp_path / "many.parquet"
+    rec = ["recommend.py", f"ckpt_path={tmp_path / 'run'}", "k=5", "extras.print_config=false",
+           f"hydra.run.dir={tmp_path / 'rec'}"]
+    check(run_script(*rec, f"session=[{','.join(prefixes[0])}]", f"output={single}"))
+    check(run_script(*rec, f"sessions={tmp_path / 'prefixes.txt'}", f"output={many}"))
+    for path, want in ((single, run.recommend_session(prefixes[0], 5)), (many, run.recommend_sessions(prefixes, 5))):
+        got = pd.read_csv(path, dtype={"item": str}) if path.suffix == ".csv" else pd.read_parquet(path)
+        assert list(got.columns) == ["session", "rank", "item", "score"] and len(got) == len(want)
+        assert got["item"].astype(str).tolist() == want["item"].tolist() and got["session"].tolist() == want["session"].tolist()
+        np.testing.assert_allclose(got["score"].to_numpy(), want["score"].to_numpy(), rtol=1e-5)
 
 
 @pytest.mark.slow

@@ -105,6 +105,15 @@ def test_damaged_cache_is_reported_and_rebuilt(tmp_path, caplog, kind, damage):
 
 
 @pytest.mark.parametrize("kind", ["graph", "session"])
+def test_default_loader_reads_either_kind(tmp_path, kind):
+    source = Source(kind)
+    first = load_or_build(source, tmp_path)  # no loader given: recsys.data.cache.load_splits
+    again = load_or_build(source, tmp_path)
+    assert source.builds == 1 and type(again) is type(first) is type(source.make())
+    assert again.item_ids.tolist() == first.item_ids.tolist() and again.meta == first.meta
+
+
+@pytest.mark.parametrize("kind", ["graph", "session"])
 def test_cache_with_wrong_content_is_rejected(tmp_path, kind):
     """A readable zip that is not what ``save`` writes (missing arrays, float ids, ids out of range)."""
     path = tmp_path / "x.npz"
@@ -129,7 +138,7 @@ def test_cache_with_wrong_content_is_rejected(tmp_path, kind):
 CRASH = textwrap.dedent("""
     import os, sys
     import numpy as np
-    from recsys.data.interactions import atomic_write
+    from recsys.io import atomic_write
 
     def write(f):
         np.savez(f, a=np.arange(1000))
@@ -151,15 +160,3 @@ def test_crash_mid_write_leaves_no_cache_file(tmp_path):
     assert leftovers and all(n.startswith(".") for n in leftovers)  # only the hidden temporary file
     load_or_build(source, tmp_path)
     assert source.builds == 1 and path.is_file()
-
-
-def test_failed_write_removes_its_temporary_file(tmp_path):
-    from recsys.data.interactions import atomic_write
-
-    def write(f):
-        f.write(b"half")
-        raise OSError("disk full")
-
-    with pytest.raises(OSError, match="disk full"):
-        atomic_write(tmp_path / "c.npz", write)
-    assert list(tmp_path.iterdir()) == []

@@ -14,9 +14,11 @@ import pytest
 from recsys.data import download as dl
 from recsys.data.sources import MovieLensSource, SplitFolderSource
 from recsys.data.sources import movielens as movielens_mod
+from recsys.data.sources import session_files as session_files_mod
 from recsys.data.sources import split_folder as split_folder_mod
 from recsys.data.sources.files import RemoteFile
-from recsys.errors import DataError
+from recsys.data.sources.session_files import PreparedSessionSource
+from recsys.errors import ConfigError, DataError
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 
@@ -194,6 +196,21 @@ def test_split_folder_download_with_pinned_checksums(server, tmp_path, monkeypat
     with pytest.raises(DataError, match="git-blob checksum mismatch"):
         SplitFolderSource(dataset="gowalla", download_dir=str(tmp_path / "raw")).build()
     assert not (tmp_path / "raw" / "gowalla" / "test.txt").exists()
+
+
+def test_session_files_download_through_the_same_resolver(server, tmp_path, monkeypatch):
+    train = b"SessionId\tItemId\tTime\n1\t10\t1.0\n1\t11\t2.0\n2\t10\t3.0\n2\t11\t4.0\n"
+    test = b"SessionId\tItemId\tTime\n3\t10\t5.0\n3\t11\t6.0\n"
+    server.files["/p/tr.txt"], server.files["/p/te.txt"] = train, test
+    monkeypatch.setattr(session_files_mod, "RSC15_BASE_URL", f"{server.url}/p/")
+    monkeypatch.setattr(session_files_mod, "RSC15_FILES", {"tr.txt": sha(train), "te.txt": sha(test)})
+    splits = PreparedSessionSource(download_dir=str(tmp_path / "raw"), train="tr.txt", test="te.txt").build()
+    assert (tmp_path / "raw" / "rsc15" / "tr.txt").read_bytes() == train
+    assert (splits.train.num_events, splits.test.num_events) == (4, 2)
+    with pytest.raises(ConfigError, match=r"data.source.test='other.txt' has no download"):
+        PreparedSessionSource(download_dir=str(tmp_path / "raw"), train="tr.txt", test="other.txt").fingerprint()
+    with pytest.raises(ConfigError, match=r"data=rsc15: set data.path \(a local copy\) or data.source.download_dir"):
+        PreparedSessionSource(train="tr.txt", test="te.txt").fingerprint()
 
 
 def test_pinned_urls_and_checksums_are_well_formed():

@@ -16,7 +16,7 @@ from recsys.data.sources import (
     SplitFolderSource,
     TabularSource,
 )
-from recsys.data.sources.textparse import parse_columns, parse_int_tokens
+from recsys.data.sources.delimited import parse_columns, parse_int_tokens
 from recsys.errors import ConfigError, DataError
 
 
@@ -125,6 +125,12 @@ def test_split_folder_missing_files_and_folder(tmp_path):
     write(tmp_path / "half" / "train.txt", "0 1\n")
     with pytest.raises(DataError, match=r"missing test\.txt"):
         SplitFolderSource(path=str(tmp_path / "half")).fingerprint()
+
+
+def test_data_path_may_name_a_file_of_the_folder(tmp_path):
+    folder = split_folder(tmp_path, "0 0 1\n1 1 2\n", "0 2\n1 0\n")
+    s = SplitFolderSource(path=str(folder / "train.txt")).build()  # a several-file source reads its folder
+    assert len(s.train[0]) == 4 and len(s.test[0]) == 2
 
 
 def test_split_folder_ids_beyond_user_and_item_lists(tmp_path):
@@ -245,11 +251,11 @@ def test_tsv_without_header_by_position_and_temporal_split(tmp_path):
 
 def test_csv_errors_unknown_column_non_numeric_rating_missing_file(tmp_path):
     f = write(tmp_path / "d.csv", "user,item,rating\n1,2,5\n3,4,high\n")
-    with pytest.raises(DataError, match=r"d\.csv: unknown column\(s\) 'user_id', 'item_id'; the file has columns 'user', 'item'"):
+    with pytest.raises(DataError, match=r"d\.csv, line 1: no column 'user_id', nor 'item_id', in the header \['user', "):
         TabularSource(path=str(f)).build()
     with pytest.raises(DataError, match=r"d\.csv, line 3: rating column 'rating' has the non-numeric value 'high'"):
         TabularSource(path=str(f), user_col="user", item_col="item", rating_col="rating").build()
-    with pytest.raises(DataError, match=r"missing\.csv: file not found"):
+    with pytest.raises(DataError, match=r"missing\.csv: no such file or folder"):
         TabularSource(path=str(tmp_path / "missing.csv")).fingerprint()
     with pytest.raises(ConfigError, match="needs data.path"):
         TabularSource(path=None)

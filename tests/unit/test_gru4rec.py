@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from recsys.data.session_batches import SessionParallelBatches
+from recsys.data.session_batches import SessionParallelChunks
 from recsys.data.session_data import SessionSequences
 from recsys.data.session_datamodule import SessionInfo
 from recsys.errors import ConfigError
-from recsys.metrics import TopKMetrics
-from recsys.models.components.gru4rec import AdagradM, GRU4RecNet
-from recsys.models.session_module import GRU4Rec, next_item_ranks
-from recsys.sampling import InBatchNegativeSampler, UniformNegativeSampler
+from recsys.metrics import TopKMetrics, next_item_ranks
+from recsys.models.components.gru4rec import GRU4RecNet
+from recsys.models.gru4rec_module import GRU4Rec
+from recsys.optim import AdagradM
+from recsys.sampling import SessionNegativeSampler, StepNegatives, UniformNegativeSampler
 
 N = 30
 
@@ -24,9 +25,8 @@ N = 30
 def make_info(n_sample: int = 0, alpha: float = 0.5, batch_size: int = 4, seed: int = 0) -> SessionInfo:
     rng = np.random.default_rng(seed)
     support = torch.from_numpy(rng.integers(1, 50, size=N))
-    sampler = InBatchNegativeSampler(n_sample=n_sample, alpha=alpha).bind(item_counts=support)
     train = SessionSequences.from_lengths(np.array([3, 2]), np.array([0, 1, 2, 3, 4]))
-    return SessionInfo(N, support, batch_size, sampler, train)
+    return SessionInfo(N, support, batch_size, n_sample, alpha, train)
 
 
 def make_model(**kwargs) -> GRU4Rec:
@@ -161,6 +161,83 @@ def test_adagradm_sparse_updates_touch_only_their_rows_even_with_momentum():
     assert torch.allclose(moved[1], base[1] - 0.1 * upd)
 
 
+class ReferenceAdagradM:
+    """The formula, one tensor at a time in numpy float64: ``acc += g²``; ``u = g / sqrt(acc + eps)``; without
+    momentum ``p −= lr u``, with it ``m = μ m − lr u``, ``p += m``. A parameter without a gradient is skipped."""
+
+    def __init__(self, values: list[np.ndarray], lr: float, momentum: float, eps: float) -> None:
+        self.p = [v.astype(np.float64).copy() for v in values]
+        self.acc = [np.zeros_like(v) for v in self.p]
+        self.mom = [np.zeros_like(v) for v in self.p]
+        self.lr, self.momentum, self.eps = lr, momentum, eps
+
+    def step(self, grads: list[np.ndarray | None]) -> None:
+        for k, g in enumerate(grads):
+            if g is None:
+                continue
+            self.acc[k] = self.acc[k] + g * g
+            u = g / np.sqrt(self.acc[k] + self.eps)
+            if self.momentum > 0:
+                self.mom[k] = self.momentum * self.mom[k] - self.lr * u
+                self.p[k] = self.p[k] + self.mom[k]
+            else:
+                self.p[k] = self.p[k] - self.lr * u
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("momentum", [0.0, 0.3])
+def test_adagradm_foreach_dense_update_matches_the_per_tensor_formula(momentum, dtype):
+    """Several dense parameters of different shapes (updated together with ``_foreach`` ops), several steps, one
+    parameter without a gradient at some steps: every tensor equals the per-tensor reference."""
+    g = torch.Generator().manual_seed(0)
+    shapes = [(5, 3), (7,), (2, 4, 3), (1,)]
+    params = [torch.nn.Parameter(torch.randn(s, generator=g, dtype=dtype)) for s in shapes]
+    ref = ReferenceAdagradM([p.detach().double().numpy() for p in params], lr=0.07, momentum=momentum, eps=1e-6)
+    opt = AdagradM(params, lr=0.07, momentum=momentum, eps=1e-6)
+    for step in range(6):
+        grads = []
+        for k, p in enumerate(params):
+            if k == 2 and step in (1, 4):  # no gradient this step: neither moved nor accumulated
+                p.grad = None
+                grads.append(None)
+                continue
+            grad = torch.randn(p.shape, generator=g, dtype=dtype) * (0.1 + k)
+            p.grad = grad
+            grads.append(grad.double().numpy())
+        opt.step()
+        ref.step(grads)
+        for k, p in enumerate(params):
+            np.testing.assert_allclose(p.detach().double().numpy(), ref.p[k], rtol=1e-7, atol=1e-7)
+            np.testing.assert_allclose(opt.state[p]["acc"].double().numpy(), ref.acc[k], rtol=1e-6, atol=1e-7)
+            if momentum > 0:
+                np.testing.assert_allclose(opt.state[p]["mom"].double().numpy(), ref.mom[k], rtol=1e-6, atol=1e-7)
+    assert all(p.dtype == dtype for p in params)
+
+
+def test_adagradm_mixes_dense_and_sparse_parameters_and_param_groups():
+    """A sparse embedding next to dense weights, two groups with their own lr: each tensor follows its formula
+    (rows without a gradient stay untouched on the sparse side)."""
+    torch.manual_seed(1)
+    table = torch.nn.Parameter(torch.randn(6, 3, dtype=torch.float64))
+    w = torch.nn.Parameter(torch.randn(3, 2, dtype=torch.float64))
+    b = torch.nn.Parameter(torch.randn(2, dtype=torch.float64))
+    opt = AdagradM([{"params": [table, w]}, {"params": [b], "lr": 0.2}], lr=0.05, momentum=0.0)
+    dense_ref = ReferenceAdagradM([table.detach().numpy(), w.detach().numpy()], lr=0.05, momentum=0.0, eps=1e-6)
+    b_ref = ReferenceAdagradM([b.detach().numpy()], lr=0.2, momentum=0.0, eps=1e-6)
+    for rows in ([0, 2], [2, 5], [1]):
+        idx = torch.tensor(rows)
+        out = torch.nn.functional.embedding(idx, table, sparse=True) @ w + b
+        out.pow(2).sum().backward()
+        grads = [table.grad.to_dense().numpy(), w.grad.numpy(), b.grad.numpy()]
+        opt.step()
+        opt.zero_grad()
+        dense_ref.step(grads[:2])  # untouched rows have a zero gradient: no move, no accumulation, as sparse
+        b_ref.step(grads[2:])
+        np.testing.assert_allclose(table.detach().numpy(), dense_ref.p[0], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(w.detach().numpy(), dense_ref.p[1], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(b.detach().numpy(), b_ref.p[0], rtol=1e-10, atol=1e-12)
+
+
 # -- training step -------------------------------------------------------------------------------
 def step_batch(inputs, targets, lanes, reset):
     return {"inputs": torch.tensor(inputs), "targets": torch.tensor(targets), "lanes": torch.tensor(lanes),
@@ -171,7 +248,7 @@ def test_training_step_carries_detached_hidden_state_and_resets_by_mask():
     model = make_model(layers=[6])
     model.on_train_epoch_start()
     b1 = step_batch([1, 2, 3], [4, 5, 6], [0, 1, 2], [True, True, True])
-    model.training_step(b1, 0)
+    model.batch_loss(b1)
     h1 = [h.clone() for h in model._train_state.tensors]
     assert not any(h.requires_grad for h in h1)
     with torch.no_grad():
@@ -179,7 +256,7 @@ def test_training_step_carries_detached_hidden_state_and_resets_by_mask():
     assert torch.allclose(h1[0], ref[0])
     # step 2: lane 1 starts a new session (reset), lane 2 is gone (the batch shrinks)
     b2 = step_batch([4, 9], [7, 8], [0, 1], [False, True])
-    model.training_step(b2, 1)
+    model.batch_loss(b2)
     with torch.no_grad():
         _, ref2 = model.net(b2["inputs"], [torch.stack([h1[0][0], torch.zeros(6)])])
     assert torch.allclose(model._train_state.tensors[0][:2], ref2[0], atol=1e-6)
@@ -188,12 +265,13 @@ def test_training_step_carries_detached_hidden_state_and_resets_by_mask():
 
 def test_loss_is_summed_over_lanes_and_divided_by_the_configured_batch_size():
     info = make_info(n_sample=5, batch_size=10)
-    model = make_model(info=info, layers=[6], loss="bpr-max", bpreg=0.5, elu_param=1.0, sample_store_size=50)
-    model.on_train_start()
+    model = make_model(info=info, layers=[6], loss="bpr-max", bpreg=0.5, elu_param=1.0)
     model.on_train_epoch_start()
     batch = step_batch([1, 2, 3], [4, 5, 6], [0, 1, 2], [True, True, True])
-    loss = model.training_step(batch, 0)
-    negatives = model._store[0]
+    negatives, log_q = StepNegatives(SessionNegativeSampler(5, 0.5).bind(item_counts=info.item_support), 0, 0).steps(0, 1)
+    batch["negatives"], batch["neg_log_q"] = negatives[0], log_q[0]  # a step of a training chunk
+    negatives = negatives[0]
+    (loss,) = model.batch_loss(batch)
     assert negatives.numel() == 5
     with torch.no_grad():
         out, _ = model.net(batch["inputs"], model.net.init_hidden(3))  # the GRU itself: tested above
@@ -220,9 +298,11 @@ def brute_bpr_max(row, b: int, bpreg: float, elu_param: float) -> float:
 def test_logq_uses_support_for_in_batch_columns_and_support_pow_alpha_for_samples():
     info = make_info(n_sample=4, alpha=0.25)
     model = make_model(info=info, loss="cross-entropy", logq=1.0, layers=[5])
-    targets, negatives = torch.tensor([3, 8]), torch.tensor([1, 2, 3, 4])
+    sampler = SessionNegativeSampler(n_sample=4, alpha=0.25).bind(item_counts=info.item_support)
+    draws, log_q = StepNegatives(sampler, seed=0, epoch=0).steps(0, 1)  # what the training loader puts in a step
+    targets, negatives = torch.tensor([3, 8]), draws[0]
     scores = torch.zeros(2, 6)
-    got = model.step_loss(scores, targets, negatives)
+    got = model.step_loss(scores, targets, log_q[0])
     q = torch.cat([info.item_support[targets].double(), info.item_support[negatives].double() ** 0.25])
     logits = -torch.log(q)
     expected = -(logits - torch.logsumexp(logits, 0))[:2]
@@ -231,22 +311,30 @@ def test_logq_uses_support_for_in_batch_columns_and_support_pow_alpha_for_sample
 
 def test_negatives_come_from_the_bound_sampler_in_bulk():
     info = make_info(n_sample=64, alpha=1.0)
-    model = make_model(info=info, sample_store_size=64 * 50, layers=[4])
-    model.on_train_start()
-    draws = torch.cat([model.next_negatives() for _ in range(50)])
-    assert model._store.shape == (50, 64)
+    sampler = SessionNegativeSampler(n_sample=64, alpha=1.0).bind(item_counts=info.item_support)
+    negatives, _ = StepNegatives(sampler, seed=0, epoch=0).steps(0, 50)
+    assert negatives.shape == (50, 64)
+    draws = negatives.reshape(-1)
     counts = torch.bincount(draws, minlength=N).double()
     expected = info.item_support.double() / info.item_support.sum() * draws.numel()
     assert ((counts - expected).abs() / expected.sqrt().clamp_min(1)).max() < 6  # ∝ supp^1
-    no_extras = make_model(info=make_info(n_sample=0), layers=[4])
-    assert no_extras.next_negatives() is None
+    # without extras the training chunks carry none (the model scores the other lanes' targets only)
+    sessions = SessionSequences.from_lengths(np.array([3, 4, 2]), np.arange(9) % N)
+    no_extras = SessionNegativeSampler(n_sample=0).bind(item_counts=info.item_support)
+    chunk = next(iter(SessionParallelChunks(sessions, 2, negatives=no_extras)))
+    assert "negatives" not in chunk and "neg_log_q" not in chunk
 
 
 def test_uniform_sampler_gives_alpha_zero():
-    support = torch.arange(1, N + 1)
-    sampler = UniformNegativeSampler(n_sample=8).bind(item_counts=support)
-    info = SessionInfo(N, support, 4, sampler, SessionSequences.empty())
-    assert info.n_sample == 8 and info.sample_alpha == 0.0
+    from recsys.data.session_datamodule import SessionDataModule
+    from recsys.data.sources.session_synthetic import SyntheticSessionSource
+
+    source = SyntheticSessionSource(num_items=40, num_sessions=300, num_days=5)
+    dm = SessionDataModule(source, batch_size=4, negative_sampler=UniformNegativeSampler(n_sample=8),
+                           validate_on_test=True)
+    dm.setup()
+    info = dm.info
+    assert info.n_sample == 8 and info.sample_alpha == 0.0 and info.batch_size == 4
 
 
 def test_sparse_gradients_auto_follow_the_optimiser():
@@ -306,8 +394,7 @@ def test_epoch_loss_is_reduced_over_every_rank(local, other, expected):
     model._trainer = type("FakeTrainer", (), {"strategy": strategy})()
     logged = {}
     model.log = lambda name, value, **kwargs: logged.update({name: float(value)})
-    model._loss_sum = torch.tensor(local[0]) if local[1] else None
-    model._loss_steps = local[1]
+    model._loss_sums = torch.tensor([local[0], float(local[1])]) if local[1] else None  # (Σ loss, steps)
     model.on_train_epoch_end()
     assert strategy.calls == 1
     assert logged.get("train/loss") == (pytest.approx(expected) if expected is not None else None)
@@ -389,13 +476,13 @@ def test_session_parallel_evaluation_equals_per_session_reference(embedding):
                        dropout_hidden=0.3, dropout_embed=0.3)
     model.eval()
     model.on_validation_epoch_start()
-    for batch in SessionParallelBatches(test, 4):
-        model.validation_step(batch, 0)
+    for chunk in SessionParallelChunks(test, 4, steps_per_chunk=5):  # several steps per evaluation batch
+        model.validation_step(chunk, 0)
     got = {k: v.item() for k, v in model.val_metrics.compute().items()}
     # reference: every test session alone, hidden state from zero, all items scored at every event but the last
     ranks = []
     with torch.no_grad():
-        for seq in test.sequences():
+        for seq in np.split(test.items, test.offsets)[1:-1]:  # one array per session
             hidden = model.net.init_hidden(1)
             for x, y in zip(seq[:-1], seq[1:], strict=True):
                 scores, hidden = model(torch.tensor([x]), hidden)
@@ -405,3 +492,24 @@ def test_session_parallel_evaluation_equals_per_session_reference(embedding):
     for k in (5, 10, 20):
         assert got[f"recall@{k}"] == pytest.approx(np.mean(r <= k), abs=1e-6)
         assert got[f"mrr@{k}"] == pytest.approx(np.mean(np.where(r <= k, 1.0 / r, 0.0)), abs=1e-6)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 2.0])  # all-items path forced / column path forced
+def test_scoring_all_items_then_picking_columns_equals_the_column_slice(monkeypatch, fraction):
+    """score_columns: scores and gradients of the all-items path equal the gathered-slice path (duplicate columns
+    included), i.e. ``h Wy[c]ᵀ + by[c]`` by hand."""
+    from recsys.models.components import gru4rec
+
+    torch.manual_seed(0)
+    net = GRU4RecNet(30, [6])
+    h = torch.randn(4, 6)
+    columns = torch.tensor([3, 7, 7, 0, 29, 12, 3, 18, 25, 1, 2, 4, 5, 6, 8, 9, 10, 11])
+    monkeypatch.setattr(gru4rec, "FULL_SCORES_FRACTION", fraction)
+    got = net.score_columns(h, columns)
+    (got * torch.arange(got.numel(), dtype=got.dtype).view_as(got)).sum().backward()
+    w, b = net.output_weight.detach().clone().requires_grad_(), net.output_bias.detach().clone().requires_grad_()
+    want = h @ w[columns].T + b[columns, 0]
+    (want * torch.arange(want.numel(), dtype=want.dtype).view_as(want)).sum().backward()
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(net.output_weight.grad, w.grad, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(net.output_bias.grad, b.grad, rtol=1e-6, atol=1e-5)

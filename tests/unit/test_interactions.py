@@ -1,4 +1,4 @@
-"""UserItemCSR, GraphSplits and atomic_write against python-set / loop references."""
+"""UserItemCSR and GraphSplits against python-set / loop references."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from recsys.data.interactions import DatasetInfo, GraphSplits, UserItemCSR, atomic_write
+from recsys.data.interactions import DatasetInfo, GraphSplits, UserItemCSR
 from recsys.errors import DataError
 
 
@@ -173,26 +173,6 @@ def test_graph_splits_save_overwrites(tmp_path):
     s2.save(path)
     assert GraphSplits.load(path).meta == {"v": "2"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["splits.npz"]
-
-
-def test_atomic_write_failure_leaves_nothing(tmp_path):
-    path = tmp_path / "out.bin"
-
-    def bad_writer(f):
-        f.write(b"partial")
-        raise RuntimeError("boom")
-
-    with pytest.raises(RuntimeError, match="boom"):
-        atomic_write(path, bad_writer)
-    assert list(tmp_path.iterdir()) == []
-
-    # an existing file is untouched by a failed write
-    atomic_write(path, lambda f: f.write(b"good"))
-    assert path.read_bytes() == b"good"
-    with pytest.raises(RuntimeError):
-        atomic_write(path, bad_writer)
-    assert path.read_bytes() == b"good"
-    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
 
 
 @pytest.mark.parametrize(

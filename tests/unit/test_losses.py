@@ -1,4 +1,4 @@
-"""bpr_loss and embedding_l2 against direct numpy formulas (algorithms.md §1.3)."""
+"""bpr_loss and the L2 regulariser (embedding_l2_sq) against direct numpy formulas (algorithms.md §1.3)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from recsys.losses import bpr_loss, embedding_l2
+from recsys.losses import bpr_loss, embedding_l2_sq
 
 
 def np_softplus(x):
@@ -53,12 +53,17 @@ def test_embedding_l2_matches_formula(n_neg):
     u = rng.standard_normal((b, d))
     i = rng.standard_normal((b, d))
     j = rng.standard_normal((b, n_neg, d))
-    got = embedding_l2(torch.from_numpy(u), torch.from_numpy(i), torch.from_numpy(j))
+    tu, ti, tj = torch.from_numpy(u), torch.from_numpy(i), torch.from_numpy(j)
+    # the module's call: per-row squared norms, the negatives' averaged over the row's negatives
+    got = embedding_l2_sq(tu.pow(2).sum(-1), ti.pow(2).sum(-1), tj.pow(2).sum(-1).mean(1))
     # ½ Σ_b (‖e_u‖² + ‖e_i‖² + mean_j ‖e_j‖²) / B, written row by row
     total = 0.0
     for r in range(b):
         total += 0.5 * (u[r] @ u[r] + i[r] @ i[r] + np.mean([j[r, k] @ j[r, k] for k in range(n_neg)]))
     assert float(got) == pytest.approx(total / b, rel=1e-10)
+    # the same as ½(‖U‖²_F + ‖I‖²_F + ‖J‖²_F / n) / B (the batch-level form)
+    frobenius = 0.5 * (np.sum(u**2) + np.sum(i**2) + np.sum(j**2) / n_neg) / b
+    assert float(got) == pytest.approx(frobenius, rel=1e-10)
 
 
 def test_embedding_l2_one_negative_is_lightgcn_regulariser():
@@ -66,4 +71,5 @@ def test_embedding_l2_one_negative_is_lightgcn_regulariser():
     i = torch.tensor([[0.0, 3.0], [1.0, 1.0]])
     j = torch.tensor([[[2.0, 0.0]], [[0.0, 0.0]]])
     # ½ (5 + 1 + 9 + 2 + 4 + 0) / 2 = 21/4
-    assert float(embedding_l2(u, i, j)) == pytest.approx(21 / 4)
+    got = embedding_l2_sq(u.pow(2).sum(-1), i.pow(2).sum(-1), j.pow(2).sum(-1).mean(1))
+    assert float(got) == pytest.approx(21 / 4)

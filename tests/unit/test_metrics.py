@@ -263,8 +263,8 @@ class FixedScores(TopKRecommender):
         super().__init__(topk)
         self.fixed = scores
 
-    def score_users(self, users: torch.Tensor) -> torch.Tensor:
-        return self.fixed[users].clone()
+    def score_users(self, users: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        return self.fixed[users].clone() if out is None else out.copy_(self.fixed[users])
 
 
 @pytest.mark.parametrize("tie_range", [None, 3])

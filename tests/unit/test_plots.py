@@ -151,7 +151,7 @@ def test_final_embeddings_are_the_propagated_lightgcn_embeddings_in_eval_mode():
         a[u, m + i] = a[m + i, u] = 1.0
     d = np.where(a.sum(1) > 0, a.sum(1) ** -0.5, 0.0)
     norm = d[:, None] * a * d[None, :]
-    e0 = torch.cat([model.encoder.user_embedding.weight, model.encoder.item_embedding.weight]).detach().double().numpy()
+    e0 = model.encoder.ego().detach().double().numpy()  # the node table: users, then items
     layers, e = [e0], e0
     for _ in range(k):
         e = norm @ e

@@ -17,6 +17,8 @@ Examples are derandomized and the example database is off, so CI runs are reprod
 
 from __future__ import annotations
 
+import calendar
+import datetime as dt
 import os
 import tempfile
 from collections.abc import Callable
@@ -39,6 +41,7 @@ from recsys.data.sources import (
 from recsys.data.sources.session_files import (
     CsvSessionSource,
     DigineticaSource,
+    MovieLensSessionSource,
     PreparedSessionSource,
     YoochooseClicksSource,
 )
@@ -251,6 +254,68 @@ def test_csv_sessions_parse_generated_files(data, mutate, delimiter):
         assert got == [(s, i, float(t)) for s, i, t in data]
 
 
+def events_of(ev) -> list[tuple[object, object, float]]:
+    """(session id, item id, time) of every event of :class:`SessionEvents`, in file order."""
+    return list(zip(ev.session_ids[ev.sessions].tolist(), ev.item_ids[ev.items].tolist(), ev.times.tolist(),
+                    strict=True))
+
+
+clicks = st.lists(st.tuples(st.one_of(small_ids, ids), st.one_of(small_ids, ids),
+                            st.integers(0, 20 * 365 * 86_400_000)), min_size=1, max_size=25)
+
+
+@FUZZ
+@given(data=clicks, mutate=harmless(), category=st.sampled_from(["0", "S", "2053", ""]))
+def test_yoochoose_clicks_parse_generated_files(data, mutate, category):
+    with workdir() as d:
+        path = Path(d) / "yoochoose-clicks.dat"
+        start = dt.datetime(2010, 1, 1, tzinfo=dt.timezone.utc)
+        stamp = [(start + dt.timedelta(milliseconds=ms)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" for _, _, ms in data]
+        path.write_bytes(mutate("".join(f"{s},{t},{i},{category}\n" for (s, i, _), t in zip(data, stamp, strict=True))))
+        ev = YoochooseClicksSource(path=str(path)).read_events()
+        epoch = calendar.timegm(start.timetuple())
+        assert events_of(ev) == [(s, i, (epoch * 1000 + ms) / 1000.0) for s, i, ms in data]
+
+
+@FUZZ
+@given(data=st.lists(st.tuples(st.one_of(small_ids, ids), st.one_of(small_ids, ids), st.integers(0, 10**9),
+                               st.integers(0, 3000), st.one_of(st.just("NA"), small_ids.map(str))),
+                     min_size=1, max_size=25), mutate=harmless())
+def test_diginetica_parses_generated_files(data, mutate):
+    with workdir() as d:
+        path = Path(d) / "train-item-views.csv"
+        day = [dt.date(2016, 1, 1) + dt.timedelta(days=k) for _, _, _, k, _ in data]
+        path.write_bytes(mutate("session_id;user_id;item_id;timeframe;eventdate\n" + "".join(
+            f"{s};{u};{i};{tf};{d.isoformat()}\n" for (s, i, tf, _, u), d in zip(data, day, strict=True))))
+        ev = DigineticaSource(path=str(path)).read_events()
+        want = [(s, i, calendar.timegm(d.timetuple()) + tf / 1000.0) for (s, i, tf, _, _), d in zip(data, day, strict=True)]
+        assert events_of(ev) == want
+
+
+@FUZZ
+@given(data=st.lists(st.tuples(st.integers(1, 6), st.one_of(small_ids, ids), st.integers(1, 5),
+                               st.integers(978_300_000, 978_300_000 + 10 * 86_400)), min_size=1, max_size=30),
+       mutate=harmless(), gap=st.sampled_from([60.0, 3600.0, 86_400.0]), threshold=st.sampled_from([None, 3, 4]))
+def test_movielens_sessions_parse_generated_files(data, mutate, gap, threshold):
+    with workdir() as d:
+        path = Path(d) / "ratings.dat"
+        path.write_bytes(mutate("".join(f"{u}::{i}::{r}::{t}\n" for u, i, r, t in data)))
+        ev = MovieLensSessionSource(path=str(path), session_gap=gap, rating_threshold=threshold).read_events()
+        # oracle: each user's kept ratings in time order (ties in file order), a new session after a longer gap
+        kept = [(u, k, i, float(t)) for k, (u, i, r, t) in enumerate(data) if threshold is None or r >= threshold]
+        sessions, last = [], {}
+        for u, _, i, t in sorted(kept, key=lambda e: (e[0], e[3], e[1])):
+            if u not in last or t - last[u] > gap:
+                sessions.append([])
+            sessions[-1].append((i, t))
+            last[u] = t
+        got: dict[object, list[tuple[object, float]]] = {}
+        for s, i, t in events_of(ev):
+            got.setdefault(s, []).append((i, t))
+        assert sorted(sorted(v) for v in got.values()) == sorted(sorted(v) for v in sessions)
+        assert len(ev) == len(kept)
+
+
 # -- every reader: damaged files ---------------------------------------------------------------------
 def graph_case(kind: str, folder: Path, data: list[tuple[int, int]]) -> tuple[Path, bool, Callable[[], object]]:
     """A valid file for reader ``kind`` in ``folder``; returns (file to damage, has header, build-and-cache)."""
@@ -337,10 +402,14 @@ def session_case(kind: str, folder: Path, data: list[tuple[int, int]]) -> tuple[
         return p, build(CsvSessionSource(path=str(p), session_column=None, user_column="user", item_column="item",
                                          time_column="when", session_gap=3600, delimiter="\t", time_format="iso",
                                          preprocessing=NO_FILTER))
+    if kind == "ml_1m_sessions":
+        p = folder / "ratings.dat"
+        p.write_text("".join(f"{s + 1}::{i}::{1 + k % 5}::{t}\n" for k, (s, i, t) in enumerate(lines)))
+        return p, build(MovieLensSessionSource(path=str(p), session_gap=120, preprocessing=NO_FILTER))
     raise AssertionError(kind)
 
 
-SESSION_KINDS = ("rsc15", "yoochoose", "diginetica", "csv_sessions", "csv_sessions_iso")
+SESSION_KINDS = ("rsc15", "yoochoose", "diginetica", "csv_sessions", "csv_sessions_iso", "ml_1m_sessions")
 
 
 @pytest.mark.parametrize("kind", SESSION_KINDS)
@@ -350,7 +419,7 @@ def test_session_readers_survive_damaged_files(kind, data, hurt):
     with workdir() as d:
         folder = Path(d)
         target, run = session_case(kind, folder, data)
-        raw, line = apply_damage(target.read_bytes(), *hurt, header=kind not in ("yoochoose",))
+        raw, line = apply_damage(target.read_bytes(), *hurt, header=kind not in ("yoochoose", "ml_1m_sessions"))
         target.write_bytes(raw)
         check_outcome(run, target, line, folder / "cache")
 
@@ -365,8 +434,8 @@ def test_session_readers_survive_damaged_files(kind, data, hurt):
         ("ml_1m", b"3::5::5", "fields"),
         ("csv", b"3,\xff\xfe,1", "not valid UTF-8"),
         ("lastfm", b"4\t" + b"9" * 25 + b"\t1", "beyond int64"),
-        ("tsv", b"3", "empty item id"),
-        ("recbole", b"3", "empty item id"),
+        ("tsv", b"3", "1 field '3'"),
+        ("recbole", b"3", "1 field '3'"),
     ],
 )
 def test_graph_faults_name_file_and_line(tmp_path, kind, bad_line, what):
@@ -382,13 +451,13 @@ def test_graph_faults_name_file_and_line(tmp_path, kind, bad_line, what):
 @pytest.mark.parametrize(
     ("kind", "bad_line", "what"),
     [
-        ("rsc15", b"1\t" + b"9" * 22 + b"\t10", "not a valid integer"),
-        ("rsc15", b"1\t2\tnan", "not a valid finite number"),
+        ("rsc15", b"1\t" + b"9" * 22 + b"\t10", "beyond int64"),
+        ("rsc15", b"1\t2\tnan", "non-finite value 'nan'"),
         ("rsc15", b"1\t2\t\xff", "not valid UTF-8"),
         ("rsc15", b"   ", None),  # whitespace-only lines are blank lines, not errors
-        ("csv_sessions", b"1,2,inf", "not a finite number"),
+        ("csv_sessions", b"1,2,inf", "non-finite value 'inf'"),
         ("csv_sessions", b"1," + b"x" * 70 + b",5", "at most 63 characters"),
-        ("yoochoose", b"1,NaT,5,0", "not a valid ISO timestamp"),
+        ("yoochoose", b"1,NaT,5,0", "not an ISO timestamp"),
         ("csv_sessions_iso", b"u1\t5\tyesterday", "not an ISO timestamp"),
     ],
 )

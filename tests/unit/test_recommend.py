@@ -30,6 +30,8 @@ MODELS = {
     "pop": ["model=pop", *TINY_GRAPH],
     "gru4rec": ["model=gru4rec", "model.layers=[8]", "sampler.n_sample=0", *TINY_SESSIONS],
     "spop": ["model=spop", "sampler=uniform", "data=synthetic_sessions", *TINY_SESSIONS],
+    "item_knn": ["model=item_knn", "sampler=uniform", "data=synthetic_sessions", *TINY_SESSIONS],
+    "session_pop": ["model=session_pop", "sampler=uniform", "data=synthetic_sessions", *TINY_SESSIONS],
 }
 
 
@@ -287,6 +289,43 @@ def test_trainer_predict_graph_and_session(runs):
     for row, prefix in enumerate([[1, 2, 3], [4]]):
         ref, _ = brute_topk(brute_session_scores(session, prefix)[None], [set()], 3)
         np.testing.assert_array_equal(pred["items"][row].numpy(), ref[0])
+
+
+def baseline_session_scores(run: Run, prefix: list[int]) -> np.ndarray:
+    """Item-KNN: the neighbour similarities of the prefix's last item + the popularity tiebreak, by hand;
+    session MostPop: the training supports."""
+    model = run.model
+    if hasattr(model, "neighbour_ids"):
+        scores = model.tiebreak.numpy().astype(np.float32).copy()
+        for j, sim in zip(model.neighbour_ids[prefix[-1]].tolist(), model.neighbour_sims[prefix[-1]].tolist(),
+                          strict=True):
+            scores[j] += np.float32(sim)
+        return scores
+    if hasattr(model, "popularity"):
+        return model.popularity.numpy().astype(np.float32)
+    return brute_session_scores(run, prefix)
+
+
+def test_trainer_predict_of_the_baselines(runs):
+    """MostPop (graph), S-POP, Item-KNN and session MostPop answer ``trainer.predict`` with the brute-force top-k."""
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    pop = get(runs, "pop")
+    pop.model.predict_k = 5
+    out = trainer.predict(pop.model, dataloaders=pop.datamodule.test_dataloader())
+    users = torch.cat([o["users"] for o in out])
+    seen = seen_sets(pop)
+    ref, _ = brute_topk(brute_user_scores(pop)[users.numpy()], [seen[int(u)] for u in users], 5)
+    np.testing.assert_array_equal(torch.cat([o["items"] for o in out]).numpy(), ref)
+    prefixes = [[1, 2, 3], [4], [5, 5, 0, 7]]
+    for name in ("spop", "item_knn", "session_pop"):
+        run = get(runs, name)
+        run.model.predict_k = 4
+        (pred,) = trainer.predict(run.model, dataloaders=prefix_loader(prefixes))
+        assert pred["items"].shape == (len(prefixes), 4), name
+        for row, prefix in enumerate(prefixes):
+            ref, ref_scores = brute_topk(baseline_session_scores(run, prefix)[None], [set()], 4)
+            np.testing.assert_array_equal(pred["items"][row].numpy(), ref[0], err_msg=name)
+            np.testing.assert_allclose(pred["scores"][row].numpy(), ref_scores[0], rtol=1e-6, err_msg=name)
 
 
 def test_data_path_override_reaches_the_resolved_source_path():

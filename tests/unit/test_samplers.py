@@ -17,21 +17,23 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+import recsys.data.bpr_batches as bpr_batches
 import recsys.sampling as sampling
+from recsys.data.bpr_batches import BPREpochSampler
 from recsys.data.interactions import DatasetInfo, UserItemCSR
 from recsys.errors import ConfigError, DataError
-from recsys.losses import bpr_loss, embedding_l2, embedding_l2_sq
+from recsys.losses import bpr_loss, embedding_l2_sq
 from recsys.models.components.lightgcn import LightGCNEncoder
-from recsys.models.graph_module import GraphRecommender, batch_negative_scores
+from recsys.models.graph_module import GraphRecommender, batch_negative_scores, select_hard_negatives
 from recsys.sampling import (
-    BPREpochSampler,
     HardNegativeSampler,
     InBatchNegativeSampler,
     NegativeSampler,
     PopularityNegativeSampler,
+    SessionNegativeSampler,
+    StepNegatives,
     UniformNegativeSampler,
     sampling_generator,
-    select_hard_negatives,
 )
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "sampler"
@@ -278,7 +280,7 @@ def test_hard_selection_is_argmax_under_stub_scorer():
     user_emb, item_emb = torch.ones(4, 1, dtype=torch.float64), stub[:, None]
     users = torch.tensor([0, 3, 1])
     cands = torch.randint(50, (3, 2, 7), generator=g)
-    got = select_hard_negatives(user_emb, item_emb, users, cands)
+    got = select_hard_negatives(user_emb[users], item_emb, cands)
     ref = [[max(row, key=lambda i: stub[i].item()) for row in per_b] for per_b in cands.tolist()]
     assert got.tolist() == ref
 
@@ -289,7 +291,7 @@ def test_hard_selection_random_embeddings_and_no_gradient():
     item_emb = torch.randn(30, 4, generator=g, requires_grad=True)
     users = torch.tensor([5, 0, 0, 2])
     cands = torch.randint(30, (4, 3, 5), generator=g)
-    got = select_hard_negatives(user_emb, item_emb, users, cands)
+    got = select_hard_negatives(user_emb[users], item_emb, cands)
     assert not got.requires_grad and got.shape == (4, 3)
     ue, ie = user_emb.detach().numpy(), item_emb.detach().numpy()
     for b, u in enumerate(users.tolist()):
@@ -300,7 +302,7 @@ def test_hard_selection_random_embeddings_and_no_gradient():
 
 def test_hard_ties_go_to_first_candidate():
     user_emb, item_emb = torch.ones(1, 1), torch.tensor([[1.0], [1.0], [0.0]])
-    got = select_hard_negatives(user_emb, item_emb, torch.tensor([0]), torch.tensor([[[2, 1, 0]]]))
+    got = select_hard_negatives(user_emb[torch.tensor([0])], item_emb, torch.tensor([[[2, 1, 0]]]))
     assert got.item() == 1
 
 
@@ -318,7 +320,9 @@ ALL = ["uniform", "pop1", "in_batch", "hard"]
 def epoch_batches(name, train, seed=0, epoch=0, batch_size=16, num_samples=None):
     sampler = BPREpochSampler(train, make_sampler(name, n_sample=3).bind(train), batch_size, seed, num_samples)
     sampler.set_epoch(epoch)
-    return list(iter(sampler))
+    chunks = list(iter(sampler))
+    assert all(len(chunk) == 1 for chunk in chunks)  # steps_per_chunk=1: one batch per chunk
+    return [chunk[0] for chunk in chunks]
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -354,9 +358,10 @@ def test_ddp_shards_are_disjoint_and_cover_the_epoch(monkeypatch, name, world):
     n = full["users"].numel()
     shards = []
     for rank in range(world):
-        monkeypatch.setattr(sampling, "distributed_rank_and_world", lambda rank=rank: (rank, world))
-        batches = list(iter(sampler))
-        assert len(batches) == len(sampler)
+        monkeypatch.setattr(bpr_batches, "distributed_rank_and_world", lambda rank=rank: (rank, world))
+        chunks = list(iter(sampler))
+        batches = [b for chunk in chunks for b in chunk]
+        assert len(chunks) == len(batches) == len(sampler) == sampler.num_batches()
         assert all(0 < b["users"].numel() <= 8 for b in batches)
         shard = {k: torch.cat([b[k] for b in batches]) for k in ("users", "pos_items")}
         # the shard is the index slice rank::world of the common epoch: disjoint, and together they cover it
@@ -401,8 +406,11 @@ def test_embedding_l2_sq_matches_the_row_by_row_formula():
     # hand case: B = 2, squared norms (1, 4, 9) and (0, 2, 5) → ½ (1 + 4 + 9 + 0 + 2 + 5) / 2 = 21/4
     got = embedding_l2_sq(torch.tensor([1.0, 0.0]), torch.tensor([4.0, 2.0]), torch.tensor([9.0, 5.0]))
     assert float(got) == pytest.approx(21 / 4)
-    # with n explicit negatives it is embedding_l2, whose own formula test is in test_losses.py
-    assert float(embedding_l2(u, i, j)) == pytest.approx(total / 6, rel=1e-12)
+    # with n explicit negatives it is the batch-level form ½(‖U‖²_F + ‖I‖²_F + ‖J‖²_F / n) / B
+    frobenius = 0.5 * (u.pow(2).sum() + i.pow(2).sum() + j.pow(2).sum() / 4) / 6
+    assert float(embedding_l2_sq(u.pow(2).sum(-1), i.pow(2).sum(-1), j.pow(2).sum(-1).mean(1))) == pytest.approx(
+        float(frobenius), rel=1e-12)
+    assert float(frobenius) == pytest.approx(total / 6, rel=1e-12)
 
 
 def test_batch_negative_scores_dispatch_matches_dense_reference():
@@ -413,9 +421,8 @@ def test_batch_negative_scores_dispatch_matches_dense_reference():
     shared = torch.randint(20, (5,), generator=g)
     smask = torch.rand(4, 5, generator=g) > 0.5
     smask[0] = False
-    batch = {"users": users, "pos_items": per_row[:, 0], "neg_items": per_row, "neg_shared": shared,
-             "neg_shared_mask": smask}
-    scores, mask, neg_sq = batch_negative_scores(batch, ue, ie, reg)
+    negatives = {"neg_items": per_row, "neg_shared": shared, "neg_shared_mask": smask}
+    scores, mask, neg_sq = batch_negative_scores(ue[users], ie, reg, negatives)
     items = torch.cat([per_row, shared.expand(4, -1)], 1)
     full_mask = torch.cat([torch.ones(4, 2, dtype=torch.bool), smask], 1)
     for b in range(4):
@@ -425,16 +432,19 @@ def test_batch_negative_scores_dispatch_matches_dense_reference():
         assert float(neg_sq[b]) == pytest.approx(sum(valid) / len(valid), rel=1e-5)
     assert torch.equal(mask, full_mask)
     # in-batch only: mask passes through, a row without valid negatives has a zero regulariser term
-    only = {"users": users, "pos_items": per_row[:, 0], "neg_shared": shared, "neg_shared_mask": smask}
-    scores, mask, neg_sq = batch_negative_scores(only, ue, ie, reg)
+    only = {"neg_shared": shared, "neg_shared_mask": smask}
+    scores, mask, neg_sq = batch_negative_scores(ue[users], ie, reg, only)
     assert scores.shape == (4, 5) and torch.equal(mask, smask) and float(neg_sq[0]) == 0.0
     # hard: the arg-max candidate is scored
     cands = torch.randint(20, (4, 1, 6), generator=g)
-    scores, mask, _ = batch_negative_scores({"users": users, "neg_candidates": cands}, ue, ie, reg)
+    scores, mask, neg_sq = batch_negative_scores(ue[users], ie, reg, {"neg_candidates": cands})
     best = (ue[users][:, None, None, :] * ie[cands]).sum(-1).amax(-1)
     assert mask is None and torch.allclose(scores, best)
+    # the regulariser term is that of the chosen (arg-max) candidate
+    chosen = cands[torch.arange(4), 0, (ue[users][:, None, :] * ie[cands[:, 0]]).sum(-1).argmax(-1)]
+    torch.testing.assert_close(neg_sq, reg[chosen].pow(2).sum(-1))
     with pytest.raises(KeyError):
-        batch_negative_scores({"users": users}, ue, ie, reg)
+        batch_negative_scores(ue[users], ie, reg, {})
 
 
 # ---------------------------------------------------------------------------------------------- end to end
@@ -461,8 +471,8 @@ def test_graph_recommender_trains_with_every_strategy(monkeypatch, name):
     losses = []
     for epoch in range(40):
         sampler.set_epoch(epoch)
-        batch = next(iter(sampler))
-        loss = model.training_step(batch, 0)
+        batch = next(iter(sampler))[0]
+        loss, _ = model.batch_loss(batch)
         assert torch.isfinite(loss)
         opt.zero_grad()
         loss.backward()
@@ -488,3 +498,70 @@ def test_sampler_configs_instantiate(name, cls):
         assert sampler.candidates >= 2
     if name == "in_batch":
         assert sampler.num_negatives is None
+
+
+def test_gru4rec_sampler_config_is_the_session_sampler():
+    sampler = instantiate(OmegaConf.load(CONFIG_DIR / "gru4rec.yaml"))
+    assert type(sampler) is SessionNegativeSampler
+    assert sampler.n_sample == 2048 and sampler.alpha == 0.5
+    # its proposal is ∝ supp^alpha over the session items
+    counts = torch.tensor([4, 0, 1, 9, 16])
+    sampler = SessionNegativeSampler(n_sample=8, alpha=0.5).bind(item_counts=counts)
+    np.testing.assert_allclose(sampler.proposal_weights().numpy(), counts.double().sqrt().numpy())
+    # a graph model cannot use it (its negatives are those of session-parallel steps)
+    train = csr_from_sets([{0}, {1, 2}], 5)
+    with pytest.raises(ConfigError, match="gru4rec"):
+        SessionNegativeSampler(n_sample=2).bind(train).batch_negatives(torch.tensor([0]), torch.tensor([0]),
+                                                                      torch.Generator())
+
+
+# ---------------------------------------------------------------------------------------------- session steps
+SESSION_COUNTS = torch.tensor([30, 0, 1, 4, 9, 16, 25, 2, 0, 7, 50, 3])
+
+
+def step_sampler(n_sample: int = 5, alpha: float = 0.75) -> SessionNegativeSampler:
+    return SessionNegativeSampler(n_sample=n_sample, alpha=alpha).bind(item_counts=SESSION_COUNTS)
+
+
+def test_step_negatives_do_not_depend_on_how_the_steps_are_requested():
+    sampler = step_sampler()
+    whole, whole_q = StepNegatives(sampler, seed=3, epoch=1).steps(0, 200)
+    assert whole.shape == whole_q.shape == (200, 5) and whole.dtype == torch.int64
+    # one instance asked for consecutive ranges, and one asked out of order (blocks drawn again on demand)
+    same = StepNegatives(sampler, seed=3, epoch=1)
+    parts = [same.steps(0, 70), same.steps(70, 130), same.steps(130, 200)]
+    assert torch.equal(torch.cat([p[0] for p in parts]), whole)
+    assert torch.equal(torch.cat([p[1] for p in parts]), whole_q)
+    shuffled = StepNegatives(sampler, seed=3, epoch=1)
+    later, first = shuffled.steps(130, 200), shuffled.steps(0, 70)
+    assert torch.equal(later[0], whole[130:]) and torch.equal(first[0], whole[:70])
+    for lo, hi in ((63, 65), (64, 128), (5, 6), (199, 200)):  # across and at block boundaries
+        assert torch.equal(StepNegatives(sampler, 3, 1).steps(lo, hi)[0], whole[lo:hi])
+    # a fresh instance draws the same; another epoch, seed or rank draws others
+    assert torch.equal(StepNegatives(sampler, seed=3, epoch=1).steps(0, 200)[0], whole)
+    for other in (StepNegatives(sampler, 3, 2), StepNegatives(sampler, 4, 1), StepNegatives(sampler, 3, 1, rank=1)):
+        assert not torch.equal(other.steps(0, 200)[0], whole)
+    # block k is one proposal of BLOCK_STEPS × n_sample ids from the (seed, epoch, rank, 6, k) generator
+    block = StepNegatives.BLOCK_STEPS
+    g = sampling_generator(3, 1, 0, 6, 1)
+    assert torch.equal(whole[block : 2 * block], sampler.propose(block * 5, g).view(block, 5))
+
+
+def test_step_negatives_log_q_is_the_log_proposal_weight():
+    sampler = step_sampler(alpha=0.75)
+    ids, log_q = StepNegatives(sampler, seed=0, epoch=0).steps(0, 300)
+    weights = SESSION_COUNTS.double().pow(0.75)  # supp^alpha, written independently of the sampler
+    assert (weights[ids] > 0).all()  # items without support are never drawn
+    torch.testing.assert_close(log_q.double(), weights[ids].log(), rtol=1e-6, atol=1e-6)
+    uniform = SessionNegativeSampler(n_sample=4, alpha=0.0).bind(item_counts=SESSION_COUNTS)
+    ids, log_q = StepNegatives(uniform, seed=0, epoch=0).steps(0, 10)
+    assert torch.equal(log_q, torch.zeros(10, 4))  # log 1: the same for every item
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_step_negatives_follow_the_proposal(alpha):
+    """Chi-square and total variation of all the draws of an epoch against ``supp^alpha`` (0 = uniform)."""
+    sampler = step_sampler(n_sample=20, alpha=alpha)
+    ids, _ = StepNegatives(sampler, seed=1, epoch=0).steps(0, 6400)
+    weights = np.ones(len(SESSION_COUNTS)) if alpha == 0 else SESSION_COUNTS.double().pow(alpha).numpy()
+    assert_distribution(ids.reshape(-1), weights / weights.sum())

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-import recsys.sampling as sampling
+import recsys.data.bpr_batches as bpr_batches
+from recsys.data.bpr_batches import BPREpochSampler
 from recsys.data.interactions import UserItemCSR
 from recsys.errors import ConfigError, DataError
-from recsys.sampling import BPREpochSampler, UniformNegativeSampler
+from recsys.sampling import InBatchNegativeSampler, UniformNegativeSampler
 
 
 def random_graph(seed: int, num_users: int, num_items: int):
@@ -106,8 +107,16 @@ def skewed_graph():
     return csr_from_sets(sets, num_items), sets
 
 
+def epoch_list(sampler: BPREpochSampler) -> list[dict[str, torch.Tensor]]:
+    """The epoch's batches, in order, from the chunks the sampler yields."""
+    chunks = list(iter(sampler))
+    assert len(chunks) == len(sampler)
+    assert all(1 <= len(chunk) <= sampler.steps_per_chunk for chunk in chunks)
+    return [b for chunk in chunks for b in chunk]
+
+
 def collect(sampler: BPREpochSampler) -> dict[str, torch.Tensor]:
-    batches = list(iter(sampler))
+    batches = epoch_list(sampler)
     return {k: torch.cat([b[k] for b in batches]) for k in ("users", "pos_items", "neg_items")}
 
 
@@ -144,8 +153,8 @@ def test_epoch_size_and_len(batch_size):
     train, sets = random_graph(2, 25, 17)
     neg = UniformNegativeSampler().bind(train)
     sampler = BPREpochSampler(train, neg, batch_size=batch_size, seed=1)
-    batches = list(iter(sampler))
-    assert len(sampler) == math.ceil(train.nnz / batch_size) == len(batches)
+    batches = epoch_list(sampler)
+    assert len(sampler) == sampler.num_batches() == math.ceil(train.nnz / batch_size) == len(batches)
     assert sum(b["users"].numel() for b in batches) == train.nnz
     assert all(b["users"].numel() == batch_size for b in batches[:-1])
     for b in batches:
@@ -164,13 +173,13 @@ def test_determinism_in_seed_and_epoch():
     a, b = make(5), make(5)
     a.set_epoch(3)
     b.set_epoch(3)
-    ea, eb = list(iter(a)), list(iter(b))
+    ea, eb = epoch_list(a), epoch_list(b)
     assert len(ea) == len(eb)
     for x, y in zip(ea, eb, strict=True):
         for k in x:
             assert torch.equal(x[k], y[k])
     # iterating twice in the same epoch gives the same epoch
-    assert all(torch.equal(x["users"], y["users"]) for x, y in zip(ea, list(iter(a)), strict=True))
+    assert all(torch.equal(x["users"], y["users"]) for x, y in zip(ea, epoch_list(a), strict=True))
     b.set_epoch(4)
     assert not torch.equal(collect(a)["users"], collect(b)["users"])
     c = make(6)
@@ -202,10 +211,10 @@ def test_ddp_sharding(monkeypatch, num_samples):
 
     lengths, shard_pairs = [], []
     for rank in (0, 1):
-        monkeypatch.setattr(sampling, "distributed_rank_and_world", lambda rank=rank: (rank, 2))
+        monkeypatch.setattr(bpr_batches, "distributed_rank_and_world", lambda rank=rank: (rank, 2))
         lengths.append(len(sampler))
-        batches = list(iter(sampler))
-        assert len(batches) == lengths[-1]
+        batches = epoch_list(sampler)
+        assert len(batches) == lengths[-1] == sampler.num_batches()
         ep = {k: torch.cat([b[k] for b in batches]) for k in ("users", "pos_items", "neg_items")}
         assert ep["neg_items"].shape == (ep["users"].numel(), 2)
         for u, row in zip(ep["users"].tolist(), ep["neg_items"].tolist(), strict=True):
@@ -225,6 +234,47 @@ def test_epoch_sampler_errors():
     neg = UniformNegativeSampler().bind(train)
     with pytest.raises(ConfigError):
         BPREpochSampler(train, neg, batch_size=0)
+    with pytest.raises(ConfigError):
+        BPREpochSampler(train, neg, batch_size=4, steps_per_chunk=0)
     empty = UserItemCSR.from_pairs(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), 3, 4)
     with pytest.raises(DataError):
         BPREpochSampler(empty, UniformNegativeSampler().bind(empty), batch_size=4)
+
+
+def _same_batches(a: list[dict[str, torch.Tensor]], b: list[dict[str, torch.Tensor]]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        assert all(torch.equal(x[k], y[k]) for k in x)
+
+
+@pytest.mark.parametrize("negatives", ["uniform", "in_batch"])
+@pytest.mark.parametrize("steps_per_chunk", [2, 5, 1000])
+def test_chunks_hold_the_same_batches_in_the_same_order(negatives, steps_per_chunk):
+    """The draws do not depend on the chunking: chunks of T batches concatenate to the T = 1 epoch (and to
+    ``batches()``); ``len()`` counts chunks."""
+    train, _ = random_graph(7, 30, 25)
+
+    def make(t):
+        neg = (UniformNegativeSampler(2, n_sample=3) if negatives == "uniform" else InBatchNegativeSampler(n_sample=2))
+        sampler = BPREpochSampler(train, neg.bind(train), batch_size=9, seed=3, steps_per_chunk=t)
+        sampler.set_epoch(2)
+        return sampler
+
+    one, chunked = make(1), make(steps_per_chunk)
+    reference = epoch_list(one)
+    assert len(reference) == one.num_batches() == chunked.num_batches() > 5
+    assert len(chunked) == math.ceil(one.num_batches() / steps_per_chunk)
+    chunks = list(iter(chunked))
+    assert all(len(c) == steps_per_chunk for c in chunks[:-1])
+    _same_batches([b for c in chunks for b in c], reference)
+    _same_batches(list(chunked.batches()), reference)
+
+
+def test_chunks_under_ddp_hold_the_same_batches(monkeypatch):
+    train, _ = random_graph(8, 30, 25)
+    for rank in (0, 1):
+        monkeypatch.setattr(bpr_batches, "distributed_rank_and_world", lambda rank=rank: (rank, 2))
+        samplers = [BPREpochSampler(train, UniformNegativeSampler().bind(train), batch_size=4, seed=1,
+                                    steps_per_chunk=t) for t in (1, 3)]
+        _same_batches(epoch_list(samplers[1]), epoch_list(samplers[0]))

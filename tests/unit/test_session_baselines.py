@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from recsys.data.session_batches import SessionParallelBatches
+from recsys.data.session_batches import SessionParallelChunks
 from recsys.data.session_data import SessionSequences
 from recsys.data.session_datamodule import SessionInfo
 from recsys.models.session_baselines import ItemKNN, SessionMostPop, SessionPop, cooccurrence_neighbours
-from recsys.sampling import UniformNegativeSampler
 
 N = 12
 
@@ -26,21 +25,21 @@ def data():
     t_len = rng.integers(1, 6, size=15)
     test = SessionSequences.from_lengths(t_len, rng.integers(0, N, size=int(t_len.sum())))
     support = torch.bincount(torch.from_numpy(train.items), minlength=N)
-    info = SessionInfo(N, support, 8, UniformNegativeSampler().bind(item_counts=support), train)
+    info = SessionInfo(N, support, 8, 0, 0.0, train)
     return info, train, test
 
 
 def evaluate(model, test: SessionSequences) -> dict[str, float]:
     model.eval()
     model.on_validation_epoch_start()
-    for batch in SessionParallelBatches(test, 4):
-        model.validation_step(batch, 0)
+    for chunk in SessionParallelChunks(test, 4, steps_per_chunk=3):  # a chunk holds several steps
+        model.validation_step(chunk, 0)
     return {k: v.item() for k, v in model.val_metrics.compute().items()}
 
 
 def reference(test: SessionSequences, score_fn) -> dict[str, float]:
     ranks = []
-    for seq in test.sequences():
+    for seq in (s.tolist() for s in np.split(test.items, test.offsets)[1:-1]):  # one list per session
         for t in range(len(seq) - 1):
             scores = score_fn(seq[: t + 1])
             ranks.append(1 + sum(1 for j in range(N) if scores[j] > scores[seq[t + 1]]))
@@ -102,7 +101,7 @@ def test_item_knn_counts_repeats_as_gru4rec_on_a_hand_computed_example():
 def test_item_knn_counts_events_as_gru4recs_baseline(data):
     """Reference: :func:`official_item_knn_counts` (the official fit loop) on data with repeated clicks."""
     info, train, test = data
-    sessions = [list(s) for s in train.sequences()]
+    sessions = [s.tolist() for s in np.split(train.items, train.offsets)[1:-1]]
     assert any(len(set(s)) < len(s) for s in sessions)  # the data has repeated clicks: the rule matters
     counts, supp = official_item_knn_counts(sessions, N)
     assert not np.allclose(counts, counts.T)  # repeats make it asymmetric

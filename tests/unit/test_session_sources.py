@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from recsys.data.session_preprocess import DAY
+from recsys.data.sources.delimited import Column, read_columns
 from recsys.data.sources.session_files import (
     CsvSessionSource,
     DigineticaSource,
     PreparedSessionSource,
     YoochooseClicksSource,
-    read_columns,
 )
 from recsys.data.sources.session_synthetic import SyntheticSessionSource, generate_synthetic_sessions
 from recsys.errors import ConfigError, DataError
@@ -36,7 +36,8 @@ def shared(name: str) -> Path:
 
 
 def sequences(splits, split: str) -> list[list[str]]:
-    return [[str(splits.item_ids[i]) for i in seq] for seq in splits.split(split).sequences()]
+    s = splits.split(split)
+    return [[str(splits.item_ids[i]) for i in seq] for seq in np.split(s.items, s.offsets)[1:-1]]
 
 
 def write_prepared(folder: Path) -> None:
@@ -61,7 +62,7 @@ def test_prepared_tsv_split_ids_from_train(tmp_path):
 def test_prepared_tsv_bad_input_names_file_and_line(tmp_path):
     write_prepared(tmp_path)
     (tmp_path / "bad.txt").write_text("SessionId\tItemId\tTime\n1\t100\t10\n\n1\tabc\t11\n")
-    with pytest.raises(DataError, match=r"bad\.txt, line 4: field 2 is 'abc'"):
+    with pytest.raises(DataError, match=r"bad\.txt, line 4: item column 'ItemId' has the non-integer value 'abc'"):
         PreparedSessionSource(path=str(tmp_path), train="bad.txt", test="te.txt").build()
     (tmp_path / "short.txt").write_text("SessionId\tItemId\tTime\n1\t100\n")
     with pytest.raises(DataError, match=r"short\.txt, line 2: 2 field"):
@@ -96,7 +97,7 @@ def test_yoochoose_raw_clicks_iso_times(tmp_path):
     t = splits.train.times[0]
     assert t == pytest.approx(np.datetime64("2014-04-01T10:50:09.277").astype("datetime64[ms]").astype(np.int64) / 1000)
     path.write_text("1,2014-04-01T10:50:09.277Z,214536502,0\n1,yesterday,214536500,0\n")
-    with pytest.raises(DataError, match=r"yoochoose-clicks\.dat, line 2: field 2 is 'yesterday'"):
+    with pytest.raises(DataError, match=r"yoochoose-clicks\.dat, line 2: time column 1 has the value 'yesterday', not an ISO"):
         YoochooseClicksSource(path=str(path)).build()
     with pytest.raises(ConfigError, match="data.path"):
         YoochooseClicksSource(path=None)
@@ -133,7 +134,7 @@ def test_csv_with_column_mapping_and_sessions_from_user_gaps(tmp_path):
     with pytest.raises(DataError, match="no column 'item_id'"):
         CsvSessionSource(path=str(path), session_column="user").build()
     path.write_text("session_id,item_id,timestamp\n1,a,10\n1,b,soon\n")
-    with pytest.raises(DataError, match="'soon' is not a number"):
+    with pytest.raises(DataError, match=r"clicks\.csv, line 3: time column 'timestamp' has the non-numeric value 'soon'"):
         CsvSessionSource(path=str(path)).build()
 
 
@@ -144,10 +145,11 @@ def test_read_columns_two_char_delimiter_and_blank_lines(tmp_path):
                            session_gap=60, delimiter="::", header=False)
     ev = src.read_events()
     assert ev.item_ids[ev.items].tolist() == ["10", "20"]
-    a, b = read_columns(path, [(0, "i8"), (2, "i8")], ":", "x")  # ':' splits '::' around an empty field
+    # ':' splits '::' around an empty field
+    a, b = read_columns(path, [Column(0, "user", "int"), Column(2, "item", "int")], sep=":", header=False, expected="x")
     assert a.tolist() == [1, 2] and b.tolist() == [10, 20]
-    with pytest.raises(DataError, match=r"ratings\.dat, line 1: field 2 is ''"):
-        read_columns(path, [(0, "i8"), (1, "i8")], ":", "x")
+    with pytest.raises(DataError, match=r"ratings\.dat, line 1: empty item id in column 1; expected x"):
+        read_columns(path, [Column(0, "user", "int"), Column(1, "item", "int")], sep=":", header=False, expected="x")
 
 
 def test_synthetic_sessions_are_seeded_and_have_sequential_structure():

@@ -63,6 +63,10 @@ def test_shipped_configs_are_valid(overrides):
     (["sampler.num_negatives=0"], "sampler.num_negatives=0"),
     (["sampler=hard", "sampler.candidates=0"], "sampler.candidates=0"),
     (["sampler.n_sample=-2"], "sampler.n_sample=-2"),
+    (["data.steps_per_chunk=0"], "data.steps_per_chunk=0"),
+    (["data.steps_per_chunk=fast"], "data.steps_per_chunk=fast"),
+    (["+trainer.gradient_clip_val=1.0"], "trainer.gradient_clip_val=1.0"),
+    (["+trainer.accumulate_grad_batches=4"], "trainer.accumulate_grad_batches=4"),
 ])
 def test_each_rule_names_key_and_value(overrides, needle):
     message = error_of(*overrides)

@@ -12,7 +12,6 @@ checksum is pinned).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import logging
@@ -20,10 +19,10 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 from recsys.errors import ConfigError, DataError
+from recsys.io import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -69,29 +68,6 @@ def verify_checksum(
             + (f" for the download of {url}" if url else "")
             + "; the file was deleted. The source may have changed or the transfer was corrupted"
         )
-
-
-@contextlib.contextmanager
-def file_lock(path: str | os.PathLike) -> Iterator[None]:
-    """Exclusive inter-process lock on the hidden file ``.<name>.lock`` next to ``path`` (POSIX ``flock``;
-    a no-op where unavailable).
-
-    Several DDP ranks or sweep jobs that start at once then prepare a file once; the others wait and reuse it.
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    path = Path(path)
-    lock_path = path.parent / f".{path.name}.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+b") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _progress(total: int | None, initial: int, desc: str):

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from recsys.errors import DataError
+from recsys.io import Entry, load_npz, save_npz
 
 
 @dataclass(frozen=True)
@@ -86,6 +85,25 @@ class UserItemCSR:
         return UserItemCSR.from_pairs(torch.cat([u1, u2]), torch.cat([i1, i2]), self.num_users, self.num_items)
 
 
+SPLITS = ("train", "valid", "test")
+
+#: The arrays of a graph cache file (besides its metadata).
+CACHE_SCHEMA = {
+    "num_users": Entry(np.int64, ndim=0),
+    "num_items": Entry(np.int64, ndim=0),
+    **{f"{s}_{k}": Entry(np.int64) for s in SPLITS for k in ("users", "items")},
+    "user_ids": Entry(str, optional=True),
+    "item_ids": Entry(str, optional=True),
+}
+
+
+def _check_original_ids(a: dict[str, np.ndarray]) -> str | None:
+    for ids, n in (("user_ids", "num_users"), ("item_ids", "num_items")):
+        if ids in a and len(a[ids]) != int(a[n]):
+            return f"{len(a[ids])} original ids for {int(a[n])} dense ids"
+    return None
+
+
 @dataclass
 class GraphSplits:
     """A processed implicit-feedback dataset: dense ids and train/valid/test (user, item) pairs.
@@ -119,48 +137,27 @@ class GraphSplits:
         return UserItemCSR.from_pairs(torch.from_numpy(u), torch.from_numpy(i), self.num_users, self.num_items)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write atomically as ``.npz`` (temporary file in the same folder, then ``os.replace``)."""
-        arrays = {
-            "num_users": np.int64(self.num_users),
-            "num_items": np.int64(self.num_items),
-            **{f"{s}_{k}": a.astype(np.int64) for s in ("train", "valid", "test")
-               for k, a in zip(("users", "items"), getattr(self, s), strict=True)},
-            "meta_keys": np.array(list(self.meta.keys()), dtype=str),
-            "meta_values": np.array(list(self.meta.values()), dtype=str),
-        }
-        if self.user_ids is not None:
-            arrays["user_ids"] = np.asarray(self.user_ids).astype(str)
-        if self.item_ids is not None:
-            arrays["item_ids"] = np.asarray(self.item_ids).astype(str)
-        atomic_write(path, lambda f: np.savez(f, **arrays))
+        """Write atomically as ``.npz`` (:func:`recsys.io.save_npz` with :data:`CACHE_SCHEMA`)."""
+        arrays = {"num_users": self.num_users, "num_items": self.num_items, "user_ids": self.user_ids,
+                  "item_ids": self.item_ids}
+        for s in SPLITS:
+            arrays[f"{s}_users"], arrays[f"{s}_items"] = getattr(self, s)
+        save_npz(path, CACHE_SCHEMA, arrays, self.meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> GraphSplits:
         """Read a cache file written by :meth:`save`. Anything else — truncated, bit-flipped (the zip CRC),
         missing arrays, wrong dtypes, ids out of range, object arrays (never unpickled) — raises
         :class:`DataError` naming the file."""
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                splits = cls(
-                    num_users=int(z["num_users"]),
-                    num_items=int(z["num_items"]),
-                    train=(z["train_users"], z["train_items"]),
-                    valid=(z["valid_users"], z["valid_items"]),
-                    test=(z["test_users"], z["test_items"]),
-                    user_ids=z["user_ids"] if "user_ids" in z.files else None,
-                    item_ids=z["item_ids"] if "item_ids" in z.files else None,
-                    meta=dict(zip(z["meta_keys"].tolist(), z["meta_values"].tolist(), strict=True)),
-                )
-        except Exception as err:  # noqa: BLE001 - zipfile/zlib/numpy raise many types for a damaged file
-            raise DataError(f"{path}: not a readable dataset cache ({type(err).__name__}: {err})") from err
-        for name in ("train", "valid", "test"):
-            for a in getattr(splits, name):
-                if a.dtype != np.int64 or a.ndim != 1:
-                    raise DataError(f"{path}: not a readable dataset cache ({name} ids are {a.dtype}, "
-                                    f"{a.ndim}-d; expected 1-d int64)")
-        for ids, n in ((splits.user_ids, splits.num_users), (splits.item_ids, splits.num_items)):
-            if ids is not None and (ids.ndim != 1 or len(ids) != n):
-                raise DataError(f"{path}: not a readable dataset cache ({len(ids)} original ids for {n} dense ids)")
+        a, meta = load_npz(path, CACHE_SCHEMA, "dataset cache", _check_original_ids)
+        splits = cls(
+            num_users=int(a["num_users"]),
+            num_items=int(a["num_items"]),
+            **{s: (a[f"{s}_users"], a[f"{s}_items"]) for s in SPLITS},
+            user_ids=a.get("user_ids"),
+            item_ids=a.get("item_ids"),
+            meta=meta,
+        )
         splits.validate(str(path))
         return splits
 
@@ -177,19 +174,3 @@ class DatasetInfo:
     def item_popularity(self) -> torch.Tensor:
         """Number of train interactions of every item."""
         return torch.bincount(self.train.indices, minlength=self.num_items)
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(fileobj)`` on a temporary file next to ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

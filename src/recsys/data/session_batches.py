@@ -11,29 +11,35 @@ of length < 2 contribute nothing.
 
 :func:`plan_session_parallel` computes the lane and first step of every session (one vectorised update per
 *distinct lane-release time*, never one per event), then lays all events out in step order with array ops;
-:class:`SessionParallelBatches` (an ``IterableDataset``) yields one step at a time as slices of those arrays:
+:class:`SessionParallelChunks` (a sampler of ready-made chunks) yields ``steps_per_chunk`` steps at a time as
+slices of those arrays:
 
 * ``inputs`` ``(b,)`` int64 — current item of every active lane;
 * ``targets`` ``(b,)`` int64 — next item;
 * ``lanes`` ``(b,)`` int64 — lane of every row (ascending; ``b <= B``; rows of idle lanes are absent);
-* ``reset`` ``(b,)`` bool — a new session starts in this lane at this step (reset its hidden state first).
+* ``reset`` ``(b,)`` bool — a new session starts in this lane at this step (reset its hidden state first);
+
+concatenated over the chunk's steps, with ``ptr`` marking the steps (and the training steps' shared negatives).
 
 Under DDP every rank takes the sessions ``rank::world_size`` (still in start-time order) and runs its own
 lanes; all ranks yield the same number of steps (the longest rank's), shorter ranks ending with empty steps,
-so the per-step gradient all-reduce never waits for a missing batch. Nothing is random: no ``set_epoch``.
+so the per-step gradient all-reduce never waits for a missing batch. The plan is not random; the shared
+negatives are a function of ``(seed, epoch, rank, step)``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset
 
+from recsys.data.loading import EpochSampler
 from recsys.data.session_data import SessionSequences
 from recsys.errors import ConfigError
+from recsys.sampling import NegativeSampler, StepNegatives
 
 
 @dataclass(frozen=True)
@@ -146,8 +152,13 @@ def plan_session_parallel(sessions: SessionSequences, num_lanes: int) -> Session
     )
 
 
-class SessionParallelBatches(IterableDataset):
-    """Streams the steps of :func:`plan_session_parallel` (see the module docstring).
+class SessionParallelChunks(EpochSampler):
+    """Yields the steps of :func:`plan_session_parallel` in chunks of ``steps_per_chunk`` (module docstring).
+
+    A chunk is ``{inputs, targets, lanes, reset}`` (the chunk's events, ``(E,)``) with ``ptr`` ``(T + 1,)``
+    (step ``t`` is rows ``ptr[t]:ptr[t+1]``) and, for training with extra negatives, ``negatives`` and
+    ``neg_log_q`` ``(T, n_sample)`` (:class:`~recsys.sampling.StepNegatives`, a function of
+    ``(seed, epoch, rank, step)``: the chunking does not change them).
 
     Args:
         sessions: the split, sessions in start-time order.
@@ -157,6 +168,9 @@ class SessionParallelBatches(IterableDataset):
             all DDP ranks take the same number of optimizer steps (training); evaluation leaves it off.
         min_lanes: stop the pass at the first lane release leaving fewer lanes (training with ``n_sample=0``:
             2, as the official code; evaluation: 1, every event is scored).
+        steps_per_chunk: steps per yielded chunk.
+        negatives: the sampler of the steps' shared extra negatives (training; ``None`` or ``n_sample=0``: none).
+        seed: seed of the negatives.
     """
 
     def __init__(
@@ -167,12 +181,14 @@ class SessionParallelBatches(IterableDataset):
         world_size: int = 1,
         pad_to_longest_rank: bool = False,
         min_lanes: int = 1,
+        steps_per_chunk: int = 1,
+        negatives: NegativeSampler | None = None,
+        seed: int = 0,
     ) -> None:
-        super().__init__()
-        if batch_size < 1:
-            raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
-        self.batch_size = batch_size
+        super().__init__(batch_size, steps_per_chunk, seed)
         self.rank, self.world_size = rank, world_size
+        self.negatives = negatives if negatives is not None and negatives.n_sample > 0 else None
+
         def rank_plan(r: int) -> SessionParallelPlan:
             return plan_session_parallel(sessions.take(np.arange(r, sessions.num_sessions, world_size)), batch_size)
 
@@ -189,13 +205,23 @@ class SessionParallelBatches(IterableDataset):
                 self.num_steps = max(rank_plan(r).steps_with_lanes(min_lanes) for r in range(world_size))
 
     def __len__(self) -> int:
-        return self.num_steps
+        return math.ceil(self.num_steps / self.steps_per_chunk)
+
+    def chunk(self, lo: int, hi: int, draws: StepNegatives | None = None) -> dict[str, torch.Tensor]:
+        """Steps ``lo..hi-1`` (those beyond the plan are empty padding steps)."""
+        plan = self.plan
+        a, b = min(lo, self.plan_steps), min(hi, self.plan_steps)
+        first, last = int(plan.ptr[a]), int(plan.ptr[b])
+        ptr = plan.ptr[a : b + 1] - first
+        if hi - lo > b - a:  # padding steps: empty ranges at the end
+            ptr = torch.cat([ptr, ptr[-1:].expand(hi - lo - (b - a))])
+        out = {"inputs": plan.inputs[first:last], "targets": plan.targets[first:last],
+               "lanes": plan.lanes[first:last], "reset": plan.reset[first:last], "ptr": ptr}
+        if draws is not None:
+            out["negatives"], out["neg_log_q"] = draws.steps(lo, hi)
+        return out
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        plan = self.plan
-        for t in range(self.plan_steps):
-            yield plan.step(t)
-        empty = {"inputs": plan.inputs[:0], "targets": plan.targets[:0], "lanes": plan.lanes[:0],
-                 "reset": plan.reset[:0]}
-        for _ in range(self.num_steps - self.plan_steps):
-            yield dict(empty)
+        draws = None if self.negatives is None else StepNegatives(self.negatives, self.seed, self.epoch, self.rank)
+        for lo in range(0, self.num_steps, self.steps_per_chunk):
+            yield self.chunk(lo, min(lo + self.steps_per_chunk, self.num_steps), draws)

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from recsys.data.interactions import atomic_write
 from recsys.errors import DataError
+from recsys.io import Entry, load_npz, save_npz
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +94,6 @@ class SessionSequences:
             None if self.session_ids is None else self.session_ids[sessions],
         )
 
-    def sequences(self) -> list[list[int]]:
-        """Python lists of item ids per session (for tests and small inspections only)."""
-        return [self.items[a:b].tolist() for a, b in zip(self.offsets[:-1], self.offsets[1:], strict=True)]
-
 
 @dataclass
 class SessionSplits:
@@ -144,51 +140,42 @@ class SessionSplits:
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        """Write atomically as ``.npz`` (temporary file in the same folder, then ``os.replace``)."""
-        arrays: dict[str, Any] = {"num_items": np.int64(self.num_items)}
+        """Write atomically as ``.npz`` (:func:`recsys.io.save_npz` with :data:`CACHE_SCHEMA`)."""
+        arrays: dict[str, Any] = {"num_items": self.num_items, "item_ids": self.item_ids}
         for name in SPLITS:
             s = self.split(name)
-            arrays[f"{name}_offsets"] = s.offsets.astype(np.int64)
-            arrays[f"{name}_items"] = s.items.astype(np.int64)
-            arrays[f"{name}_times"] = s.times.astype(np.float64)
-            if s.session_ids is not None:
-                arrays[f"{name}_session_ids"] = np.asarray(s.session_ids).astype(str)
-        if self.item_ids is not None:
-            arrays["item_ids"] = np.asarray(self.item_ids).astype(str)
-        arrays["meta_keys"] = np.array(list(self.meta.keys()), dtype=str)
-        arrays["meta_values"] = np.array(list(self.meta.values()), dtype=str)
-        atomic_write(path, lambda f: np.savez(f, **arrays))
+            arrays |= {f"{name}_offsets": s.offsets, f"{name}_items": s.items, f"{name}_times": s.times,
+                       f"{name}_session_ids": s.session_ids}
+        save_npz(path, CACHE_SCHEMA, arrays, self.meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SessionSplits:
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                parts = {
-                    name: SessionSequences(
-                        z[f"{name}_offsets"], z[f"{name}_items"], z[f"{name}_times"],
-                        z[f"{name}_session_ids"] if f"{name}_session_ids" in z.files else None,
-                    )
-                    for name in SPLITS
-                }
-                splits = cls(
-                    num_items=int(z["num_items"]),
-                    **parts,
-                    item_ids=z["item_ids"] if "item_ids" in z.files else None,
-                    meta=dict(zip(z["meta_keys"].tolist(), z["meta_values"].tolist(), strict=True)),
-                )
-        except Exception as err:  # noqa: BLE001 - zipfile/zlib/numpy raise many types for a damaged file
-            raise DataError(f"{path}: not a readable session cache ({type(err).__name__}: {err}); delete it to "
-                            "rebuild") from err
-        for name in SPLITS:
-            s = splits.split(name)
-            for key, a, dtype in (("offsets", s.offsets, np.int64), ("items", s.items, np.int64),
-                                  ("times", s.times, np.float64)):
-                if a.dtype != dtype or a.ndim != 1:
-                    raise DataError(f"{path}: not a readable session cache ({name}_{key} is {a.dtype}, {a.ndim}-d)")
-            if len(s.offsets) == 0 or (s.session_ids is not None and len(s.session_ids) != s.num_sessions):
-                raise DataError(f"{path}: not a readable session cache ({name} session ids/offsets disagree)")
-        if splits.item_ids is not None and len(splits.item_ids) != splits.num_items:
-            raise DataError(f"{path}: not a readable session cache ({len(splits.item_ids)} item ids for "
-                            f"{splits.num_items} items)")
+        """Read a cache file written by :meth:`save`; anything else raises :class:`DataError` naming the file
+        (see :func:`recsys.io.load_npz`)."""
+        a, meta = load_npz(path, CACHE_SCHEMA, "session cache", _check_sessions)
+        parts = {name: SessionSequences(a[f"{name}_offsets"], a[f"{name}_items"], a[f"{name}_times"],
+                                        a.get(f"{name}_session_ids"))
+                 for name in SPLITS}
+        splits = cls(num_items=int(a["num_items"]), **parts, item_ids=a.get("item_ids"), meta=meta)
         splits.validate(str(path))
         return splits
+
+
+#: The arrays of a session cache file (besides its metadata).
+CACHE_SCHEMA = {
+    "num_items": Entry(np.int64, ndim=0),
+    **{f"{name}_{key}": entry for name in SPLITS for key, entry in (
+        ("offsets", Entry(np.int64)), ("items", Entry(np.int64)), ("times", Entry(np.float64)),
+        ("session_ids", Entry(str, optional=True)))},
+    "item_ids": Entry(str, optional=True),
+}
+
+
+def _check_sessions(a: dict[str, np.ndarray]) -> str | None:
+    for name in SPLITS:
+        offsets, ids = a[f"{name}_offsets"], a.get(f"{name}_session_ids")
+        if len(offsets) == 0 or (ids is not None and len(ids) != len(offsets) - 1):
+            return f"{name} session ids/offsets disagree"
+    if "item_ids" in a and len(a["item_ids"]) != int(a["num_items"]):
+        return f"{len(a['item_ids'])} item ids for {int(a['num_items'])} items"
+    return None

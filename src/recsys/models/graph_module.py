@@ -11,27 +11,33 @@ from torch import nn
 from recsys.data.interactions import DatasetInfo
 from recsys.losses import bpr_loss, embedding_l2_sq
 from recsys.metrics import METRIC_NAMES
-from recsys.models.components.adjacency import SparseAdjacency
+from recsys.models.chunked import ChunkedTraining
+from recsys.models.components.adjacency import SparseAdjacency, normalized_adjacency
 from recsys.models.ranking_module import TopKRecommender
-from recsys.sampling import select_hard_negatives
+
+#: propagate the whole graph when a step reads more than this fraction of the nodes (e.g. ``sampler=hard``)
+FULL_PASS_FRACTION = 0.5
 
 
-class GraphRecommender(TopKRecommender):
+class GraphRecommender(ChunkedTraining, TopKRecommender):
     """Trains ``encoder`` with BPR: ``L = mean softplus(ŷ_uj − ŷ_ui) + λ · reg``.
 
     The mean runs over the batch's valid (user, pos, neg) pairs; the negatives are whatever the
     ``sampler`` group put in the batch (per-row, hard candidates → arg-max, or shared in-batch negatives
     with a mask; :func:`batch_negative_scores`).
-    ``reg`` is :func:`~recsys.losses.embedding_l2` on the ego embeddings of the batch rows
-    (LightGCN, MF) or on the final embeddings (NGCF), as the encoder declares (``regularize_ego``);
-    a row's negative term is the mean ``‖e_j‖²`` over its valid negatives
-    (:func:`~recsys.losses.embedding_l2_sq`).
-    Every training step propagates the whole graph (as the official code does); evaluation propagates
-    once per epoch. Scores are inner products ``ŷ_ui = e_uᵀ e_i``.
+    ``reg`` is :func:`~recsys.losses.embedding_l2_sq` on the ego embeddings of the batch rows (LightGCN, MF)
+    or on the final embeddings (NGCF), as the encoder declares (``regularize_ego``); a row's negative term is
+    the mean ``‖e_j‖²`` over its valid negatives.
+
+    A step computes the final embeddings of the nodes the batch reads only (its users, positives and
+    negatives: the encoder's last layer runs on those rows, :meth:`batch_loss`), the same numbers as the
+    official code's whole-graph pass; evaluation propagates once per epoch. Scores are inner products
+    ``ŷ_ui = e_uᵀ e_i``. Training runs in chunks of BPR steps (:class:`~recsys.models.chunked.ChunkedTraining`).
 
     Args:
         info: sizes and train graph from the DataModule.
-        encoder: factory ``encoder(num_users=, num_items=, **encoder_kwargs) -> nn.Module``.
+        encoder: factory ``encoder(num_users=, num_items=, **encoder_kwargs) -> nn.Module`` with
+            ``adjacency_norm``, ``regularize_ego``, ``ego(rows)`` and ``forward(adj, rows) -> node embeddings``.
         optimizer: factory ``optimizer(params=) -> torch.optim.Optimizer``.
         reg_weight: λ.
         encoder_kwargs: every other model config key (``embedding_dim``, ``num_layers``, …) goes to
@@ -53,10 +59,13 @@ class GraphRecommender(TopKRecommender):
             {"num_users": info.num_users, "num_items": info.num_items, "reg_weight": reg_weight, **encoder_kwargs},
             logger=False,
         )
+        self.num_users = info.num_users
         self.encoder = encoder(num_users=info.num_users, num_items=info.num_items, **encoder_kwargs)
         self.optimizer_factory = optimizer
         self.reg_weight = reg_weight
-        self._adjacency: SparseAdjacency = self.encoder.build_adjacency(info.train)
+        users, items = info.train.pairs()
+        self._adjacency: SparseAdjacency = normalized_adjacency(
+            users, items, info.num_users, info.num_items, self.encoder.adjacency_norm)
         self._eval_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def adjacency(self) -> SparseAdjacency:
@@ -65,24 +74,40 @@ class GraphRecommender(TopKRecommender):
         return self._adjacency
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Final user and item embeddings."""
-        return self.encoder(self.adjacency())
+        """Final user and item embeddings (views of one node table)."""
+        nodes = self.encoder(self.adjacency())
+        return nodes[: self.num_users], nodes[self.num_users :]
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    # -- training --------------------------------------------------------------------------------
+    def batch_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, bpr)`` of one BPR batch. The final embeddings of the batch's nodes are computed once, at
+        those rows only (every other node's embedding is unused by the loss), unless they cover most of the
+        graph; per-row, candidate and shared negatives index that one gathered table."""
+        m = self.num_users
         users, pos = batch["users"], batch["pos_items"]
-        user_emb, item_emb = self()
-        reg_user, reg_item = self.encoder.ego() if self.encoder.regularize_ego else (user_emb, item_emb)
-        u = user_emb[users]
-        pos_scores = (u * item_emb[pos]).sum(-1)
-        neg_scores, neg_mask, neg_sq = batch_negative_scores(batch, user_emb, item_emb, reg_item)
+        keys = [k for k in ("neg_items", "neg_candidates", "neg_shared") if k in batch]
+        if not keys:
+            raise KeyError("a BPR batch needs neg_items, neg_candidates or neg_shared (see recsys.sampling)")
+        parts = [users, pos + m, *(batch[k].reshape(-1) + m for k in keys)]
+        nodes, index = torch.unique(torch.cat(parts), return_inverse=True)
+        local = dict(zip(["users", "pos_items", *keys], index.split([p.numel() for p in parts]), strict=True))
+        local = {k: v.view(batch[k].shape) for k, v in local.items()}
+        if nodes.numel() > FULL_PASS_FRACTION * (m + self.hparams.num_items):
+            emb = self.encoder(self.adjacency())[nodes]
+        else:
+            emb = self.encoder(self.adjacency(), nodes)
+        reg = self.encoder.ego(nodes) if self.encoder.regularize_ego else emb
+        negatives = {k: local[k] for k in keys}
+        if "neg_shared" in batch:
+            negatives["neg_shared_mask"] = batch["neg_shared_mask"]
+        u = emb[local["users"]]
+        pos_scores = (u * emb[local["pos_items"]]).sum(-1)
+        neg_scores, neg_mask, neg_sq = batch_negative_scores(u, emb, reg, negatives)
         loss_bpr = bpr_loss(pos_scores, neg_scores, neg_mask)
-        reg = embedding_l2_sq(reg_user[users].pow(2).sum(-1), reg_item[pos].pow(2).sum(-1), neg_sq)
-        loss = loss_bpr + self.reg_weight * reg
-        size = users.numel()
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
-        self.log("train/bpr", loss_bpr, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
-        return loss
+        penalty = embedding_l2_sq(reg[local["users"]].pow(2).sum(-1), reg[local["pos_items"]].pow(2).sum(-1), neg_sq)
+        return loss_bpr + self.reg_weight * penalty, loss_bpr
 
+    # -- evaluation ------------------------------------------------------------------------------
     def prepare_scoring(self) -> None:
         with torch.no_grad(), self.float32_scoring():  # float32 scores also for half-precision weights
             self._eval_embeddings = tuple(e.float() for e in self())
@@ -90,45 +115,44 @@ class GraphRecommender(TopKRecommender):
     def finish_scoring(self) -> None:
         self._eval_embeddings = None
 
-    def score_users(self, users: torch.Tensor) -> torch.Tensor:
+    def score_users(self, users: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         assert self._eval_embeddings is not None, "prepare_scoring() runs before evaluation"
         user_emb, item_emb = self._eval_embeddings
-        return user_emb[users] @ item_emb.T
+        return torch.matmul(user_emb[users], item_emb.T, out=out)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(params=self.parameters())
 
 
 def batch_negative_scores(
-    batch: dict[str, torch.Tensor], user_emb: torch.Tensor, item_emb: torch.Tensor, reg_item: torch.Tensor
+    u: torch.Tensor, emb: torch.Tensor, reg: torch.Tensor, negatives: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Scores ``(B, N)`` and mask ``(B, N)`` (None = all valid) of a batch's negatives, and per row the mean
-    ``‖e_j‖²`` of the regularised embeddings (``reg_item``) of its valid negatives ``(B,)``.
+    ``‖e_j‖²`` of the regularised embeddings (``reg``) of its valid negatives ``(B,)``.
 
-    Dispatches on the keys the negative sampler put in the batch (see :mod:`recsys.sampling`):
-    ``neg_items`` ``(B, n)`` per-row negatives; ``neg_candidates`` ``(B, n, M)`` → the best-scoring
-    candidate of each ``(b, n)`` (no gradient through the choice); ``neg_shared`` ``(S,)`` with
+    ``u`` ``(B, d)``: the batch users' final embeddings; ``emb``/``reg``: final/regularised embeddings of the
+    rows that ``negatives`` index. Dispatches on the keys the negative sampler put in the batch (see
+    :mod:`recsys.sampling`): ``neg_items`` ``(B, n)`` per-row negatives; ``neg_candidates`` ``(B, n, M)`` → the
+    best-scoring candidate of each ``(b, n)`` (no gradient through the choice); ``neg_shared`` ``(S,)`` with
     ``neg_shared_mask`` ``(B, S)``: negatives shared by the batch (in-batch, extra samples), scored as one
     ``(B, d) @ (d, S)`` product.
     """
-    users = batch["users"]
-    u = user_emb[users]
-    per_row = batch.get("neg_items")
-    if "neg_candidates" in batch:
-        per_row = select_hard_negatives(user_emb, item_emb, users, batch["neg_candidates"])
-    shared = batch.get("neg_shared")
+    per_row = negatives.get("neg_items")
+    if "neg_candidates" in negatives:
+        per_row = select_hard_negatives(u, emb, negatives["neg_candidates"])
+    shared = negatives.get("neg_shared")
     if per_row is None and shared is None:
         raise KeyError("a BPR batch needs neg_items, neg_candidates or neg_shared (see recsys.sampling)")
     scores, sq_sum, count = [], 0.0, 0.0
     if per_row is not None:
-        scores.append(torch.einsum("bd,bnd->bn", u, item_emb[per_row]))
-        sq_sum, count = reg_item[per_row].pow(2).sum((1, 2)), per_row.shape[1]
+        scores.append(torch.einsum("bd,bnd->bn", u, emb[per_row]))
+        sq_sum, count = reg[per_row].pow(2).sum((1, 2)), per_row.shape[1]
     mask = None
     if shared is not None:
-        shared_mask = batch["neg_shared_mask"]
-        scores.append(u @ item_emb[shared].T)
-        valid = shared_mask.to(reg_item.dtype)
-        sq_sum = sq_sum + valid @ reg_item[shared].pow(2).sum(-1)
+        shared_mask = negatives["neg_shared_mask"]
+        scores.append(u @ emb[shared].T)
+        valid = shared_mask.to(reg.dtype)
+        sq_sum = sq_sum + valid @ reg[shared].pow(2).sum(-1)
         count = count + valid.sum(1)
         mask = shared_mask
         if per_row is not None:
@@ -136,3 +160,12 @@ def batch_negative_scores(
     neg_scores = scores[0] if len(scores) == 1 else torch.cat(scores, 1)
     neg_sq = sq_sum / count.clamp(min=1) if torch.is_tensor(count) else sq_sum / count
     return neg_scores, mask, neg_sq
+
+
+@torch.no_grad()
+def select_hard_negatives(u: torch.Tensor, emb: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """The highest-scoring candidate of every ``(b, n)``: ``argmax_m u_bᵀ e_{c_bnm}`` → ``(B, n)`` (indices into
+    ``emb``, as ``candidates``). No gradient flows through the selection; ties go to the first candidate."""
+    scores = torch.einsum("bd,bnmd->bnm", u, emb[candidates])
+    best = scores.argmax(-1, keepdim=True)
+    return candidates.gather(-1, best).squeeze(-1)

@@ -19,8 +19,9 @@ class MostPop(TopKRecommender):
         self.save_hyperparameters({"num_users": info.num_users, "num_items": info.num_items}, logger=False)
         self.register_buffer("popularity", info.item_popularity.float())
 
-    def score_users(self, users: torch.Tensor) -> torch.Tensor:
-        return self.popularity.expand(users.numel(), -1).clone()
+    def score_users(self, users: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        scores = self.popularity.expand(users.numel(), -1)
+        return scores.clone() if out is None else out.copy_(scores)
 
     def configure_optimizers(self) -> None:
         return None

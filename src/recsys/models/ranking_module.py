@@ -7,15 +7,16 @@ from collections.abc import Sequence
 import pytorch_lightning as pl
 import torch
 
-from recsys.metrics import METRIC_NAMES, TopKMetrics, rank_topk
+from recsys.metrics import METRIC_NAMES, TopKMetrics, hits_at, rank_topk
 
 
 class TopKRecommender(pl.LightningModule):
     """Evaluates ``score_users`` by full ranking (algorithms.md §1.6).
 
-    Per evaluation batch: score every item for the batch's users, set the masked items (train, plus
-    validation at test time) to −∞, take the top ``max K`` (ties → lower item id), mark the hits and
-    feed :class:`~recsys.metrics.TopKMetrics`. Logged at epoch end as ``val/recall@20``, ``test/ndcg@20``, …
+    Per evaluation batch: score every item for the batch's users (into a buffer kept across batches), set the
+    masked items (train, plus validation at test time) to −∞, take the top ``max K`` (ties → lower item id),
+    look the top items up among the batch's targets (:func:`~recsys.metrics.hits_at`) and feed
+    :class:`~recsys.metrics.TopKMetrics`. Logged at epoch end as ``val/recall@20``, ``test/ndcg@20``, …
 
     Scores are float32 whatever ``trainer.precision``: the evaluation and prediction steps run with autocast
     off (:meth:`float32_scoring`), so mixed precision never changes a ranking.
@@ -28,10 +29,12 @@ class TopKRecommender(pl.LightningModule):
         super().__init__()
         self.val_metrics = TopKMetrics(topk, metrics)
         self.test_metrics = TopKMetrics(topk, metrics)
+        self._score_buffer: torch.Tensor | None = None
 
     # -- to implement ----------------------------------------------------------------------------
-    def score_users(self, users: torch.Tensor) -> torch.Tensor:
-        """Scores ``(len(users), num_items)``; higher is better."""
+    def score_users(self, users: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores ``(len(users), num_items)``; higher is better. ``out``: a float32 buffer of that shape to write
+        them into (a hint: the result may be another tensor)."""
         raise NotImplementedError
 
     def prepare_scoring(self) -> None:
@@ -48,14 +51,23 @@ class TopKRecommender(pl.LightningModule):
 
     def evaluate_batch(self, batch: dict[str, torch.Tensor], metric: TopKMetrics) -> None:
         users = batch["users"]
-        scores = self.score_users(users).float()
+        scores = self.score_users(users, out=self._buffer(users.numel())).float()
         scores[batch["mask_rows"], batch["mask_items"]] = -torch.inf
         top = rank_topk(scores, metric.max_k)
-        relevant = torch.zeros_like(scores, dtype=torch.bool)
-        relevant[batch["target_rows"], batch["target_items"]] = True
-        hits = torch.gather(relevant, 1, top)
+        hits = hits_at(top, batch["target_rows"], batch["target_items"], scores.shape[1])
         num_relevant = torch.bincount(batch["target_rows"], minlength=users.numel())
         metric.update(hits, num_relevant)
+
+    def _buffer(self, rows: int) -> torch.Tensor | None:
+        """A float32 ``(rows, num_items)`` view of the evaluation score buffer (grown as needed, dropped after the
+        pass), or ``None`` before the item count is known."""
+        num_items = self.hparams.get("num_items") if hasattr(self, "hparams") else None
+        if not num_items:
+            return None
+        buf = self._score_buffer
+        if buf is None or buf.shape[0] < rows or buf.device != self.device:
+            buf = self._score_buffer = torch.empty(rows, num_items, device=self.device)
+        return buf[:rows]
 
     def on_validation_epoch_start(self) -> None:
         self.prepare_scoring()
@@ -103,5 +115,6 @@ class TopKRecommender(pl.LightningModule):
         values = metric.compute()
         metric.reset()
         self.finish_scoring()
+        self._score_buffer = None
         for name, value in values.items():
             self.log(f"{stage}/{name}", value, prog_bar=name == "recall@20", sync_dist=False)

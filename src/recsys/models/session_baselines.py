@@ -25,7 +25,7 @@ import torch
 from recsys.data.session_data import SessionSequences
 from recsys.data.session_datamodule import SessionInfo
 from recsys.errors import ConfigError
-from recsys.models.session_module import SESSION_METRICS, LaneState, SessionRecommender
+from recsys.models.session_recommender import SESSION_METRICS, LaneState, SessionRecommender
 
 
 def _squashed_popularity(support: torch.Tensor) -> torch.Tensor:

@@ -83,14 +83,24 @@ class ValidateLastEpoch(pl.Callback):
 
 class ConfigInCheckpoint(pl.Callback):
     """Stores the resolved run config (plain containers) in every checkpoint under ``recsys_config``,
-    so ``eval.py`` rebuilds the exact data and model, and the run's command-line overrides under
-    ``recsys_overrides`` (for resuming); loadable with ``torch.load(weights_only=True)``."""
+    so ``eval.py`` rebuilds the exact data and model, the identity of its dataset under ``recsys_dataset``
+    (:func:`~recsys.data.cache.splits_identity`: a checkpoint of another dataset is refused on loading), and the
+    run's command-line overrides under ``recsys_overrides`` (for resuming); loadable with
+    ``torch.load(weights_only=True)``."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
+        self._dataset: str | None = None
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint["recsys_config"] = self.config
+        splits = getattr(trainer.datamodule, "splits", None)
+        if splits is not None:
+            if self._dataset is None:
+                from recsys.data.cache import splits_identity
+
+                self._dataset = splits_identity(splits)
+            checkpoint["recsys_dataset"] = self._dataset
         from hydra.core.hydra_config import HydraConfig
 
         if HydraConfig.initialized():  # the command line, to recompose the config on resume (recsys.utils.resume)

@@ -20,8 +20,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from recsys.data.interactions import atomic_write
 from recsys.errors import DataError
+from recsys.io import atomic_write
 
 log = logging.getLogger(__name__)
 

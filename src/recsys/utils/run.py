@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,8 +13,8 @@ from typing import Any
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
-from recsys.data.interactions import atomic_write
 from recsys.errors import RecsysError
+from recsys.io import atomic_write_text
 from recsys.utils.dashboards import sync_hint
 from recsys.utils.ddp import job_scope
 
@@ -34,12 +35,29 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> d
     except RecsysError as err:
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr, flush=True)
+        discard_unused_run_folder(cfg.paths.get("output_dir"))
         raise SystemExit(2) from None
     except Exception:
         log.exception("Run failed; output folder: %s", cfg.paths.get("output_dir"))
         raise
     finally:
         finish_wandb(exit_code)
+
+
+def discard_unused_run_folder(output_dir: str | None) -> None:
+    """Delete the run folder of a run stopped by a user error before it produced anything (the folder holds only
+    what Hydra writes at start: ``.hydra/`` and the ``*.log`` files), e.g. ``model.topk`` beyond the number of
+    items of a dataset, known only once it is loaded. A folder with anything else (checkpoints of a run being
+    resumed, logs of a started fit) is kept."""
+    if not output_dir:
+        return
+    folder = Path(output_dir)
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return
+    if all(e.name == ".hydra" or (e.is_file() and e.suffix == ".log") for e in entries):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def finish_wandb(exit_code: int) -> None:
@@ -59,7 +77,7 @@ def finish_wandb(exit_code: int) -> None:
 def write_metrics(path: str | Path, metrics: dict[str, Any]) -> None:
     """Write ``metrics.json`` atomically (flat keys, sorted)."""
     text = json.dumps(metrics, indent=2, sort_keys=True) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode()))
+    atomic_write_text(path, text)
     log.info("Wrote %s", path)
 
 

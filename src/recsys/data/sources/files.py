@@ -1,9 +1,9 @@
-"""Shared machinery of file-backed graph sources: local ``data.path`` or download, file identity, pipeline."""
+"""Files of every file-backed source (graph and session): local ``data.path`` or download, file identity; the graph
+sources' pipeline."""
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +13,6 @@ from recsys.data.download import download
 from recsys.data.interactions import GraphSplits
 from recsys.data.preprocess import Interactions, PreprocessConfig, preprocess
 from recsys.errors import ConfigError, DataError
-
-log = logging.getLogger(__name__)
 
 HASH_LIMIT = 256 << 20  # files up to 256 MiB are identified by content (sha256), larger by size + mtime
 _HASH_MEMO: dict[tuple[str, int, int], str] = {}
@@ -50,46 +48,27 @@ class RemoteFile:
     checksum: str | None = None
 
 
-class FileGraphSource:
-    """Base of the file readers: resolves the files (``data.path`` or download), fingerprints them and runs
-    :func:`~recsys.data.preprocess.preprocess` on what :meth:`read` returns.
+class FileSource:
+    """The files of a file-backed source, graph or session: a local ``data.path`` or a download.
 
-    Subclasses set ``name``, ``format_help`` and implement :meth:`required_files`, :meth:`read` and
-    (for downloads) :meth:`remote_files`.
+    ``data.path`` may be a folder, searched for :meth:`required_files` (and :meth:`optional_files`), or a file:
+    the file itself for a source of one file, else its folder. Without ``data.path``, the :meth:`remote_files`
+    are downloaded into ``download_dir/<name>`` and checked against their pinned checksums; a source without a
+    download says to set ``data.path``. Subclasses set ``name`` and ``format_help`` (named in every error).
     """
 
     name: str = "files"
-    version: int = 1
     format_help: str = ""
+    folder_ok: bool = True  # False: data.path must be the file itself
 
-    def __init__(
-        self,
-        path: str | None = None,
-        download_dir: str | None = None,
-        split: str = "given",
-        split_ratios: list[float] | tuple[float, ...] = (0.8, 0.1, 0.1),
-        rating_threshold: float | None = None,
-        min_user_interactions: int = 0,
-        min_item_interactions: int = 0,
-        unseen_items: str = "drop",
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, path: str | None = None, download_dir: str | None = None) -> None:
         self.path = Path(path).expanduser() if path not in (None, "") else None
         self.download_dir = Path(download_dir) if download_dir else None
-        self.preprocess_config = PreprocessConfig(
-            split=split, split_ratios=tuple(split_ratios), rating_threshold=rating_threshold,
-            min_user_interactions=min_user_interactions, min_item_interactions=min_item_interactions,
-            unseen_items=unseen_items, seed=seed,
-        )
         self._files: dict[str, Path] | None = None
 
-    # -- to implement -----------------------------------------------------------------------------
-    def params(self) -> dict[str, Any]:
-        """Reader options that change the result (part of the fingerprint)."""
-        return {}
-
-    def required_files(self) -> list[str]:
-        """Names of the files expected in a ``data.path`` folder."""
+    def required_files(self) -> list[str | tuple[str, ...]]:
+        """Names (glob patterns allowed) looked for in a ``data.path`` folder; a tuple lists alternatives, the
+        first found wins. The result's key is the (first) name."""
         raise NotImplementedError
 
     def optional_files(self) -> list[str]:
@@ -99,25 +78,28 @@ class FileGraphSource:
         """Downloadable files by name (empty: this source has no download)."""
         return {}
 
-    def read(self, files: dict[str, Path]) -> Interactions:
-        raise NotImplementedError
+    def require_local_or_download(self) -> None:
+        """A :class:`ConfigError` now (not at the first read) when there is neither ``data.path`` nor a download."""
+        if self.path is None and not self.remote_files():
+            raise ConfigError(f"data={self.name} has no download; set data.path to a local copy ({self.format_help})")
 
-    # -- shared ------------------------------------------------------------------------------------
     def resolve_local(self, path: Path) -> dict[str, Path]:
-        """Files of a local ``data.path``: a folder holding the required files (a single-file source also
-        accepts the file itself)."""
-        required = self.required_files()
+        """The files of a local ``data.path`` (file or folder)."""
+        required = [(entry,) if isinstance(entry, str) else tuple(entry) for entry in self.required_files()]
         if not path.exists():
             raise DataError(f"data.path={path}: no such file or folder; expected {self.format_help}")
+        folder = path
         if path.is_file():
             if len(required) == 1:
-                return {required[0]: path}
-            raise DataError(f"data.path={path} is a file; expected a folder with {', '.join(required)}")
-        missing = [f for f in required if not (path / f).is_file()]
+                return {required[0][0]: path}
+            folder = path.parent  # a file of a several-file source: its folder
+        elif not self.folder_ok:
+            raise DataError(f"data.path={path} is a folder; expected {self.format_help}")
+        files = {names[0]: found for names in required if (found := _first_file(folder, names)) is not None}
+        missing = [names[0] for names in required if names[0] not in files]
         if missing:
             raise DataError(f"data.path={path}: missing {', '.join(missing)}; expected {self.format_help}")
-        files = {f: path / f for f in required}
-        files.update({f: path / f for f in self.optional_files() if (path / f).is_file()})
+        files.update({f: found for f in self.optional_files() if (found := _first_file(folder, (f,))) is not None})
         return files
 
     def files(self) -> dict[str, Path]:
@@ -136,15 +118,67 @@ class FileGraphSource:
         self._files = {fname: download(r.url, folder / fname, r.checksum) for fname, r in remote.items()}
         return self._files
 
+    def file_identities(self) -> dict[str, Any]:
+        """:func:`file_identity` of every file (part of the fingerprint)."""
+        return {k: file_identity(p) for k, p in sorted(self.files().items())}
+
+
+def _first_file(folder: Path, names: tuple[str, ...]) -> Path | None:
+    """The first of ``names`` (glob patterns allowed) that is a file in ``folder``."""
+    for name in names:
+        if any(ch in name for ch in "*?["):
+            found = sorted(p for p in folder.glob(name) if p.is_file())
+            if found:
+                return found[0]
+        elif (folder / name).is_file():
+            return folder / name
+    return None
+
+
+class FileGraphSource(FileSource):
+    """Base of the graph file readers: resolves the files (:class:`FileSource`), fingerprints them and runs
+    :func:`~recsys.data.preprocess.preprocess` on what :meth:`read` returns.
+
+    Subclasses set ``name``, ``format_help`` and implement :meth:`required_files`, :meth:`read` and
+    (for downloads) :meth:`remote_files`.
+    """
+
+    version: int = 1
+
+    def __init__(
+        self,
+        path: str | None = None,
+        download_dir: str | None = None,
+        split: str = "given",
+        split_ratios: list[float] | tuple[float, ...] = (0.8, 0.1, 0.1),
+        rating_threshold: float | None = None,
+        min_user_interactions: int = 0,
+        min_item_interactions: int = 0,
+        unseen_items: str = "drop",
+        seed: int = 0,
+    ) -> None:
+        super().__init__(path, download_dir)
+        self.preprocess_config = PreprocessConfig(
+            split=split, split_ratios=tuple(split_ratios), rating_threshold=rating_threshold,
+            min_user_interactions=min_user_interactions, min_item_interactions=min_item_interactions,
+            unseen_items=unseen_items, seed=seed,
+        )
+
+    def params(self) -> dict[str, Any]:
+        """Reader options that change the result (part of the fingerprint)."""
+        return {}
+
+    def read(self, files: dict[str, Path]) -> Interactions:
+        raise NotImplementedError
+
     def fingerprint(self) -> dict[str, Any]:
         """Source, reader version, reader options, preprocessing config and the identity of every file."""
-        files = self.files()
         return {
             "source": self.name,
             "version": self.version,
             "params": self.params(),
             "preprocess": self.preprocess_config.as_dict(),
-            "files": {k: file_identity(p) for k, p in sorted(files.items())},
+            "files": self.file_identities(),
         }
 
     def build(self) -> GraphSplits:

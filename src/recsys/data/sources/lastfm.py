@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from recsys.data.preprocess import TEST, TRAIN, Interactions
+from recsys.data.sources.delimited import integer_column, numeric_column, read_table
 from recsys.data.sources.files import FileGraphSource, RemoteFile
 from recsys.data.sources.split_folder import LIGHTGCN_PYTORCH
-from recsys.data.sources.tabular import integer_column, numeric_column, read_table
 from recsys.errors import DataError
 
 REMOTE = {
@@ -45,7 +45,7 @@ class LastFMSource(FileGraphSource):
         return REMOTE
 
     def read(self, files: dict[str, Path]) -> Interactions:
-        tables = [(read_table(files[name], [0, 1, 2], sep="\t", header=False), part)
+        tables = [(read_table(files[name], [0, 1, 2], sep="\t", header=False, expected=EXPECTED), part)
                   for name, part in (("data1.txt", TRAIN), ("test1.txt", TEST))]
         users = np.concatenate([integer_column(t, 0, "user", minimum=1) for t, _ in tables])
         items = np.concatenate([integer_column(t, 1, "item", minimum=1) for t, _ in tables])

@@ -11,7 +11,6 @@ extracted folder or the ratings file itself. The GroupLens checksums are not pin
 
 from __future__ import annotations
 
-import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +19,8 @@ from typing import Any
 import numpy as np
 
 from recsys.data.preprocess import Interactions
+from recsys.data.sources.delimited import factorize, integer_column, numeric_column, parse_columns, read_table
 from recsys.data.sources.files import FileGraphSource, RemoteFile
-from recsys.data.sources.tabular import factorize, integer_column, numeric_column, read_table
-from recsys.data.sources.textparse import parse_columns
 from recsys.errors import ConfigError, DataError
 
 GROUPLENS = "https://files.grouplens.org/datasets/movielens"
@@ -63,21 +61,16 @@ class MovieLensSource(FileGraphSource):
     def params(self) -> dict[str, Any]:
         return {"variant": self.variant_name}
 
-    def required_files(self) -> list[str]:
-        return [Path(self.variant.member).name]
+    def required_files(self) -> list[tuple[str, ...]]:
+        # in a folder: the ratings file, the archive's member path or the archive
+        return [(Path(self.variant.member).name, self.variant.member, self.variant.archive)]
 
     def remote_files(self) -> dict[str, RemoteFile]:
         return {self.variant.archive: RemoteFile(f"{GROUPLENS}/{self.variant.archive}", None)}
 
     def resolve_local(self, path: Path) -> dict[str, Path]:
-        if path.is_file() and path.suffix.lower() == ".zip":
-            return {self.variant.archive: path}
-        if path.is_dir():
-            ratings = Path(self.variant.member).name
-            for candidate in (path / ratings, path / self.variant.member, path / self.variant.archive):
-                if candidate.is_file():
-                    return {candidate.name: candidate}
-        return super().resolve_local(path)
+        (found,) = super().resolve_local(path).values()  # named as the archive or the ratings file (cache keys)
+        return {self.variant.archive if found.suffix.lower() == ".zip" else self.required_files()[0][0]: found}
 
     def _open(self, files: dict[str, Path]) -> tuple[bytes, Path]:
         """Bytes of the ratings file and the path to name in errors (``archive.zip/member``)."""
@@ -109,7 +102,7 @@ class MovieLensSource(FileGraphSource):
             ratings, times = table[:, 2].astype(np.float64), table[:, 3].astype(np.float64)
         else:
             cols = ["userId", "movieId", "rating", "timestamp"]
-            t = read_table(origin, cols, fmt="csv", source=None if raw is None else io.BytesIO(raw))
+            t = read_table(origin, cols, fmt="csv", source=raw, expected=self.format_help)
             users, items = integer_column(t, "userId", "user"), integer_column(t, "movieId", "item")
             ratings, times = numeric_column(t, "rating", "rating"), numeric_column(t, "timestamp", "timestamp")
         if len(users) == 0:

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from recsys.data.preprocess import TEST, TRAIN, VALID, Interactions
+from recsys.data.sources.delimited import read_table
 from recsys.data.sources.files import FileGraphSource
-from recsys.data.sources.tabular import interactions_from_tables, read_table
+from recsys.data.sources.tabular import interactions_from_tables
 from recsys.errors import ConfigError, DataError
 
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
@@ -72,27 +73,21 @@ class RecBoleInterSource(FileGraphSource):
         return {"fields": self.fields, "sep": self.sep}
 
     def required_files(self) -> list[str]:
-        return [f"{self.path.name}.inter"]
+        return ["inter"]  # data.path is the .inter file (a folder: see resolve_local)
 
-    def files(self) -> dict[str, Path]:
-        if self._files is not None:
-            return self._files
-        p = self.path
-        if p.is_file():
-            self._files = {"inter": p}
-        elif p.is_dir():
-            stem = p.name
-            split_files = {k: p / f"{stem}.{k}.inter" for k in ("train", "valid", "test")}
-            if (p / f"{stem}.inter").is_file():
-                self._files = {"inter": p / f"{stem}.inter"}
-            elif split_files["train"].is_file() and split_files["test"].is_file():
-                self._files = {k: f for k, f in split_files.items() if f.is_file()}
-            else:
-                raise DataError(f"data.path={p}: missing {stem}.inter (or {stem}.train.inter + {stem}.test.inter); "
-                                f"expected {self.format_help}")
-        else:
-            raise DataError(f"data.path={p}: no such file or folder; expected {self.format_help}")
-        return self._files
+    def resolve_local(self, path: Path) -> dict[str, Path]:
+        """A folder holds ``<name>.inter``, or the benchmark files ``<name>.train.inter`` + ``<name>.test.inter``
+        (+ ``<name>.valid.inter``)."""
+        if not path.is_dir():
+            return super().resolve_local(path)
+        stem = path.name
+        split_files = {k: path / f"{stem}.{k}.inter" for k in ("train", "valid", "test")}
+        if (path / f"{stem}.inter").is_file():
+            return {"inter": path / f"{stem}.inter"}
+        if split_files["train"].is_file() and split_files["test"].is_file():
+            return {k: f for k, f in split_files.items() if f.is_file()}
+        raise DataError(f"data.path={path}: missing {stem}.inter (or {stem}.train.inter + {stem}.test.inter); "
+                        f"expected {self.format_help}")
 
     def read(self, files: dict[str, Path]) -> Interactions:
         parts = {"inter": TRAIN, "train": TRAIN, "valid": VALID, "test": TEST}
@@ -112,7 +107,7 @@ class RecBoleInterSource(FileGraphSource):
             wanted = [f for f in self.fields.values() if f is not None]
             dtype = {self.fields["user"]: str, self.fields["item"]: str}
             table = read_table(path, wanted, fmt="csv", sep=self.sep, header=False, names=list(header),
-                               skip_lines=1, dtype=dtype)
+                               skip_lines=1, dtype=dtype, expected=self.format_help)
             tables.append((table, parts[key]))
         f = self.fields
         return interactions_from_tables(tables, f["user"], f["item"], f["rating"], f["time"], str(self.path),

@@ -1,8 +1,17 @@
-"""Sparse normalised adjacency of the user–item graph and a fast sparse-dense product.
+"""The normalised user–item graph operator and its sparse-dense products (full and row-sliced).
 
-The bipartite adjacency over ``M`` users and ``N`` items is ``A = [[0, R], [Rᵀ, 0]]`` (users first).
-The product uses CSR (``torch.sparse.mm`` on CSR is much faster than COO on CPU) and a custom autograd
-function whose backward multiplies by a prebuilt transposed CSR instead of transposing on the fly.
+The bipartite adjacency over ``M`` users and ``N`` items is ``A = [[0, R], [Rᵀ, 0]]`` (users first), built
+from an edge list (``users``, ``items``) and the sizes, as PyG builds ``edge_index``. Normalisations
+(:func:`normalized_adjacency`):
+
+* ``sym``:            ``Â = D^{-1/2} A D^{-1/2}`` (LightGCN §1.1; NGCF paper's ``L``);
+* ``sym_self_loop``:  ``D̃^{-1/2} (A + I) D̃^{-1/2}`` (``D̃`` counts the loop);
+* ``rw_self_loop``:   ``D̃^{-1} (A + I)`` (the official NGCF code's ``norm`` adjacency).
+
+Zero-degree rows stay 0. Products use CSR (``torch.sparse.mm``) inside a custom autograd function whose
+backward multiplies by the transpose: the matrix itself when it is symmetric (``sym*``), a prebuilt CSR
+transpose otherwise. :meth:`SparseAdjacency.rows` gives ``Â[R, :]`` for a set of rows ``R``, whose product
+``Â[R, :] x`` costs the rows' edges only (forward and backward).
 """
 
 from __future__ import annotations
@@ -11,74 +20,118 @@ import warnings
 
 import torch
 
-from recsys.data.interactions import UserItemCSR
-
-# CSR support is stable for what is used here (construction, sparse.mm, .to); silence the generic beta notice
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state", category=UserWarning)
+NORMALIZATIONS = ("sym", "sym_self_loop", "rw_self_loop")
 
 
 class SparseAdjacency:
-    """A square CSR matrix together with its transpose (for the backward pass)."""
+    """A square CSR matrix (and, unless symmetric, its transpose) with edge-value dropout and row slices.
 
-    def __init__(self, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, size: int) -> None:
+    The index structure (``crow``, ``col``, transpose order) is built once; :meth:`with_values` makes an
+    operator with the same structure and new values (edge/node dropout) without rebuilding it.
+    """
+
+    def __init__(self, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, size: int,
+                 symmetric: bool = False) -> None:
         order = torch.argsort(rows * size + cols)
-        self.rows, self.cols, self.values, self.size = rows[order], cols[order], values[order], size
-        # position of every entry in the transpose's CSR order
-        self.transpose_order = torch.argsort(self.cols * size + self.rows)
-        self._build()
+        rows, self.col, self.values, self.size = rows[order], cols[order], values[order], size
+        self.symmetric = symmetric
+        self.crow = _row_pointers(rows, size)
+        # position of every entry in the transpose's CSR order; the transpose's structure
+        self.transpose_order = None if symmetric else torch.argsort(self.col * size + rows)
+        if self.transpose_order is not None:
+            self.crow_t = _row_pointers(self.col[self.transpose_order], size)
+            self.col_t = rows[self.transpose_order]
+        self._wrap()
 
-    def _build(self) -> None:
+    def _wrap(self) -> None:
+        """The CSR tensors over the current values (no index work)."""
         n = self.size
-        self.matrix = _csr(self.rows, self.cols, self.values, n)
-        t = self.transpose_order
-        self.matrix_t = _csr(self.cols[t], self.rows[t], self.values[t], n)
+        self.matrix = _csr(self.crow, self.col, self.values, n)
+        self.matrix_t = self.matrix if self.symmetric else _csr(self.crow_t, self.col_t,
+                                                                self.values[self.transpose_order], n)
 
     @property
     def device(self) -> torch.device:
         return self.values.device
 
+    def _copy(self, **tensors: torch.Tensor) -> SparseAdjacency:
+        out = object.__new__(SparseAdjacency)
+        out.__dict__.update({k: v for k, v in self.__dict__.items() if k not in ("matrix", "matrix_t")})
+        out.__dict__.update(tensors)
+        out._wrap()
+        return out
+
     def to(self, device: torch.device | str) -> SparseAdjacency:
         if torch.device(device) == self.device:
             return self
-        out = object.__new__(SparseAdjacency)
-        out.rows, out.cols, out.values = self.rows.to(device), self.cols.to(device), self.values.to(device)
-        out.size, out.transpose_order = self.size, self.transpose_order.to(device)
-        out._build()
-        return out
+        names = ["crow", "col", "values"] + ([] if self.symmetric else ["transpose_order", "crow_t", "col_t"])
+        return self._copy(**{k: getattr(self, k).to(device) for k in names})
 
     def with_values(self, values: torch.Tensor) -> SparseAdjacency:
-        """Same sparsity pattern, new values (e.g. edge dropout); shares index tensors."""
-        out = object.__new__(SparseAdjacency)
-        out.rows, out.cols, out.values, out.size = self.rows, self.cols, values, self.size
-        out.transpose_order = self.transpose_order
-        out._build()
-        return out
+        """Same sparsity pattern, new values (e.g. edge dropout): shares every index tensor. New values of a
+        symmetric operator need not be symmetric (an independent dropout mask per entry): the copy multiplies by
+        its true transpose in the backward, whose index structure is the operator's own plus the entry
+        permutation ``(i, j) → (j, i)`` (one argsort, cached)."""
+        if not self.symmetric:
+            return self._copy(values=values)
+        if self.__dict__.get("_swap") is None or self._swap.device != self.device:
+            rows = torch.repeat_interleave(torch.arange(self.size, device=self.device), self.crow.diff())
+            self._swap = torch.argsort(self.col * self.size + rows)
+        return self._copy(values=values, symmetric=False, transpose_order=self._swap, crow_t=self.crow,
+                          col_t=self.col)
 
-    def edge_dropout(self, p: float, generator: torch.Generator | None = None) -> SparseAdjacency:
-        """Drop every nonzero independently with probability ``p`` and rescale by ``1/(1-p)``."""
+    def edge_dropout(self, p: float) -> SparseAdjacency:
+        """Drop every nonzero independently with probability ``p`` and rescale the kept ones by ``1/(1-p)``
+        (one draw from the global RNG)."""
         if p <= 0:
             return self
-        keep = torch.rand(self.values.shape, device=self.device, generator=generator) >= p
+        keep = torch.rand(self.values.shape, device=self.device) >= p
         return self.with_values(self.values * keep / (1.0 - p))
-
-    def to_dense(self) -> torch.Tensor:
-        return self.matrix.to_dense()
 
     def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
         return _CSRMatmul.apply(x, self.matrix, self.matrix_t)
 
+    def rows(self, rows: torch.Tensor) -> RowSlice:
+        """``Â[rows, :]`` as a :class:`RowSlice` (its product costs the selected rows' edges)."""
+        starts = self.crow[rows]
+        counts = self.crow[rows + 1] - starts
+        local = torch.repeat_interleave(torch.arange(rows.numel(), device=rows.device), counts)
+        first = torch.cumsum(counts, 0) - counts
+        entries = starts[local] + torch.arange(local.numel(), device=rows.device) - first[local]
+        crow = torch.zeros(rows.numel() + 1, dtype=torch.int64, device=rows.device)
+        torch.cumsum(counts, 0, out=crow[1:])
+        return RowSlice(crow, local, self.col[entries], self.values[entries], self.size)
 
-def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
-    crow = torch.zeros(n + 1, dtype=torch.int64, device=rows.device)
-    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
+
+class RowSlice:
+    """``S = Â[R, :]`` (``|R| × n``): ``S @ x`` with ``dL/dx = Sᵀ dL/dy`` scattered onto the selected rows'
+    neighbours only (an ``index_add`` over the slice's edges)."""
+
+    def __init__(self, crow: torch.Tensor, local_row: torch.Tensor, col: torch.Tensor, values: torch.Tensor,
+                 size: int) -> None:
+        self.local_row, self.col, self.values = local_row, col, values
+        self.matrix = _csr(crow, col, values, (crow.numel() - 1, size))
+
+    def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
+        return _RowSliceMatmul.apply(x, self.matrix, self.local_row, self.col, self.values)
+
+
+def _row_pointers(sorted_rows: torch.Tensor, n: int) -> torch.Tensor:
+    crow = torch.zeros(n + 1, dtype=torch.int64, device=sorted_rows.device)
+    crow[1:] = torch.cumsum(torch.bincount(sorted_rows, minlength=n), 0)
+    return crow
+
+
+def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: int | tuple[int, int]) -> torch.Tensor:
+    shape = (shape, shape) if isinstance(shape, int) else shape
     with warnings.catch_warnings():  # torch's one-time "CSR support is in beta" notice: nothing to act on
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         # the callers pass row-sorted, in-range indices: skip torch's O(nnz) invariant check
-        return torch.sparse_csr_tensor(crow, cols, values, (n, n), check_invariants=False)
+        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
 
 
 class _CSRMatmul(torch.autograd.Function):
-    """``y = A x`` with ``dL/dx = Aᵀ dL/dy`` from a prebuilt CSR transpose (no grad w.r.t. A).
+    """``y = A x`` with ``dL/dx = Aᵀ dL/dy`` from a prebuilt transpose (no grad w.r.t. A).
 
     Computed in ``promote(x.dtype, A.dtype)`` (at least the adjacency's float32) with autocast off, and
     returned in ``x``'s dtype: under mixed precision autocast would cast the sparse matrix (CPU has no
@@ -96,41 +149,45 @@ class _CSRMatmul(torch.autograd.Function):
         return _sparse_mm(ctx.a_t, grad), None, None
 
 
+class _RowSliceMatmul(torch.autograd.Function):
+    """``y = S x`` for a row slice ``S`` (``|R| × n``); ``dL/dx[c] = Σ_{(r, c) ∈ S} s_rc dL/dy[r]``."""
+
+    @staticmethod
+    def forward(ctx, x, s, local_row, col, values):  # type: ignore[override]
+        ctx.save_for_backward(local_row, col, values)
+        ctx.shape, ctx.dtype = x.shape, x.dtype
+        return _sparse_mm(s, x)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        local_row, col, values = ctx.saved_tensors
+        dtype = torch.promote_types(grad.dtype, values.dtype)
+        contrib = grad[local_row].to(dtype) * values.to(dtype)[:, None]
+        out = torch.zeros(ctx.shape, dtype=dtype, device=grad.device).index_add_(0, col, contrib)
+        return out.to(ctx.dtype), None, None, None, None
+
+
 def _sparse_mm(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     dtype = torch.promote_types(x.dtype, a.dtype)
     with torch.autocast(device_type=x.device.type, enabled=False):
         return torch.sparse.mm(a if a.dtype == dtype else a.to(dtype), x.to(dtype)).to(x.dtype)
 
 
-def bipartite_edges(train: UserItemCSR) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both directions of every train edge as (row, col) node indices (users first, then items)."""
-    users, items = train.pairs()
-    items = items + train.num_users
-    return torch.cat([users, items]), torch.cat([items, users])
-
-
-def _edges_and_degrees(train: UserItemCSR, self_loops: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """(rows, cols, degree per node, node count) of ``A`` or ``A + I``."""
-    n = train.num_users + train.num_items
-    rows, cols = bipartite_edges(train)
-    if self_loops:
+def normalized_adjacency(users: torch.Tensor, items: torch.Tensor, num_users: int, num_items: int,
+                         norm: str) -> SparseAdjacency:
+    """The ``(M+N) × (M+N)`` operator ``norm`` (module docstring) of the bipartite graph with edges
+    ``(users[e], items[e])`` (each train pair once; both directions are added here)."""
+    if norm not in NORMALIZATIONS:
+        raise ValueError(f"unknown adjacency normalisation {norm!r}; expected one of {NORMALIZATIONS}")
+    n = num_users + num_items
+    items = items + num_users
+    rows, cols = torch.cat([users, items]), torch.cat([items, users])
+    if norm.endswith("self_loop"):
         diag = torch.arange(n)
         rows, cols = torch.cat([rows, diag]), torch.cat([cols, diag])
-    return rows, cols, torch.bincount(rows, minlength=n).double(), n
-
-
-def symmetric_norm_adjacency(train: UserItemCSR, self_loops: bool = False) -> SparseAdjacency:
-    """``Â = D^{-1/2} A D^{-1/2}`` (LightGCN §1.1; NGCF paper's ``L``), zero-degree rows stay 0.
-
-    With ``self_loops`` the normalisation is applied to ``A + I`` (``D`` then counts the loop).
-    """
-    rows, cols, deg, n = _edges_and_degrees(train, self_loops)
+    deg = torch.bincount(rows, minlength=n).double()
+    if norm == "rw_self_loop":
+        inv = torch.where(deg > 0, 1.0 / deg, torch.zeros_like(deg))
+        return SparseAdjacency(rows, cols, inv[rows].float(), n)
     inv_sqrt = torch.where(deg > 0, deg.rsqrt(), torch.zeros_like(deg))
-    return SparseAdjacency(rows, cols, (inv_sqrt[rows] * inv_sqrt[cols]).float(), n)
-
-
-def random_walk_adjacency(train: UserItemCSR, self_loops: bool = True) -> SparseAdjacency:
-    """``D̃^{-1}(A + I)`` (row normalisation; the official NGCF code's ``norm`` adjacency)."""
-    rows, cols, deg, n = _edges_and_degrees(train, self_loops)
-    inv = torch.where(deg > 0, 1.0 / deg, torch.zeros_like(deg))
-    return SparseAdjacency(rows, cols, inv[rows].float(), n)
+    return SparseAdjacency(rows, cols, (inv_sqrt[rows] * inv_sqrt[cols]).float(), n, symmetric=True)

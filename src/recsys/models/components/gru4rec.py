@@ -15,7 +15,7 @@ Plain ``nn.Module`` (algorithms.md §3.2):
 
 Weights are uniform in ``±sqrt(6 / (fan_in + fan_out))`` per gate block, biases 0. With ``sparse=True`` the
 item tables (``Wy``, ``by``, the embedding) get sparse gradients: only the rows a step touches are updated,
-as the official optimiser does (:class:`AdagradM` handles both kinds).
+as the official optimiser does (:class:`recsys.optim.AdagradM` handles both kinds).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from torch import nn
 from recsys.errors import ConfigError
 
 EMBEDDING_MODES = ("shared", "onehot")
+#: score all items (then pick the columns) when a step's columns are at least this fraction of the catalogue
+FULL_SCORES_FRACTION = 0.5
 
 
 def init_blocks_(tensor: torch.Tensor, rows_blocks: int = 1, cols_blocks: int = 1) -> torch.Tensor:
@@ -152,7 +154,14 @@ class GRU4RecNet(nn.Module):
         return x, new
 
     def score_columns(self, output: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-        """``output Wy[columns]ᵀ + by[columns]`` → ``(b, len(columns))``."""
+        """``output Wy[columns]ᵀ + by[columns]`` → ``(b, len(columns))``.
+
+        With dense gradients and at least ``FULL_SCORES_FRACTION · N`` columns (GRU4Rec's 2048 extra samples on a
+        catalogue of a few thousand items) the scores of all items are computed and the columns picked from them:
+        the same numbers, but one dense product forward and backward instead of gathering (and scattering the
+        gradient of) a ``len(columns) × H`` slice of ``Wy``."""
+        if not self.sparse and columns.numel() >= FULL_SCORES_FRACTION * self.num_items:
+            return self.score_all(output).index_select(1, columns)
         weight = F.embedding(columns, self.output_weight, sparse=self.sparse)
         bias = F.embedding(columns, self.output_bias, sparse=self.sparse).squeeze(1)
         return output @ weight.T + bias
@@ -160,58 +169,3 @@ class GRU4RecNet(nn.Module):
     def score_all(self, output: torch.Tensor) -> torch.Tensor:
         """Scores of all N items, ``(b, N)``."""
         return torch.addmm(self.output_bias.squeeze(1), output, self.output_weight.T)
-
-
-class AdagradM(torch.optim.Optimizer):
-    """The official GRU4Rec optimiser: Adagrad with ``eps`` inside the square root and optional momentum;
-    sparse gradients update only their rows (accumulator and momentum of untouched rows stay as they are).
-
-    ``acc += g²``; ``u = g / sqrt(acc + eps)``; without momentum ``p −= lr · u``, with momentum
-    ``m = momentum · m − lr · u``, ``p += m``.
-    """
-
-    def __init__(self, params, lr: float = 0.05, momentum: float = 0.0, eps: float = 1e-6) -> None:
-        if lr <= 0.0 or momentum < 0.0 or eps <= 0.0:
-            raise ConfigError(f"optimizer: need lr > 0, momentum >= 0, eps > 0; got {lr}, {momentum}, {eps}")
-        super().__init__(params, {"lr": lr, "momentum": momentum, "eps": eps})
-
-    @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, momentum, eps = group["lr"], group["momentum"], group["eps"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["acc"] = torch.zeros_like(p)
-                    if momentum > 0:
-                        state["mom"] = torch.zeros_like(p)
-                grad = p.grad
-                if grad.is_sparse:
-                    grad = grad.coalesce()
-                    rows, values = grad.indices()[0], grad.values()
-                    acc = state["acc"][rows] + values.pow(2)
-                    state["acc"].index_copy_(0, rows, acc)
-                    update = values / (acc + eps).sqrt()
-                    if momentum > 0:
-                        mom = state["mom"][rows].mul_(momentum).add_(update, alpha=-lr)
-                        state["mom"].index_copy_(0, rows, mom)
-                        p.index_add_(0, rows, mom)
-                    else:
-                        p.index_add_(0, rows, update, alpha=-lr)
-                else:
-                    state["acc"].addcmul_(grad, grad)
-                    update = grad / (state["acc"] + eps).sqrt()
-                    if momentum > 0:
-                        state["mom"].mul_(momentum).add_(update, alpha=-lr)
-                        p.add_(state["mom"])
-                    else:
-                        p.add_(update, alpha=-lr)
-        return loss
-
-    supports_sparse_gradients = True

@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recsys.data.interactions import UserItemCSR
-from recsys.models.components.adjacency import SparseAdjacency, symmetric_norm_adjacency
+from recsys.models.components.adjacency import SparseAdjacency
 
 
 def init_embedding(weight: torch.Tensor, init: str, std: float) -> None:
@@ -25,9 +24,32 @@ def init_embedding(weight: torch.Tensor, init: str, std: float) -> None:
         raise ValueError(f"model.init must be 'normal' or 'xavier', got {init!r}")
 
 
-class LightGCNEncoder(nn.Module):
-    """Ego embeddings + K parameter-free propagation layers; ``forward(adj) -> (users, items)``."""
+class NodeEmbedding(nn.Module):
+    """The ego embeddings of all ``M + N`` nodes in one table, users first (as PyG's node table): the user
+    and item tables are views of it, so propagation needs no concatenation. Each part is initialised as a
+    table of its own (:func:`init_embedding`, users first), drawing what two ``nn.Embedding`` tables would."""
 
+    def __init__(self, num_users: int, num_items: int, dim: int, init: str, std: float) -> None:
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"model.embedding_dim must be >= 1, got {dim}")
+        self.num_users, self.num_items = num_users, num_items
+        self.weight = nn.Parameter(torch.empty(num_users + num_items, dim))
+        users, items = self.split(self.weight.data)
+        users.normal_(), items.normal_()  # nn.Embedding's own init first: the RNG stream of two separate tables
+        init_embedding(users, init, std)
+        init_embedding(items, init, std)
+
+    def split(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(users, items)`` views of a node table ``(M + N, ·)``."""
+        return nodes[: self.num_users], nodes[self.num_users :]
+
+
+class LightGCNEncoder(nn.Module):
+    """Ego embeddings + K parameter-free propagation layers; ``forward(adj, rows) -> final node embeddings``."""
+
+    #: the operator Â this encoder propagates with (built by the LightningModule from the train edges)
+    adjacency_norm = "sym"
     #: the L2 term of LightGCN applies to the layer-0 (ego) embeddings of the batch
     regularize_ego = True
 
@@ -45,46 +67,42 @@ class LightGCNEncoder(nn.Module):
         super().__init__()
         if num_layers < 0:
             raise ValueError(f"model.num_layers must be >= 0, got {num_layers}")
-        if embedding_dim < 1:
-            raise ValueError(f"model.embedding_dim must be >= 1, got {embedding_dim}")
         if layer_weights not in ("mean", "learned"):
             raise ValueError(f"model.layer_weights must be 'mean' or 'learned', got {layer_weights!r}")
         if not 0.0 <= edge_dropout < 1.0:
             raise ValueError(f"model.edge_dropout must be in [0, 1), got {edge_dropout}")
-        self.num_users, self.num_items = num_users, num_items
         self.num_layers = num_layers
         self.edge_dropout = edge_dropout
-        self.user_embedding = nn.Embedding(num_users, embedding_dim)
-        self.item_embedding = nn.Embedding(num_items, embedding_dim)
-        init_embedding(self.user_embedding.weight, init, init_std)
-        init_embedding(self.item_embedding.weight, init, init_std)
+        self.embedding = NodeEmbedding(num_users, num_items, embedding_dim, init, init_std)
         # no logits without propagation: softmax of one weight is 1, and a parameter that never gets a
         # gradient breaks DDP (the reduction of the step never finishes)
         learned = layer_weights == "learned" and num_layers > 0
         self.layer_logits = nn.Parameter(torch.zeros(num_layers + 1)) if learned else None
 
-    @staticmethod
-    def build_adjacency(train: UserItemCSR) -> SparseAdjacency:
-        return symmetric_norm_adjacency(train, self_loops=False)
-
     def layer_weights(self) -> torch.Tensor:
         """α_0..α_K."""
         if self.layer_logits is None:
-            return torch.full((self.num_layers + 1,), 1.0 / (self.num_layers + 1), device=self.user_embedding.weight.device)
+            return torch.full((self.num_layers + 1,), 1.0 / (self.num_layers + 1), device=self.embedding.weight.device)
         return torch.softmax(self.layer_logits, 0)
 
-    def ego(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.user_embedding.weight, self.item_embedding.weight
+    def ego(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Layer-0 embeddings of all nodes, or of ``rows``."""
+        x = self.embedding.weight
+        return x if rows is None else x[rows]
 
-    def forward(self, adj: SparseAdjacency) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
+    def forward(self, adj: SparseAdjacency, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``E = Σ_k α_k Âᵏ E⁽⁰⁾`` of all nodes ``(M + N, d)``, or of ``rows`` only: then the last layer is
+        ``Â[rows, :] E⁽ᴷ⁻¹⁾`` (the rows' edges, forward and backward), the same numbers as the full pass."""
+        x = self.embedding.weight
         if self.num_layers == 0:
-            return x.split([self.num_users, self.num_items])
+            return x if rows is None else x[rows]
         if self.training and self.edge_dropout > 0:
             adj = adj.edge_dropout(self.edge_dropout)
         alpha = self.layer_weights()
-        out = alpha[0] * x
-        for k in range(1, self.num_layers + 1):
+        pick = (lambda t: t) if rows is None else (lambda t: t[rows])
+        out = alpha[0] * pick(x)
+        for k in range(1, self.num_layers):
             x = adj @ x
-            out = out + alpha[k] * x
-        return out.split([self.num_users, self.num_items])
+            out = out + alpha[k] * pick(x)
+        last = adj @ x if rows is None else adj.rows(rows) @ x
+        return out + alpha[self.num_layers] * last

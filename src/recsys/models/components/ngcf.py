@@ -41,6 +41,9 @@ The L2 term of the official code is on the *final* (concatenated) embeddings of 
 embeddings nor on W (``regularize_ego = False``; :class:`~recsys.models.graph_module.GraphRecommender`).
 Init: Xavier uniform for embeddings (``init="xavier"``), W and b (biases as ``1×d_out`` matrices, as TF).
 
+The layer rule is :meth:`NGCFLayer.forward`; the encoder runs the layers in a loop and, given the rows a
+training step reads, computes the last layer at those rows only (the same numbers as the full pass).
+
 Impossible options raise ``ValueError`` naming the ``model.<key>`` (reported by ``build_model`` as a
 ``ConfigError``, like :class:`~recsys.models.components.lightgcn.LightGCNEncoder`).
 """
@@ -54,23 +57,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys.data.interactions import UserItemCSR
-from recsys.models.components.adjacency import (
-    SparseAdjacency,
-    random_walk_adjacency,
-    symmetric_norm_adjacency,
-)
-from recsys.models.components.lightgcn import init_embedding
+from recsys.models.components.adjacency import NORMALIZATIONS, SparseAdjacency
+from recsys.models.components.lightgcn import NodeEmbedding
 
 log = logging.getLogger(__name__)
 
-ADJ_NORMS = ("rw_self_loop", "sym", "sym_self_loop")
+ADJ_NORMS = NORMALIZATIONS
+
+
+def dropout_noise(shape: tuple[int, int], p: float, like: torch.Tensor) -> torch.Tensor:
+    """The inverted-dropout multiplier of ``F.dropout``: ``Bernoulli(1 − p) / (1 − p)`` (one global-RNG draw)."""
+    return torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(1 - p).div_(1 - p)
 
 
 class NGCFLayer(nn.Module):
-    """One NGCF propagation layer: ``W1, b1`` (sum branch) and ``W2, b2`` (bi-interaction branch)."""
+    """One NGCF propagation layer ``E⁽ˡ⁾ = f(E, S)`` with ``S = L̂ E`` (module docstring):
 
-    def __init__(self, d_in: int, d_out: int, bias: bool = True) -> None:
+    * ``paper_form`` (``adj_norm="sym"``, Eq. 7): ``sum = (S + E) W1 + b1``, ``bi = (S ⊙ E) W2 + b2``;
+    * otherwise (official code): ``sum = S W1 + b1``, ``bi = (E ⊙ S) W2 + b2``;
+    * ``E⁽ˡ⁾ = σ(sum) + σ(bi)`` (``activation_per_branch``, official TF) or ``σ(sum + bi)`` (paper), ``σ`` =
+      LeakyReLU(``negative_slope``), then message dropout ``p``.
+    """
+
+    def __init__(self, d_in: int, d_out: int, bias: bool = True, paper_form: bool = False,
+                 activation_per_branch: bool = True, negative_slope: float = 0.2, dropout: float = 0.0) -> None:
         super().__init__()
         self.w1 = nn.Parameter(torch.empty(d_in, d_out))
         self.w2 = nn.Parameter(torch.empty(d_in, d_out))
@@ -84,17 +94,29 @@ class NGCFLayer(nn.Module):
         else:
             self.register_parameter("b1", None)
             self.register_parameter("b2", None)
+        self.paper_form = paper_form
+        self.activation_per_branch = activation_per_branch
+        self.negative_slope = negative_slope
+        self.dropout = dropout
 
-    def branches(self, sum_in: torch.Tensor, bi_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pre-activation branches ``sum_in W1 + b1`` and ``bi_in W2 + b2``."""
-        s, b = sum_in @ self.w1, bi_in @ self.w2
+    def forward(self, x: torch.Tensor, side: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """``E⁽ˡ⁾`` from ``E`` (``x``) and ``S = L̂ E`` (``side``), row by row (any subset of rows). ``noise``: the
+        dropout multiplier of those rows (:func:`dropout_noise`); drawn here when ``None`` in training."""
+        s = (side + x if self.paper_form else side) @ self.w1
+        b = (x * side) @ self.w2
         if self.b1 is not None:
             s, b = s + self.b1, b + self.b2
-        return s, b
+        if self.activation_per_branch:
+            out = F.leaky_relu(s, self.negative_slope) + F.leaky_relu(b, self.negative_slope)
+        else:
+            out = F.leaky_relu(s + b, self.negative_slope)
+        if not self.training or self.dropout == 0:
+            return out
+        return out * (dropout_noise(out.shape, self.dropout, out) if noise is None else noise)
 
 
 class NGCFEncoder(nn.Module):
-    """Ego embeddings + L NGCF layers + concatenation; ``forward(adj) -> (users, items)``.
+    """Ego embeddings + L NGCF layers + concatenation; ``forward(adj, rows) -> final node embeddings``.
 
     Args:
         num_users, num_items: graph sizes.
@@ -133,8 +155,6 @@ class NGCFEncoder(nn.Module):
         init_std: float = 0.1,
     ) -> None:
         super().__init__()
-        if embedding_dim < 1:
-            raise ValueError(f"model.embedding_dim must be >= 1, got {embedding_dim}")
         if layer_sizes is None:
             if num_layers is None or num_layers < 0:
                 raise ValueError(f"model.num_layers must be >= 0, got {num_layers}")
@@ -163,55 +183,42 @@ class NGCFEncoder(nn.Module):
         if init not in ("xavier", "normal"):
             raise ValueError(f"model.init must be 'xavier' or 'normal', got {init!r}")
 
-        self.num_users, self.num_items = num_users, num_items
-        self.embedding_dim = embedding_dim
-        self.layer_sizes = sizes
-        self.num_layers = len(sizes)
-        self.adj_norm = adj_norm
-        self.activation_per_branch = activation_per_branch
+        self.adjacency_norm = adj_norm
         self.normalize_layers = normalize_layers
         self.node_dropout = float(node_dropout)
-        self.message_dropout = mess
-        self.negative_slope = negative_slope
-        self.user_embedding = nn.Embedding(num_users, embedding_dim)
-        self.item_embedding = nn.Embedding(num_items, embedding_dim)
-        init_embedding(self.user_embedding.weight, init, init_std)
-        init_embedding(self.item_embedding.weight, init, init_std)
+        self.embedding = NodeEmbedding(num_users, num_items, embedding_dim, init, init_std)
         dims = [embedding_dim, *sizes]
-        self.layers = nn.ModuleList(NGCFLayer(dims[k], dims[k + 1], bias) for k in range(len(sizes)))
+        self.layers = nn.ModuleList(
+            NGCFLayer(dims[k], dims[k + 1], bias, adj_norm == "sym", activation_per_branch, negative_slope, mess[k])
+            for k in range(len(sizes))
+        )
 
-    @property
-    def output_dim(self) -> int:
-        """Dimension of the final (concatenated) embedding: ``d + Σ_l d_l``."""
-        return self.embedding_dim + sum(self.layer_sizes)
+    def ego(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.embedding.weight
+        return x if rows is None else x[rows]
 
-    def build_adjacency(self, train: UserItemCSR) -> SparseAdjacency:
-        """The operator of ``adj_norm``: ``D̃⁻¹(A+I)``, ``D^{-1/2} A D^{-1/2}`` or ``D̃^{-1/2}(A+I)D̃^{-1/2}``."""
-        if self.adj_norm == "rw_self_loop":
-            return random_walk_adjacency(train, self_loops=True)
-        return symmetric_norm_adjacency(train, self_loops=self.adj_norm == "sym_self_loop")
-
-    def ego(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.user_embedding.weight, self.item_embedding.weight
-
-    def forward(self, adj: SparseAdjacency) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
-        if self.training and self.node_dropout > 0 and self.num_layers > 0:
+    def forward(self, adj: SparseAdjacency, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``e = e⁽⁰⁾ ‖ e⁽¹⁾ ‖ … ‖ e⁽ᴸ⁾`` of all nodes, or of ``rows`` only (the last layer then runs on those
+        rows: ``Â[rows, :] E⁽ᴸ⁻¹⁾`` and the dense layer on ``|rows|`` rows; its dropout noise is drawn for all
+        nodes and gathered, so the numbers are those of the full pass)."""
+        x = self.embedding.weight
+        pick = (lambda t: t) if rows is None else (lambda t: t[rows])
+        if self.training and self.node_dropout > 0 and self.layers:
             adj = adj.edge_dropout(self.node_dropout)  # one mask for all layers of this pass
-        stored = [x]
+        stored = [pick(x)]
         for k, layer in enumerate(self.layers):
-            side = adj @ x
-            if self.adj_norm == "sym":  # paper: (L + I) E W1 + (L E ⊙ E) W2
-                s, b = layer.branches(side + x, x * side)
-            else:  # official code: S W1 + (E ⊙ S) W2 with S = L̂ E (self term inside L̂)
-                s, b = layer.branches(side, x * side)
-            if self.activation_per_branch:
-                x = F.leaky_relu(s, self.negative_slope) + F.leaky_relu(b, self.negative_slope)
-            else:
-                x = F.leaky_relu(s + b, self.negative_slope)
-            x = F.dropout(x, self.message_dropout[k], training=self.training)
-            stored.append(_l2_normalize_rows(x) if self.normalize_layers else x)
-        return torch.cat(stored, dim=1).split([self.num_users, self.num_items])
+            if rows is None or k < len(self.layers) - 1:
+                x = layer(x, adj @ x)
+                stored.append(pick(self._stored(x)))
+                continue
+            noise = None
+            if layer.training and layer.dropout > 0:
+                noise = dropout_noise((x.shape[0], layer.w1.shape[1]), layer.dropout, x)[rows]
+            stored.append(self._stored(layer(x[rows], adj.rows(rows) @ x, noise)))
+        return torch.cat(stored, dim=1)
+
+    def _stored(self, x: torch.Tensor) -> torch.Tensor:
+        return _l2_normalize_rows(x) if self.normalize_layers else x
 
 
 def _l2_normalize_rows(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

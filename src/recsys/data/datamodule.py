@@ -1,0 +1,104 @@
+"""What the graph and session DataModules share: cached preparation, set-up, split choice, chunked training."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from recsys.data.cache import Source, ensure_cached, load_or_build
+from recsys.data.loading import distributed_rank_and_world
+from recsys.errors import ConfigError
+from recsys.sampling import NegativeSampler, UniformNegativeSampler
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+
+
+class RecDataModule(pl.LightningDataModule):
+    """A dataset source built (or read from the cache) once, on one process, and its loaders.
+
+    * ``prepare_data`` builds the cache file (Lightning runs it on one process per node); ``setup`` loads it
+      and calls :meth:`on_splits`; ``val`` loads the validation split, or the test split with
+      ``validate_on_test=True`` (the papers' protocol; runs made that way say so in ``metrics.json``).
+    * Training batches come in chunks of ``steps_per_chunk`` optimiser steps (:mod:`recsys.models.chunked`):
+      an int, or ``auto`` (chosen from the measured step cost before fitting, :mod:`recsys.utils.chunk_size`;
+      1 until then); always 1 under DDP.
+
+    ``path`` is ``data.path``, only interpolated into ``source.path`` by the configs.
+    """
+
+    kind = "?"
+
+    def __init__(
+        self,
+        source: Source,
+        batch_size: int,
+        eval_batch_size: int,
+        cache_dir: str | None = None,
+        validate_on_test: bool = False,
+        num_workers: int = 0,
+        seed: int = 0,
+        negative_sampler: NegativeSampler | None = None,
+        path: str | None = None,
+        steps_per_chunk: int | str = AUTO,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ConfigError(f"data.batch_size and data.eval_batch_size must be >= 1, got {batch_size}, {eval_batch_size}")
+        if steps_per_chunk != AUTO and (isinstance(steps_per_chunk, bool) or not isinstance(steps_per_chunk, int)
+                                        or steps_per_chunk < 1):
+            raise ConfigError(f"data.steps_per_chunk must be 'auto' or an integer >= 1, got {steps_per_chunk!r}")
+        self.source = source
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.validate_on_test = validate_on_test
+        self.num_workers = num_workers
+        self.seed = seed
+        self.negative_sampler = negative_sampler or UniformNegativeSampler()
+        self.path = path
+        self.steps_per_chunk = steps_per_chunk
+        self.splits: Any = None
+
+    # -- preparation ---------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        if self.cache_dir is not None:
+            ensure_cached(self.source, self.cache_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is not None:
+            return
+        self.on_splits(load_or_build(self.source, self.cache_dir))
+
+    def on_splits(self, splits: Any) -> None:
+        """Keep the loaded splits (subclasses derive what their loaders need)."""
+        self.splits = splits
+
+    def empty_validation(self, how: str) -> ConfigError:
+        return ConfigError(f"data source {self.source.name!r} has an empty validation split; set {how}")
+
+    def chunk_steps(self) -> int:
+        """Training steps per chunk: 1 under DDP (one backward per forward of the wrapped model) or while
+        ``auto`` is unresolved."""
+        _, world = distributed_rank_and_world()
+        return 1 if world > 1 or self.steps_per_chunk == AUTO else int(self.steps_per_chunk)
+
+    # -- loaders -------------------------------------------------------------------------------
+    def eval_loader(self, split: str, testing: bool) -> DataLoader:
+        """Evaluation batches over ``split`` (``valid`` or ``test``); ``testing``: for the test stage."""
+        raise NotImplementedError
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_loader("test" if self.validate_on_test else "valid", testing=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.eval_loader("test", testing=True)
+
+    def example_batch(self) -> Any:
+        """One training step's batch (drawn apart from the epochs' streams), for measuring the step cost."""
+        raise NotImplementedError

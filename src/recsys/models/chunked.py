@@ -1,0 +1,85 @@
+"""Training in chunks of optimiser steps: one Lightning ``training_step`` runs T steps (manual optimisation).
+
+Lightning's automatic loop costs a fixed toll per batch (callback and module hooks, a closure, the progress
+bar, the loader and the batch transfer). For small steps (GRU4Rec's session-parallel steps, BPR steps on a
+small graph) that toll is as large as the math, so the loaders yield *chunks* of T steps
+(``data.steps_per_chunk``) and :meth:`ChunkedTraining.training_step` runs them one after the other with one
+``zero_grad → backward → optimiser step`` each, in the same order as T = 1: the same draws, the same
+updates, the same results. Under DDP T = 1 (DDP allows one backward per forward of the wrapped module).
+
+The training loss is summed on the device over the epoch and logged once, at the epoch end, as the mean over
+every step of every process (``train/loss`` and whatever else :meth:`batch_loss` returns, named by
+``loss_names``), weighted by :meth:`step_weight`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+
+
+class ChunkedTraining:
+    """Mixin for a LightningModule: manual optimisation over chunks (module docstring).
+
+    To implement: :meth:`batch_loss` (``(loss, *more)`` of one step) and, unless a chunk is a list of step
+    batches, :meth:`chunk_steps`.
+    """
+
+    #: names under which ``batch_loss``'s values are logged (``train/<name>``)
+    loss_names: Sequence[str] = ("loss", "bpr")
+    #: which of them the progress bar shows
+    prog_bar_losses: Sequence[str] = ("loss",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.automatic_optimization = False
+        self._loss_sums: torch.Tensor | None = None
+
+    # -- to implement ----------------------------------------------------------------------------
+    def batch_loss(self, batch: Any) -> tuple[torch.Tensor, ...]:
+        """``(loss, *logged)`` of one step; ``loss`` is what is minimised."""
+        raise NotImplementedError
+
+    def chunk_steps(self, chunk: Any) -> Iterable[Any]:
+        """The step batches of a chunk, in order (default: a chunk is a list of them)."""
+        return chunk
+
+    def step_weight(self, batch: Any) -> float:
+        """Weight of a step in the epoch's logged mean (the number of rows it trains on)."""
+        return float(batch["users"].numel())
+
+    # -- Lightning hooks -------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        self._loss_sums = None
+
+    def training_step(self, chunk: Any, batch_idx: int) -> torch.Tensor:
+        """One optimiser step per step batch of ``chunk``; returns the steps' losses ``(T,)`` (detached), which
+        the finite-loss check reads."""
+        optimizer = self.optimizers()
+        rows, losses = [], []
+        for batch in self.chunk_steps(chunk):
+            values = self.batch_loss(batch)
+            optimizer.zero_grad()
+            self.manual_backward(values[0])
+            optimizer.step()
+            detached = torch.stack([v.detach().float() for v in values])
+            weight = self.step_weight(batch)
+            rows.append(torch.cat([detached * weight, detached.new_tensor([weight])]))
+            losses.append(detached[0])
+        if rows:
+            total = torch.stack(rows).sum(0)
+            self._loss_sums = total if self._loss_sums is None else self._loss_sums + total
+        return torch.stack(losses) if losses else torch.zeros(0, device=self.device)
+
+    def on_train_epoch_end(self) -> None:
+        """``train/<name>``: the weighted mean over every step of every process. Each process joins the sum,
+        also one without steps (skipping the reduction would leave the others waiting)."""
+        sums = self._loss_sums
+        if sums is None:
+            sums = torch.zeros(len(self.loss_names) + 1, device=self.device)
+        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        if float(sums[-1]) > 0:
+            for name, value in zip(self.loss_names, (sums[:-1] / sums[-1]).tolist(), strict=False):
+                self.log(f"train/{name}", value, prog_bar=name in self.prog_bar_losses, sync_dist=False)

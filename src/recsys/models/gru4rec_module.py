@@ -1,0 +1,178 @@
+"""GRU4Rec's LightningModule: session-parallel training with 1-step BPTT (algorithms.md §3)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+from pytorch_lightning.strategies import SingleDeviceStrategy
+
+from recsys.data.session_datamodule import SessionInfo
+from recsys.errors import ConfigError
+from recsys.losses import (
+    SESSION_LOSSES,
+    bpr_max_loss,
+    session_bpr_loss,
+    session_xe_loss,
+    top1_loss,
+    top1_max_loss,
+)
+from recsys.models.chunked import ChunkedTraining
+from recsys.models.components.gru4rec import GRU4RecNet
+from recsys.models.session_recommender import SESSION_METRICS, LaneState, SessionRecommender, session_steps
+from recsys.optim import AdagradM
+
+
+class GRU4Rec(ChunkedTraining, SessionRecommender):
+    """GRU4Rec trained on session-parallel mini-batches with 1-step BPTT (algorithms.md §3).
+
+    Per session-parallel step (one optimiser step, as the official code; the loader hands them over in chunks,
+    :class:`~recsys.models.chunked.ChunkedTraining`): gather the lanes' hidden states, zero those of lanes
+    where a new session starts, run the GRU on the input items, keep the new hidden states (detached: no
+    backpropagation through time), score the step's targets (in-batch negatives: the other lanes' targets,
+    duplicates not masked) plus the step's ``n_sample`` extra negatives shared by the mini-batch (drawn by the
+    loader ∝ ``supp^alpha``, ``sampler=gru4rec``, with their log-probabilities for the logQ correction);
+    loss = sum over lanes / the configured ``data.batch_size``.
+
+    Args:
+        info: item count, support, batch size and the extra-negative settings (from the DataModule).
+        optimizer: factory ``optimizer(params=)``; the official :class:`~recsys.optim.AdagradM` by default.
+        loss: ``cross-entropy`` (+ ``logq`` correction), ``bpr-max`` (+ ``bpreg``, ``elu_param``), ``top1``,
+            ``bpr`` or ``top1-max`` (:mod:`recsys.losses`).
+        layers, embedding, dropout_embed, dropout_hidden: the network (:class:`GRU4RecNet`).
+        sparse_gradients: ``auto`` (row-sparse item-table gradients when the optimiser supports them, the model
+            is not wrapped in DDP and either momentum is on — the official semantics: rows without a gradient do
+            not move — or the catalogue is large; without momentum dense Adagrad gives the same result), ``true``
+            (a ``ConfigError`` under DDP) or ``false``.
+        tie_mode, topk, metrics: evaluation (:mod:`recsys.models.session_recommender`).
+    """
+
+    loss_names = ("loss",)
+
+    def __init__(
+        self,
+        info: SessionInfo,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        loss: str = "cross-entropy",
+        layers: Sequence[int] = (100,),
+        embedding: str | int = "shared",
+        dropout_embed: float = 0.0,
+        dropout_hidden: float = 0.0,
+        logq: float = 0.0,
+        bpreg: float = 1.0,
+        elu_param: float = 0.5,
+        sparse_gradients: str | bool = "auto",
+        tie_mode: str = "standard",
+        topk: Sequence[int] = (5, 10, 20),
+        metrics: Sequence[str] = SESSION_METRICS,
+    ) -> None:
+        super().__init__(info.num_items, topk, metrics, tie_mode)
+        if loss not in SESSION_LOSSES:
+            raise ConfigError(f"model.loss={loss!r}; expected one of {SESSION_LOSSES}")
+        if str(sparse_gradients).lower() not in ("auto", "true", "false"):
+            raise ConfigError(f"model.sparse_gradients={sparse_gradients!r}; expected auto, true or false")
+        if logq < 0 or bpreg < 0 or elu_param < 0:
+            raise ConfigError(f"model.logq, model.bpreg and model.elu_param must be >= 0, got {logq}, {bpreg}, {elu_param}")
+        layers = [int(x) for x in layers]
+        self.save_hyperparameters(
+            {"num_items": info.num_items, "loss": loss, "layers": layers, "embedding": embedding,
+             "dropout_embed": dropout_embed, "dropout_hidden": dropout_hidden, "logq": logq, "bpreg": bpreg,
+             "elu_param": elu_param, "batch_size": info.batch_size, "n_sample": info.n_sample,
+             "sample_alpha": info.sample_alpha, "tie_mode": tie_mode},
+            logger=False,
+        )
+        self.net = GRU4RecNet(info.num_items, layers, embedding, dropout_embed, dropout_hidden)
+        self.optimizer_factory = optimizer
+        self.loss_name = loss
+        self.logq, self.bpreg, self.elu_param = float(logq), float(bpreg), float(elu_param)
+        self.sparse_gradients = str(sparse_gradients).lower()
+        self.batch_size = info.batch_size
+        self.n_sample = info.n_sample
+        support = info.item_support.double().clamp_min(1.0)
+        self.register_buffer("log_support", support.log().float(), persistent=False)
+        self._train_state = LaneState(self._zeros)
+        self._eval_state = LaneState(self._zeros)
+
+    def _zeros(self, lanes: int) -> list[torch.Tensor]:
+        return self.net.init_hidden(lanes, self.device)
+
+    # -- training ------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        self._train_state.clear()
+
+    def chunk_steps(self, chunk: dict[str, torch.Tensor]) -> Iterable[dict[str, torch.Tensor]]:
+        return session_steps(chunk)
+
+    def step_weight(self, step: dict[str, torch.Tensor]) -> float:
+        return 1.0 if step["inputs"].numel() else 0.0  # the mean runs over real steps (not DDP padding)
+
+    def step_loss(self, scores: torch.Tensor, targets: torch.Tensor, neg_log_q: torch.Tensor | None) -> torch.Tensor:
+        """Per-lane losses ``(b,)`` of a step's score matrix (targets on the diagonal)."""
+        if self.loss_name == "cross-entropy":
+            log_q = None
+            if self.logq > 0:
+                log_q = self.log_support[targets]
+                if neg_log_q is not None:
+                    log_q = torch.cat([log_q, neg_log_q])
+            return session_xe_loss(scores, log_q, self.logq)
+        if self.loss_name == "bpr-max":
+            return bpr_max_loss(scores, self.bpreg, self.elu_param)
+        if self.loss_name == "top1":
+            return top1_loss(scores)
+        if self.loss_name == "bpr":
+            return session_bpr_loss(scores)
+        return top1_max_loss(scores)
+
+    def batch_loss(self, step: dict[str, torch.Tensor]) -> tuple[torch.Tensor]:
+        """The loss of one session-parallel step (a zero that touches every parameter for a DDP padding step)."""
+        inputs, targets = step["inputs"], step["targets"]
+        if inputs.numel() == 0:
+            return (sum(p.sum() for p in self.parameters()) * 0.0,)
+        hidden = self._train_state.gather(step["lanes"], step["reset"])
+        output, new_hidden = self.net(inputs, hidden)
+        self._train_state.scatter(step["lanes"], new_hidden)
+        negatives = step.get("negatives")
+        columns = targets if negatives is None else torch.cat([targets, negatives])
+        scores = self.net.score_columns(output, columns)
+        return (self.step_loss(scores, targets, step.get("neg_log_q")).sum() / self.batch_size,)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        supports = isinstance(optimizer, (AdagradM, torch.optim.Adagrad, torch.optim.SparseAdam))
+        # DDP (any strategy but a single device, even with one process) reduces dense buckets only: a sparse
+        # gradient of a functional embedding fails in the first backward
+        data_parallel = self._trainer is not None and not isinstance(self.trainer.strategy, SingleDeviceStrategy)
+        if self.sparse_gradients == "true" and not supports:
+            raise ConfigError(
+                f"model.sparse_gradients=true but {type(optimizer).__name__} does not accept sparse gradients; "
+                "set model.sparse_gradients=false (or auto)"
+            )
+        if self.sparse_gradients == "true" and data_parallel:
+            raise ConfigError(
+                f"model.sparse_gradients=true is not possible with {type(self.trainer.strategy).__name__} (DDP "
+                "reduces dense gradients only); set model.sparse_gradients=false (or auto)"
+            )
+        momentum = float(optimizer.param_groups[0].get("momentum", 0.0) or 0.0)
+        # auto: the official row-sparse updates when they change the result (momentum) or save work (many items)
+        worth_it = momentum > 0 or self.num_items > 2 * (self.batch_size + self.n_sample)
+        sparse = self.sparse_gradients == "true" or (
+            self.sparse_gradients == "auto" and supports and not data_parallel and worth_it
+        )
+        self.net.set_sparse(sparse)
+        return optimizer
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def reset_eval_state(self) -> None:
+        self._eval_state.clear()
+
+    def eval_scores(self, step: dict[str, torch.Tensor]) -> torch.Tensor:
+        hidden = self._eval_state.gather(step["lanes"], step["reset"])
+        output, new_hidden = self.net(step["inputs"], hidden)
+        self._eval_state.scatter(step["lanes"], new_hidden)
+        return self.net.score_all(output)
+
+    def forward(self, items: torch.Tensor, hidden: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Scores of all items after feeding ``items`` ``(b,)`` with ``hidden``; returns (scores, new hidden)."""
+        output, new_hidden = self.net(items, hidden)
+        return self.net.score_all(output), new_hidden

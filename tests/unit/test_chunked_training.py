@@ -1,0 +1,102 @@
+"""Chunked manual optimisation trains exactly as one step per Lightning batch (issues 13 and 16).
+
+A real ``pl.Trainer`` fits the same model on the same data with ``data.steps_per_chunk`` = 1 and larger chunks;
+the chunking changes neither the draws nor the order of the optimiser steps, so the final weights, the number
+of optimiser steps and the logged epoch loss are those of T = 1 (float order unchanged: bitwise expected,
+checked to 1e-6).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from recsys.data.graph_datamodule import GraphDataModule
+from recsys.data.session_datamodule import SessionDataModule
+from recsys.data.sources.session_synthetic import SyntheticSessionSource
+from recsys.data.sources.synthetic import SyntheticGraphSource
+from recsys.models.components.lightgcn import LightGCNEncoder
+from recsys.models.graph_module import GraphRecommender
+from recsys.models.gru4rec_module import GRU4Rec
+from recsys.optim import AdagradM
+from recsys.sampling import SessionNegativeSampler, UniformNegativeSampler
+
+EPOCHS = 2
+
+
+def fit(model: pl.LightningModule, dm: pl.LightningDataModule) -> pl.Trainer:
+    trainer = pl.Trainer(max_epochs=EPOCHS, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         limit_val_batches=0)
+    trainer.fit(model, datamodule=dm)
+    return trainer
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_training(runs: dict[int, tuple[dict[str, torch.Tensor], int, float]],
+                         initial: dict[str, torch.Tensor]) -> None:
+    (base_weights, base_steps, base_loss) = runs[1]
+    assert any(not torch.equal(base_weights[k], initial[k]) for k in initial)  # it trained
+    for t, (weights, steps, loss) in runs.items():
+        assert steps == base_steps, t  # one optimiser step per training step, whatever the chunking
+        assert loss == pytest.approx(base_loss, rel=1e-6, abs=1e-7), t
+        assert weights.keys() == base_weights.keys()
+        for k in weights:
+            torch.testing.assert_close(weights[k], base_weights[k], rtol=1e-6, atol=1e-6, msg=lambda m, k=k: f"{k}: {m}")
+
+
+def session_datamodule(steps_per_chunk: int) -> SessionDataModule:
+    source = SyntheticSessionSource(num_items=60, num_sessions=700, num_days=4.0, mean_length=4.0, seed=1)
+    return SessionDataModule(source, batch_size=6, eval_batch_size=16, cache_dir=None, validate_on_test=True,
+                             negative_sampler=SessionNegativeSampler(n_sample=8, alpha=0.5), seed=5,
+                             steps_per_chunk=steps_per_chunk)
+
+
+@pytest.mark.slow  # three fits of 2 epochs: 1–7 s on a loaded 2-core machine
+def test_gru4rec_trains_identically_whatever_the_chunking():
+    runs, initial = {}, None
+    for t in (1, 7, 64):
+        dm = session_datamodule(t)
+        dm.setup("fit")
+        pl.seed_everything(0)
+        # momentum: the row-sparse path of AdagradM; dropout: global-RNG draws that must keep their order
+        model = GRU4Rec(dm.info, partial(AdagradM, lr=0.05, momentum=0.2), layers=[12], loss="cross-entropy",
+                        logq=1.0, dropout_hidden=0.2, dropout_embed=0.1)
+        initial = initial or snapshot(model)
+        assert all(torch.equal(v, initial[k]) for k, v in snapshot(model).items())  # same start
+        trainer = fit(model, dm)
+        steps = dm.train_dataloader().sampler.num_steps
+        assert steps > 64  # several chunks of 7, more than one of 64 in an epoch
+        assert trainer.global_step == EPOCHS * steps
+        runs[t] = (snapshot(model), trainer.global_step, float(trainer.callback_metrics["train/loss"]))
+    assert_same_training(runs, initial)
+
+
+def graph_datamodule(steps_per_chunk: int) -> GraphDataModule:
+    source = SyntheticGraphSource(num_users=60, num_items=50, latent_dim=4, num_communities=3, min_interactions=3,
+                                  max_interactions=12, seed=2)
+    return GraphDataModule(source, batch_size=16, eval_batch_size=32, cache_dir=None, validate_on_test=True,
+                           negative_sampler=UniformNegativeSampler(), seed=3, steps_per_chunk=steps_per_chunk)
+
+
+def test_lightgcn_trains_identically_whatever_the_chunking():
+    runs, initial = {}, None
+    for t in (1, 5):
+        dm = graph_datamodule(t)
+        dm.setup("fit")
+        pl.seed_everything(0)
+        model = GraphRecommender(dm.info, encoder=LightGCNEncoder, optimizer=partial(torch.optim.Adam, lr=0.01),
+                                 reg_weight=1e-3, embedding_dim=8, num_layers=2, edge_dropout=0.1)
+        initial = initial or snapshot(model)
+        trainer = fit(model, dm)
+        batches = dm.epoch_sampler().num_batches()
+        assert batches > 5 and len(dm.train_dataloader()) == -(-batches // t)
+        assert trainer.global_step == EPOCHS * batches
+        runs[t] = (snapshot(model), trainer.global_step, float(trainer.callback_metrics["train/loss"]))
+    assert_same_training(runs, initial)
