@@ -224,7 +224,7 @@ def _graph_model(info, name: str, dim: int, layers: int, device: str):
 
     torch.manual_seed(0)
     encoder = NGCFEncoder if name == "ngcf" else LightGCNEncoder
-    return GraphRecommender(info, encoder=functools.partial(encoder), optimizer=functools.partial(torch.optim.Adam, lr=1e-3),
+    return GraphRecommender(info, encoder=functools.partial(encoder), optimizer=functools.partial(torch.optim.Adam, lr=1e-3, fused=True),
                             embedding_dim=dim, num_layers=layers).to(device)
 
 
@@ -357,44 +357,94 @@ def _train_epoch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--graph-batch-size", type=int, default=0, help="0: 2048 (LightGCN, MF), 1024 (NGCF, official)")
     p.add_argument("--session-path", default=str(ROOT.parent / "shared" / "datasets" / "rsc15_100k"),
                    help="RSC15 prepared folder, or 'synthetic'; '' skips the session part")
+    p.add_argument("--epochs", type=int, default=2, help="train.py epochs; the last one's time is reported")
     p.add_argument("--json", default="benchmark.json", help="where the flat results go")
     p.add_argument("--override", action="append", default=[], help="extra train.py override (repeatable)")
 
 
-def _train_in_process(overrides: list[str], out: Path) -> dict[str, Any]:
-    """``python train.py <overrides>`` in this process (Hydra compose; Lightning included); its metrics.json."""
+def _compose(overrides: list[str], out: Path):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from recsys.train import train
-
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=[*overrides, f"paths.output_dir={out}", f"paths.work_dir={ROOT}",
-                                          f"paths.data_dir={out.parent / 'data'}", "extras.print_config=false",
-                                          "test=false", "~callbacks.progress_bar", "trainer.enable_progress_bar=false"])
-    return train(cfg)
+        return compose("train", overrides=[*overrides, f"paths.output_dir={out}", f"paths.work_dir={ROOT}",
+                                           f"paths.data_dir={out.parent / 'data'}", "extras.print_config=false",
+                                           "test=false", "~callbacks.progress_bar", "trainer.enable_progress_bar=false"])
+
+
+def _train_py_epoch(overrides: list[str], out: Path, epochs: int) -> tuple[float, int]:
+    """``python train.py <overrides>`` in this process (Hydra compose; Lightning and every callback included) for
+    ``epochs`` epochs with one validation batch each: (seconds of the last epoch, steps per chunk used)."""
+    import csv
+    import logging
+
+    from recsys.train import train
+
+    cfg = _compose([*overrides, f"trainer.max_epochs={epochs}", "trainer.check_val_every_n_epoch=1",
+                    "+trainer.limit_val_batches=1"], out)
+    messages: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
+    chunk_log = logging.getLogger("recsys.utils.chunk_size")
+    chunk_log.addHandler(handler)
+    chunk_log.setLevel(logging.INFO)
+    try:
+        train(cfg)
+    finally:
+        chunk_log.removeHandler(handler)
+    with open(out / "csv" / "metrics.csv", newline="") as f:
+        seconds = [float(r["time/epoch_seconds"]) for r in csv.DictReader(f) if r.get("time/epoch_seconds")]
+    chunk = next((int(m.split("auto: ")[1].split()[0]) for m in messages if "steps_per_chunk=auto:" in m), 0)
+    return seconds[-1], chunk
+
+
+def _bare_epoch(overrides: list[str], out: Path) -> tuple[float, int, Any, Any]:
+    """One epoch of the same data and model without Lightning: the training loader's chunks as they are drawn
+    (negatives included), ``batch_loss`` → backward → optimiser per step. (seconds, events or rows, dm, model)."""
+    import torch
+
+    from recsys.builders import build_datamodule, build_model
+
+    cfg = _compose([*overrides, "data.steps_per_chunk=64"], out)
+    torch.manual_seed(0)
+    dm = build_datamodule(cfg)
+    model = build_model(cfg, dm)
+    model.train()
+    opt = model.configure_optimizers()
+    model.on_train_epoch_start()
+    count = 0
+    gc.collect()
+    start = time.perf_counter()
+    for chunk in dm.train_dataloader():
+        for step in model.chunk_steps(chunk):
+            opt.zero_grad()
+            model.batch_loss(step)[0].backward()
+            opt.step()
+            count += int(step["targets"].numel() if "targets" in step else step["users"].numel())
+    return time.perf_counter() - start, count, dm, model
 
 
 @section("train-epoch", "train.py epochs (Lightning included) against their floors measured here; writes benchmark.json",
          _train_epoch_args)
 def bench_train_epoch(args: argparse.Namespace) -> list[Row]:
-    """Graph: one epoch of ``train.py`` (LightGCN on Gowalla by default; validation of one batch, no test) beside
-    (a) the naive floor = batches × (L full CSR products forward + L backward), (b) the bare step loop of the same
+    """Graph (LightGCN on Gowalla by default): the last of ``--epochs`` epochs of ``train.py`` (one validation
+    batch each, no test) beside (a) the naive floor = batches × L whole-graph CSR products forward + L backward
+    (NGCF: the whole-graph encoder forward + backward), (b) the bare step loop: one epoch of the same loader and
     model without Lightning; then the full-ranking test of all users beside its floor (the score products into a
-    buffer + top-k, no masking or metrics). Session: one epoch of ``experiment=gru4rec_rsc15`` beside the bare
-    step loop. ``--repeat`` applies to the floors; each ``train.py`` epoch runs once (medians: rerun the section)."""
+    buffer + top-50). Session (``experiment=gru4rec_rsc15``): the last train.py epoch beside the bare step loop.
+    ``--repeat`` applies to the floors."""
     import json
     import logging
 
     import torch
 
-    from recsys.data.bpr_batches import BPREpochSampler
     from recsys.data.eval_batches import RankingEvalSet
     from recsys.metrics import TopKMetrics, rank_topk
     from recsys.models.components.adjacency import normalized_adjacency
-    from recsys.sampling import UniformNegativeSampler
+    from recsys.utils.allocator import retain_freed_memory
 
+    retain_freed_memory()  # as train.py's main does: the same allocator for train.py, the bare loop and the floors
     logging.getLogger("recsys").setLevel(logging.WARNING)
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     rows: list[Row] = []
@@ -402,25 +452,24 @@ def bench_train_epoch(args: argparse.Namespace) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         if args.graph_path:
             name = args.graph_model
-            layers = {"mf": 0}.get(name, 3)
             batch_size = args.graph_batch_size or (1024 if name == "ngcf" else 2048)
             data = (["data=synthetic_graph"] if args.graph_path == "synthetic"
                     else ["data=gowalla", f"data.path={args.graph_path}", "data.validate_on_test=true"])
-            overrides = [*data, f"model={name}", f"data.batch_size={batch_size}", "trainer.max_epochs=1",
-                         "+trainer.limit_val_batches=1", *args.override]
-            metrics = _train_in_process(overrides, Path(tmp) / "graph")
-            epoch_s = metrics["fit_seconds"]
-            splits, info = _graph_data(args.graph_path)
+            overrides = [*data, f"model={name}", f"data.batch_size={batch_size}", *args.override]
+            epoch_s, chunk = _train_py_epoch(overrides, Path(tmp) / "graph", args.epochs)
+            bare, _, dm, model = _bare_epoch(overrides, Path(tmp) / "bare")
+            info = dm.info
             train = info.train
-            sampler = BPREpochSampler(train, UniformNegativeSampler().bind(train), batch_size, seed=0)
-            num_batches = sampler.num_batches()
-            note = f"{name}, {splits.num_users:,} users × {splits.num_items:,} items, {num_batches} batches of {batch_size}"
-            rows.append(Row("train.py: one epoch (fit_seconds: set-up, the epoch, one validation batch)", epoch_s, None, note))
-            results["train_epoch_s"] = epoch_s
+            num_batches = dm.epoch_sampler().num_batches()
+            note = (f"{name}, {info.num_users:,} users × {info.num_items:,} items, {num_batches} batches of "
+                    f"{batch_size}, {chunk or 1} steps per chunk")
+            rows.append(Row("train.py: one epoch (Lightning, callbacks, one validation batch)", epoch_s, None, note))
+            rows.append(Row("bare step loop: the same epoch without Lightning (loader, batch_loss, backward, optimiser)",
+                            bare, None, f"train.py / bare loop = {epoch_s / bare:.2f}"))
+            results["train_epoch_s"], results["train_bare_loop_s"] = epoch_s, bare
 
-            norm = "rw_self_loop" if name == "ngcf" else "sym"
-            adj = normalized_adjacency(*train.pairs(), splits.num_users, splits.num_items, norm)
-            model = _graph_model(info, name, 64, layers, "cpu")
+            layers = model.encoder.num_layers if hasattr(model.encoder, "num_layers") else len(model.encoder.layers)
+            adj = normalized_adjacency(*train.pairs(), info.num_users, info.num_items, model.encoder.adjacency_norm)
             x = torch.randn(adj.size, 64, requires_grad=True)
             if name == "ngcf":  # products + dense layers: the whole-graph encoder forward + backward
                 naive = lambda: model.encoder(adj).sum().backward()  # noqa: E731
@@ -431,27 +480,19 @@ def bench_train_epoch(args: argparse.Namespace) -> list[Row]:
                             f"train.py / floor = {epoch_s / floor:.2f}" if floor else "MF: no propagation"))
             results["train_floor_s"] = floor
 
-            batches = [next(sampler.batches())]
-            step = _bare_step(model, batches[0])
-            step()
-            bare = _time(step, args.repeat) * num_batches
-            rows.append(Row("bare step loop (batch_loss + backward + optimiser, no Lightning, no sampling)", bare, None,
-                            f"train.py / bare loop = {epoch_s / bare:.2f}"))
-            results["train_bare_loop_s"] = bare
-
+            splits = dm.splits
             evalset = RankingEvalSet(train, splits.csr("test"), 1024)
-            eval_model = model.eval()
+            model.eval()
             metric = TopKMetrics((10, 20, 50))
-            eval_s = _time(lambda: _evaluate_graph(eval_model, evalset, metric, "cpu"), args.repeat)
+            eval_s = _time(lambda: _evaluate_graph(model, evalset, metric, "cpu"), args.repeat)
             with torch.no_grad():
-                user_emb, item_emb = (e.float() for e in eval_model())
-            buffer = torch.empty(1024, splits.num_items)
+                user_emb, item_emb = (e.float() for e in model())
+            buffer = torch.empty(1024, info.num_items)
 
             def eval_floor() -> None:
                 for lo in range(0, evalset.users.numel(), 1024):
                     users = evalset.users[lo : lo + 1024]
-                    scores = torch.matmul(user_emb[users], item_emb.T, out=buffer[: users.numel()])
-                    rank_topk(scores, 50)
+                    rank_topk(torch.matmul(user_emb[users], item_emb.T, out=buffer[: users.numel()]), 50)
 
             eval_floor_s = _time(eval_floor, args.repeat)
             rows.append(Row("full-ranking test evaluation, all test users (propagation, mask, top-50, metrics)", eval_s,
@@ -461,25 +502,17 @@ def bench_train_epoch(args: argparse.Namespace) -> list[Row]:
             results["eval_s"], results["eval_floor_s"] = eval_s, eval_floor_s
 
         if args.session_path:
-            synthetic = args.session_path == "synthetic"
-            data = ["model=gru4rec"] if synthetic else ["experiment=gru4rec_rsc15", f"data.path={args.session_path}"]
-            metrics = _train_in_process([*data, "trainer.max_epochs=1", "+trainer.limit_val_batches=1", *args.override],
-                                        Path(tmp) / "session")
-            dm, model, _ = _session_setup(args.session_path, 2048, "cpu")
-            chunks = list(dm.train_dataloader())
-            events = sum(int(c["ptr"][-1]) for c in chunks)
-            epoch_s = metrics["fit_seconds"]
-            rows.append(Row("train.py: one GRU4Rec epoch (fit_seconds)", epoch_s, None,
-                            f"{len(chunks):,} steps, {events / epoch_s:,.0f} events/s"))
-            loop = _session_loop(model, chunks, "cpu")
-            loop(20)
-            n = min(len(chunks), 400)
-            t = _time(lambda: loop(n, 20), args.repeat)
-            floor_events = sum(int(chunks[(20 + k) % len(chunks)]["ptr"][-1]) for k in range(n)) / t
-            rows.append(Row(f"bare step loop ({n} steps, no Lightning)", t, None,
-                            f"{floor_events:,.0f} events/s; train.py / bare loop = {events / epoch_s / floor_events:.2f}×"))
+            data = (["model=gru4rec"] if args.session_path == "synthetic"
+                    else ["experiment=gru4rec_rsc15", f"data.path={args.session_path}"])
+            overrides = [*data, *args.override]
+            epoch_s, chunk = _train_py_epoch(overrides, Path(tmp) / "session", args.epochs)
+            bare, events, dm, _ = _bare_epoch(overrides, Path(tmp) / "session_bare")
+            rows.append(Row("train.py: one GRU4Rec epoch (Lightning, callbacks, one validation batch)", epoch_s, None,
+                            f"{events:,} events, {events / epoch_s:,.0f} events/s, {chunk or 1} steps per chunk"))
+            rows.append(Row("bare step loop: the same epoch without Lightning", bare, None,
+                            f"{events / bare:,.0f} events/s; train.py / bare loop = {bare / epoch_s:.2f}× its speed"))
             results["session_train_events_per_s"] = events / epoch_s
-            results["session_floor_events_per_s"] = floor_events
+            results["session_floor_events_per_s"] = events / bare
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     Path(args.json).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(f"wrote {args.json}: {json.dumps(results, sort_keys=True)}", file=sys.stderr)

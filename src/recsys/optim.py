@@ -54,14 +54,13 @@ class AdagradM(torch.optim.Optimizer):
         torch._foreach_addcmul_(accs, grads, grads)
         denom = torch._foreach_add(accs, eps)
         torch._foreach_sqrt_(denom)
-        updates = torch._foreach_div(grads, denom)
         if momentum > 0:
             moms = [self.state[p]["mom"] for p in params]
             torch._foreach_mul_(moms, momentum)
-            torch._foreach_add_(moms, updates, alpha=-lr)
+            torch._foreach_addcdiv_(moms, grads, denom, value=-lr)
             torch._foreach_add_(params, moms)
         else:
-            torch._foreach_add_(params, updates, alpha=-lr)
+            torch._foreach_addcdiv_(params, grads, denom, value=-lr)
 
     def _sparse_update(self, p: torch.Tensor, state: dict, lr: float, momentum: float, eps: float) -> None:
         grad = p.grad.coalesce()

@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from recsys.builders import build_datamodule, build_model
+from recsys.utils.allocator import retain_freed_memory
 from recsys.utils.callbacks import (
     BestMetricTracker,
     ConfigInCheckpoint,
@@ -105,5 +106,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def main(cfg: DictConfig) -> float | None:
     """Hydra task: train and return ``cfg.optimized_metric`` for sweepers."""
+    retain_freed_memory()
     metrics = run_task(train, cfg)
     return metric_value(metrics, cfg.get("optimized_metric"))

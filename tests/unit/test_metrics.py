@@ -267,8 +267,9 @@ class FixedScores(TopKRecommender):
         return self.fixed[users].clone() if out is None else out.copy_(self.fixed[users])
 
 
+@pytest.mark.parametrize("score_block", [128, 3])  # one block per batch of 8 users, or three blocks (3 + 3 + 2)
 @pytest.mark.parametrize("tie_range", [None, 3])
-def test_evaluate_batch_matches_reference_and_masks(monkeypatch, tie_range):
+def test_evaluate_batch_matches_reference_and_masks(monkeypatch, tie_range, score_block):
     n_users, n_items = 45, 30
     scores, mask, targets = random_problem(7, n_users=n_users, n_items=n_items, tie_range=tie_range)
     # masked (train) items get the best raw scores, so a missing mask would change the metrics
@@ -292,14 +293,17 @@ def test_evaluate_batch_matches_reference_and_masks(monkeypatch, tie_range):
 
     monkeypatch.setattr(ranking_module, "rank_topk", spy)
     model = FixedScores(torch.from_numpy(scores))
+    model.score_block = score_block
     for idx in range(len(eval_set)):
         batch = eval_set[idx]
+        before = len(rankings)
         model.evaluate_batch(batch, model.val_metrics)
         # masked items never appear in the ranking (every user keeps >= 10 unmasked items)
-        top = rankings[-1]
+        top = torch.cat(rankings[before:])
         for row, u in enumerate(batch["users"].tolist()):
             assert not set(top[row].tolist()) & set(np.nonzero(mask[u])[0].tolist())
-    assert len(rankings) == len(eval_set) == math.ceil(len(eval_set.users) / 8)
+        assert len(rankings) - before == math.ceil(batch["users"].numel() / score_block)
+    assert len(eval_set) == math.ceil(len(eval_set.users) / 8)
     assert_metrics_close(model.val_metrics.compute(), ref_metrics(scores, mask, targets))
     # the model's own score table is not modified by masking
     assert torch.equal(model.fixed, torch.from_numpy(scores))

@@ -58,20 +58,21 @@ class ChunkedTraining:
         """One optimiser step per step batch of ``chunk``; returns the steps' losses ``(T,)`` (detached), which
         the finite-loss check reads."""
         optimizer = self.optimizers()
-        rows, losses = [], []
+        values, weights = [], []
         for batch in self.chunk_steps(chunk):
-            values = self.batch_loss(batch)
+            step_values = self.batch_loss(batch)
             optimizer.zero_grad()
-            self.manual_backward(values[0])
+            self.manual_backward(step_values[0])
             optimizer.step()
-            detached = torch.stack([v.detach().float() for v in values])
-            weight = self.step_weight(batch)
-            rows.append(torch.cat([detached * weight, detached.new_tensor([weight])]))
-            losses.append(detached[0])
-        if rows:
-            total = torch.stack(rows).sum(0)
-            self._loss_sums = total if self._loss_sums is None else self._loss_sums + total
-        return torch.stack(losses) if losses else torch.zeros(0, device=self.device)
+            values.append(torch.stack(step_values).detach())
+            weights.append(self.step_weight(batch))
+        if not values:
+            return torch.zeros(0, device=self.device)
+        stacked = torch.stack(values).float()  # (T, len(loss_names))
+        w = torch.tensor(weights, device=stacked.device)
+        total = torch.cat([w @ stacked, w.sum()[None]])
+        self._loss_sums = total if self._loss_sums is None else self._loss_sums + total
+        return stacked[:, 0]
 
     def on_train_epoch_end(self) -> None:
         """``train/<name>``: the weighted mean over every step of every process. Each process joins the sum,

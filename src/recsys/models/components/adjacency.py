@@ -104,16 +104,28 @@ class SparseAdjacency:
 
 
 class RowSlice:
-    """``S = Â[R, :]`` (``|R| × n``): ``S @ x`` with ``dL/dx = Sᵀ dL/dy`` scattered onto the selected rows'
-    neighbours only (an ``index_add`` over the slice's edges)."""
+    """``S = Â[R, :]`` (``|R| × n``): ``S @ x`` costs the selected rows' edges; its backward ``Sᵀ dL/dy`` is a
+    product with the slice's transpose (``n × |R|``, built on first use by sorting the slice's entries by
+    column), so it too touches only those edges."""
 
     def __init__(self, crow: torch.Tensor, local_row: torch.Tensor, col: torch.Tensor, values: torch.Tensor,
                  size: int) -> None:
-        self.local_row, self.col, self.values = local_row, col, values
-        self.matrix = _csr(crow, col, values, (crow.numel() - 1, size))
+        self.local_row, self.col, self.values, self.size = local_row, col, values, size
+        self.num_rows = crow.numel() - 1
+        self.matrix = _csr(crow, col, values, (self.num_rows, size))
+        self._matrix_t: torch.Tensor | None = None
+
+    @property
+    def matrix_t(self) -> torch.Tensor:
+        """``Sᵀ`` as a CSR matrix ``(n, |R|)``."""
+        if self._matrix_t is None:
+            order = torch.argsort(self.col, stable=True)
+            self._matrix_t = _csr(_row_pointers(self.col[order], self.size), self.local_row[order],
+                                  self.values[order], (self.size, self.num_rows))
+        return self._matrix_t
 
     def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
-        return _RowSliceMatmul.apply(x, self.matrix, self.local_row, self.col, self.values)
+        return _RowSliceMatmul.apply(x, self)
 
 
 def _row_pointers(sorted_rows: torch.Tensor, n: int) -> torch.Tensor:
@@ -142,35 +154,36 @@ class _CSRMatmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, a: torch.Tensor, a_t: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         ctx.a_t = a_t
-        return _sparse_mm(a, x)
+        return sparse_mm(a, x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        return _sparse_mm(ctx.a_t, grad), None, None
+        return sparse_mm(ctx.a_t, grad), None, None
 
 
 class _RowSliceMatmul(torch.autograd.Function):
-    """``y = S x`` for a row slice ``S`` (``|R| × n``); ``dL/dx[c] = Σ_{(r, c) ∈ S} s_rc dL/dy[r]``."""
+    """``y = S x`` for a row slice ``S`` (``|R| × n``); ``dL/dx = Sᵀ dL/dy``."""
 
     @staticmethod
-    def forward(ctx, x, s, local_row, col, values):  # type: ignore[override]
-        ctx.save_for_backward(local_row, col, values)
-        ctx.shape, ctx.dtype = x.shape, x.dtype
-        return _sparse_mm(s, x)
+    def forward(ctx, x: torch.Tensor, s: RowSlice) -> torch.Tensor:  # type: ignore[override]
+        ctx.s, ctx.dtype = s, x.dtype
+        return sparse_mm(s.matrix, x)
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        local_row, col, values = ctx.saved_tensors
-        dtype = torch.promote_types(grad.dtype, values.dtype)
-        contrib = grad[local_row].to(dtype) * values.to(dtype)[:, None]
-        out = torch.zeros(ctx.shape, dtype=dtype, device=grad.device).index_add_(0, col, contrib)
-        return out.to(ctx.dtype), None, None, None, None
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return sparse_mm(ctx.s.matrix_t, grad).to(ctx.dtype), None
 
 
-def _sparse_mm(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def sparse_mm(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``a @ x`` for a CSR ``a``, in ``promote(x, a)`` with autocast off, returned in ``x``'s dtype.
+
+    Written by ``addmm(out, a, x, beta=0, out=out)`` into an uninitialised result (``beta = 0``: never read): the
+    same numbers as ``torch.sparse.mm``, without its zero-filled result and the copy back (~1.5× faster on CPU)."""
     dtype = torch.promote_types(x.dtype, a.dtype)
+    a = a if a.dtype == dtype else a.to(dtype)
     with torch.autocast(device_type=x.device.type, enabled=False):
-        return torch.sparse.mm(a if a.dtype == dtype else a.to(dtype), x.to(dtype)).to(x.dtype)
+        out = torch.empty(a.shape[0], x.shape[1], dtype=dtype, device=x.device)
+        return torch.addmm(out, a, x.to(dtype), beta=0, out=out).to(x.dtype)
 
 
 def normalized_adjacency(users: torch.Tensor, items: torch.Tensor, num_users: int, num_items: int,

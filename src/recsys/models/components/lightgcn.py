@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recsys.models.components.adjacency import SparseAdjacency
+from recsys.models.components.adjacency import RowSlice, SparseAdjacency, sparse_mm
 
 
 def init_embedding(weight: torch.Tensor, init: str, std: float) -> None:
@@ -99,10 +99,46 @@ class LightGCNEncoder(nn.Module):
         if self.training and self.edge_dropout > 0:
             adj = adj.edge_dropout(self.edge_dropout)
         alpha = self.layer_weights()
-        pick = (lambda t: t) if rows is None else (lambda t: t[rows])
-        out = alpha[0] * pick(x)
-        for k in range(1, self.num_layers):
+        if rows is not None:
+            return _CombinationAtRows.apply(x, alpha, adj, adj.rows(rows), rows)
+        out = alpha[0] * x
+        for k in range(1, self.num_layers + 1):
             x = adj @ x
-            out = out + alpha[k] * pick(x)
-        last = adj @ x if rows is None else adj.rows(rows) @ x
-        return out + alpha[self.num_layers] * last
+            out = out + alpha[k] * x
+        return out
+
+
+class _CombinationAtRows(torch.autograd.Function):
+    """``out = Σ_{k<K} α_k (Âᵏ E⁽⁰⁾)[R] + α_K Â[R, :] Âᴷ⁻¹ E⁽⁰⁾`` with its gradient written out (the propagation
+    is linear): with ``g = dL/dout`` and ``Ē`` the ``n × d`` matrix holding ``g`` at rows ``R``,
+    ``G_{K−1} = α_K Â[R, :]ᵀ g + α_{K−1} Ē`` and ``G_{k−1} = Âᵀ G_k + α_{k−1} Ē`` down to ``dL/dE⁽⁰⁾ = G_0``:
+    K − 1 whole-graph products and one slice product each way, no intermediate layer kept but the gathered rows
+    (``dL/dα_k = Σ g ⊙ (Âᵏ E⁽⁰⁾)[R]``). ``R`` holds distinct rows."""
+
+    @staticmethod
+    def forward(ctx, x0: torch.Tensor, alpha: torch.Tensor, adj: SparseAdjacency, last: RowSlice,  # type: ignore[override]
+                rows: torch.Tensor) -> torch.Tensor:
+        picked = [x0[rows]]
+        x = x0
+        for _ in range(alpha.numel() - 2):
+            x = sparse_mm(adj.matrix, x)
+            picked.append(x[rows])
+        picked.append(sparse_mm(last.matrix, x))
+        weights = alpha.tolist()
+        out = picked[0] * weights[0]
+        for w, p in zip(weights[1:], picked[1:], strict=True):
+            out.add_(p, alpha=w)
+        ctx.adj, ctx.last, ctx.weights, ctx.shape = adj, last, weights, x0.shape
+        ctx.save_for_backward(rows, *(picked if alpha.requires_grad else ()))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        rows, *picked = ctx.saved_tensors
+        weights = ctx.weights
+        at_rows = torch.zeros(ctx.shape, dtype=grad.dtype, device=grad.device).index_copy_(0, rows, grad)
+        g = sparse_mm(ctx.last.matrix_t, grad).mul_(weights[-1]).add_(at_rows, alpha=weights[-2])
+        for k in range(len(weights) - 2, 0, -1):
+            g = sparse_mm(ctx.adj.matrix_t, g).add_(at_rows, alpha=weights[k - 1])
+        grad_alpha = torch.stack([(grad * p).sum() for p in picked]) if picked else None
+        return g, grad_alpha, None, None, None
