@@ -486,7 +486,7 @@ def bench_train_epoch(args: argparse.Namespace) -> list[Row]:
             metric = TopKMetrics((10, 20, 50))
             eval_s = _time(lambda: _evaluate_graph(model, evalset, metric, "cpu"), args.repeat)
             with torch.no_grad():
-                user_emb, item_emb = (e.float() for e in model())
+                user_emb, item_emb = (e.detach().float() for e in model())
             buffer = torch.empty(1024, info.num_items)
 
             def eval_floor() -> None:

@@ -261,6 +261,7 @@ def test_rank_topk_random_continuous_scores_match_argsort():
 class FixedScores(TopKRecommender):
     def __init__(self, scores: torch.Tensor, topk=KS) -> None:
         super().__init__(topk)
+        self.save_hyperparameters({"num_items": scores.shape[1]}, logger=False)
         self.fixed = scores
 
     def score_users(self, users: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -293,7 +294,7 @@ def test_evaluate_batch_matches_reference_and_masks(monkeypatch, tie_range, scor
 
     monkeypatch.setattr(ranking_module, "rank_topk", spy)
     model = FixedScores(torch.from_numpy(scores))
-    model.score_block = score_block
+    model.score_block_elements = score_block * n_items
     for idx in range(len(eval_set)):
         batch = eval_set[idx]
         before = len(rankings)

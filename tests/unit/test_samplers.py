@@ -413,7 +413,7 @@ def test_embedding_l2_sq_matches_the_row_by_row_formula():
     assert float(frobenius) == pytest.approx(total / 6, rel=1e-12)
 
 
-def test_batch_negative_scores_dispatch_matches_dense_reference():
+def test_batch_negative_scores_matches_dense_reference():
     g = torch.Generator().manual_seed(2)
     ue, ie, reg = torch.randn(7, 4, generator=g), torch.randn(20, 4, generator=g), torch.randn(20, 4, generator=g)
     users = torch.tensor([0, 3, 3, 6])
@@ -421,8 +421,7 @@ def test_batch_negative_scores_dispatch_matches_dense_reference():
     shared = torch.randint(20, (5,), generator=g)
     smask = torch.rand(4, 5, generator=g) > 0.5
     smask[0] = False
-    negatives = {"neg_items": per_row, "neg_shared": shared, "neg_shared_mask": smask}
-    scores, mask, neg_sq = batch_negative_scores(ue[users], ie, reg, negatives)
+    scores, mask, neg_sq = batch_negative_scores(ue[users], ie[per_row], ie[shared], smask, reg[per_row], reg[shared])
     items = torch.cat([per_row, shared.expand(4, -1)], 1)
     full_mask = torch.cat([torch.ones(4, 2, dtype=torch.bool), smask], 1)
     for b in range(4):
@@ -432,19 +431,34 @@ def test_batch_negative_scores_dispatch_matches_dense_reference():
         assert float(neg_sq[b]) == pytest.approx(sum(valid) / len(valid), rel=1e-5)
     assert torch.equal(mask, full_mask)
     # in-batch only: mask passes through, a row without valid negatives has a zero regulariser term
-    only = {"neg_shared": shared, "neg_shared_mask": smask}
-    scores, mask, neg_sq = batch_negative_scores(ue[users], ie, reg, only)
+    scores, mask, neg_sq = batch_negative_scores(ue[users], shared=ie[shared], shared_mask=smask,
+                                                 shared_reg=reg[shared])
     assert scores.shape == (4, 5) and torch.equal(mask, smask) and float(neg_sq[0]) == 0.0
-    # hard: the arg-max candidate is scored
-    cands = torch.randint(20, (4, 1, 6), generator=g)
-    scores, mask, neg_sq = batch_negative_scores(ue[users], ie, reg, {"neg_candidates": cands})
-    best = (ue[users][:, None, None, :] * ie[cands]).sum(-1).amax(-1)
-    assert mask is None and torch.allclose(scores, best)
-    # the regulariser term is that of the chosen (arg-max) candidate
-    chosen = cands[torch.arange(4), 0, (ue[users][:, None, :] * ie[cands[:, 0]]).sum(-1).argmax(-1)]
-    torch.testing.assert_close(neg_sq, reg[chosen].pow(2).sum(-1))
+    # per-row only, regulariser defaulting to the scored rows
+    scores, mask, neg_sq = batch_negative_scores(ue[users], ie[per_row])
+    assert mask is None and torch.allclose(neg_sq, ie[per_row].pow(2).sum(-1).mean(1))
     with pytest.raises(KeyError):
-        batch_negative_scores(ue[users], ie, reg, {})
+        batch_negative_scores(ue[users])
+
+
+def test_hard_batch_loss_scores_the_arg_max_candidate_and_regularises_it():
+    """GraphRecommender.batch_loss with neg_candidates equals the loss of the batch whose negatives are the
+    arg-max candidates chosen by hand from the final embeddings."""
+    sets = random_sets(3, 12, 30, max_frac=0.3)
+    train = csr_from_sets(sets, 30)
+    info = DatasetInfo(12, 30, train)
+    torch.manual_seed(0)
+    model = GraphRecommender(info, encoder=functools.partial(LightGCNEncoder), optimizer=functools.partial(torch.optim.Adam),
+                             embedding_dim=4, num_layers=2)
+    users = torch.tensor([0, 3, 3, 7, 11])
+    pos = torch.tensor([min(sets[u]) for u in users.tolist()])
+    cands = torch.randint(30, (5, 1, 6), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ue, ie = model()
+    chosen = cands[torch.arange(5), 0, (ue[users][:, None, :] * ie[cands[:, 0]]).sum(-1).argmax(-1)]
+    hard = model.batch_loss({"users": users, "pos_items": pos, "neg_candidates": cands})
+    plain = model.batch_loss({"users": users, "pos_items": pos, "neg_items": chosen[:, None]})
+    torch.testing.assert_close(torch.stack(hard), torch.stack(plain))
 
 
 # ---------------------------------------------------------------------------------------------- end to end

@@ -81,36 +81,42 @@ class GraphRecommender(ChunkedTraining, TopKRecommender):
     # -- training --------------------------------------------------------------------------------
     def batch_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loss, bpr)`` of one BPR batch. The final embeddings of the batch's nodes are computed once, at
-        those rows only (every other node's embedding is unused by the loss), unless they cover most of the
-        graph; per-row, candidate and shared negatives index that one gathered table."""
+        those rows only (every other node's embedding is unused by the loss), unless the batch's node ids number
+        more than :data:`FULL_PASS_FRACTION` of the graph (then all nodes are propagated and the batch indexes
+        them directly); per-row, candidate and shared negatives index that one table."""
         m = self.num_users
         users, pos = batch["users"], batch["pos_items"]
         keys = [k for k in ("neg_items", "neg_candidates", "neg_shared") if k in batch]
         if not keys:
             raise KeyError("a BPR batch needs neg_items, neg_candidates or neg_shared (see recsys.sampling)")
-        parts = [users, pos + m, *(batch[k].reshape(-1) + m for k in keys)]
-        nodes, index = torch.unique(torch.cat(parts), return_inverse=True)
-        local = dict(zip(["users", "pos_items", *keys], index.split([p.numel() for p in parts]), strict=True))
-        local = {k: v.view(batch[k].shape) for k, v in local.items()}
-        if nodes.numel() > FULL_PASS_FRACTION * (m + self.hparams.num_items):
-            emb = self.encoder(self.adjacency())[nodes]
+        parts = {"users": users, "pos_items": pos + m, **{k: batch[k] + m for k in keys}}
+        if sum(p.numel() for p in parts.values()) > FULL_PASS_FRACTION * (m + self.hparams.num_items):
+            local = parts  # node ids index the whole table
+            emb = self.encoder(self.adjacency())
+            reg = self.encoder.ego() if self.encoder.regularize_ego else emb
         else:
+            nodes, index = torch.unique(torch.cat([p.reshape(-1) for p in parts.values()]), return_inverse=True)
+            pieces = index.split([p.numel() for p in parts.values()])
+            local = {k: v.view(parts[k].shape) for k, v in zip(parts, pieces, strict=True)}
             emb = self.encoder(self.adjacency(), nodes)
-        reg = self.encoder.ego(nodes) if self.encoder.regularize_ego else emb
-        negatives = {k: local[k] for k in keys}
-        if "neg_shared" in batch:
-            negatives["neg_shared_mask"] = batch["neg_shared_mask"]
-        u = emb[local["users"]]
-        pos_scores = (u * emb[local["pos_items"]]).sum(-1)
-        neg_scores, neg_mask, neg_sq = batch_negative_scores(u, emb, reg, negatives)
+            reg = self.encoder.ego(nodes) if self.encoder.regularize_ego else emb
+        if "neg_candidates" in local:  # hard negatives: the best-scoring candidate, chosen without gradient
+            local["neg_items"] = select_hard_negatives(rows_of(emb, local["users"]), emb, local.pop("neg_candidates"))
+        rows = gather_rows(emb, local)  # every row the loss reads, in one gather (one scatter backward)
+        reg_rows = rows if reg is emb else gather_rows(reg, local)
+        u = rows["users"]
+        pos_scores = (u * rows["pos_items"]).sum(-1)
+        neg_scores, neg_mask, neg_sq = batch_negative_scores(
+            u, rows.get("neg_items"), rows.get("neg_shared"), batch.get("neg_shared_mask"),
+            reg_rows.get("neg_items"), reg_rows.get("neg_shared"))
         loss_bpr = bpr_loss(pos_scores, neg_scores, neg_mask)
-        penalty = embedding_l2_sq(reg[local["users"]].pow(2).sum(-1), reg[local["pos_items"]].pow(2).sum(-1), neg_sq)
+        penalty = embedding_l2_sq(reg_rows["users"].pow(2).sum(-1), reg_rows["pos_items"].pow(2).sum(-1), neg_sq)
         return loss_bpr + self.reg_weight * penalty, loss_bpr
 
     # -- evaluation ------------------------------------------------------------------------------
     def prepare_scoring(self) -> None:
         with torch.no_grad(), self.float32_scoring():  # float32 scores also for half-precision weights
-            self._eval_embeddings = tuple(e.float() for e in self())
+            self._eval_embeddings = tuple(e.detach().float() for e in self())
 
     def finish_scoring(self) -> None:
         self._eval_embeddings = None
@@ -118,45 +124,45 @@ class GraphRecommender(ChunkedTraining, TopKRecommender):
     def score_users(self, users: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         assert self._eval_embeddings is not None, "prepare_scoring() runs before evaluation"
         user_emb, item_emb = self._eval_embeddings
-        return torch.matmul(user_emb[users], item_emb.T, out=out)
+        return torch.matmul(user_emb.index_select(0, users), item_emb.T, out=out)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(params=self.parameters())
 
 
 def batch_negative_scores(
-    u: torch.Tensor, emb: torch.Tensor, reg: torch.Tensor, negatives: dict[str, torch.Tensor]
+    u: torch.Tensor,
+    per_row: torch.Tensor | None = None,
+    shared: torch.Tensor | None = None,
+    shared_mask: torch.Tensor | None = None,
+    per_row_reg: torch.Tensor | None = None,
+    shared_reg: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Scores ``(B, N)`` and mask ``(B, N)`` (None = all valid) of a batch's negatives, and per row the mean
-    ``‖e_j‖²`` of the regularised embeddings (``reg``) of its valid negatives ``(B,)``.
+    ``‖e_j‖²`` of the regularised embeddings of its valid negatives ``(B,)``.
 
-    ``u`` ``(B, d)``: the batch users' final embeddings; ``emb``/``reg``: final/regularised embeddings of the
-    rows that ``negatives`` index. Dispatches on the keys the negative sampler put in the batch (see
-    :mod:`recsys.sampling`): ``neg_items`` ``(B, n)`` per-row negatives; ``neg_candidates`` ``(B, n, M)`` → the
-    best-scoring candidate of each ``(b, n)`` (no gradient through the choice); ``neg_shared`` ``(S,)`` with
-    ``neg_shared_mask`` ``(B, S)``: negatives shared by the batch (in-batch, extra samples), scored as one
-    ``(B, d) @ (d, S)`` product.
+    ``u`` ``(B, d)``: the batch users' final embeddings; ``per_row`` ``(B, n, d)``: the final embeddings of each
+    row's own negatives (``neg_items``, or the chosen ``neg_candidates``); ``shared`` ``(S, d)`` with
+    ``shared_mask`` ``(B, S)``: negatives shared by the batch (in-batch, extra samples), scored as one
+    ``(B, d) @ (d, S)`` product; ``*_reg``: the same rows of the regularised table (default: the same tensors).
     """
-    per_row = negatives.get("neg_items")
-    if "neg_candidates" in negatives:
-        per_row = select_hard_negatives(u, emb, negatives["neg_candidates"])
-    shared = negatives.get("neg_shared")
     if per_row is None and shared is None:
         raise KeyError("a BPR batch needs neg_items, neg_candidates or neg_shared (see recsys.sampling)")
     scores, sq_sum, count = [], 0.0, 0.0
     if per_row is not None:
-        scores.append(torch.einsum("bd,bnd->bn", u, emb[per_row]))
-        sq_sum, count = reg[per_row].pow(2).sum((1, 2)), per_row.shape[1]
+        per_row_reg = per_row if per_row_reg is None else per_row_reg
+        scores.append(torch.einsum("bd,bnd->bn", u, per_row))
+        sq_sum, count = per_row_reg.pow(2).sum((1, 2)), per_row.shape[1]
     mask = None
     if shared is not None:
-        shared_mask = negatives["neg_shared_mask"]
-        scores.append(u @ emb[shared].T)
-        valid = shared_mask.to(reg.dtype)
-        sq_sum = sq_sum + valid @ reg[shared].pow(2).sum(-1)
+        shared_reg = shared if shared_reg is None else shared_reg
+        scores.append(u @ shared.T)
+        valid = shared_mask.to(shared_reg.dtype)
+        sq_sum = sq_sum + valid @ shared_reg.pow(2).sum(-1)
         count = count + valid.sum(1)
         mask = shared_mask
         if per_row is not None:
-            mask = torch.cat([torch.ones_like(per_row, dtype=torch.bool), shared_mask], 1)
+            mask = torch.cat([torch.ones(per_row.shape[:2], dtype=torch.bool, device=u.device), shared_mask], 1)
     neg_scores = scores[0] if len(scores) == 1 else torch.cat(scores, 1)
     neg_sq = sq_sum / count.clamp(min=1) if torch.is_tensor(count) else sq_sum / count
     return neg_scores, mask, neg_sq
@@ -165,7 +171,21 @@ def batch_negative_scores(
 @torch.no_grad()
 def select_hard_negatives(u: torch.Tensor, emb: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
     """The highest-scoring candidate of every ``(b, n)``: ``argmax_m u_bᵀ e_{c_bnm}`` → ``(B, n)`` (indices into
-    ``emb``, as ``candidates``). No gradient flows through the selection; ties go to the first candidate."""
-    scores = torch.einsum("bd,bnmd->bnm", u, emb[candidates])
+    ``emb``, as ``candidates``; ``u`` ``(B, d)``). No gradient flows through the selection; ties go to the first
+    candidate."""
+    scores = torch.einsum("bd,bnmd->bnm", u, rows_of(emb, candidates))
     best = scores.argmax(-1, keepdim=True)
     return candidates.gather(-1, best).squeeze(-1)
+
+
+def gather_rows(table: torch.Tensor, index: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``{k: table[index[k]]}`` through one ``index_select`` of all the indices (so one ``index_add`` backward)."""
+    flat = torch.cat([i.reshape(-1) for i in index.values()])
+    pieces = table.index_select(0, flat).split([i.numel() for i in index.values()])
+    return {k: p.view(*i.shape, table.shape[-1]) for (k, i), p in zip(index.items(), pieces, strict=True)}
+
+
+def rows_of(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` for an index tensor of any shape, through ``index_select`` (whose backward, an
+    ``index_add``, is several times faster on the CPU than that of advanced indexing)."""
+    return table.index_select(0, index.reshape(-1)).view(*index.shape, table.shape[-1])

@@ -88,57 +88,57 @@ class LightGCNEncoder(nn.Module):
     def ego(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Layer-0 embeddings of all nodes, or of ``rows``."""
         x = self.embedding.weight
-        return x if rows is None else x[rows]
+        return x if rows is None else x.index_select(0, rows)
 
     def forward(self, adj: SparseAdjacency, rows: torch.Tensor | None = None) -> torch.Tensor:
         """``E = Σ_k α_k Âᵏ E⁽⁰⁾`` of all nodes ``(M + N, d)``, or of ``rows`` only: then the last layer is
         ``Â[rows, :] E⁽ᴷ⁻¹⁾`` (the rows' edges, forward and backward), the same numbers as the full pass."""
         x = self.embedding.weight
         if self.num_layers == 0:
-            return x if rows is None else x[rows]
+            return x if rows is None else x.index_select(0, rows)
         if self.training and self.edge_dropout > 0:
             adj = adj.edge_dropout(self.edge_dropout)
-        alpha = self.layer_weights()
-        if rows is not None:
-            return _CombinationAtRows.apply(x, alpha, adj, adj.rows(rows), rows)
-        out = alpha[0] * x
-        for k in range(1, self.num_layers + 1):
-            x = adj @ x
-            out = out + alpha[k] * x
-        return out
+        return _LayerCombination.apply(x, self.layer_weights(), adj, None if rows is None else adj.rows(rows), rows)
 
 
-class _CombinationAtRows(torch.autograd.Function):
-    """``out = Σ_{k<K} α_k (Âᵏ E⁽⁰⁾)[R] + α_K Â[R, :] Âᴷ⁻¹ E⁽⁰⁾`` with its gradient written out (the propagation
-    is linear): with ``g = dL/dout`` and ``Ē`` the ``n × d`` matrix holding ``g`` at rows ``R``,
-    ``G_{K−1} = α_K Â[R, :]ᵀ g + α_{K−1} Ē`` and ``G_{k−1} = Âᵀ G_k + α_{k−1} Ē`` down to ``dL/dE⁽⁰⁾ = G_0``:
-    K − 1 whole-graph products and one slice product each way, no intermediate layer kept but the gathered rows
-    (``dL/dα_k = Σ g ⊙ (Âᵏ E⁽⁰⁾)[R]``). ``R`` holds distinct rows."""
+class _LayerCombination(torch.autograd.Function):
+    """``out = Σ_{k≤K} α_k Âᵏ E⁽⁰⁾`` of all nodes, or of the rows ``R`` only (then the last layer is
+    ``Â[R, :] Âᴷ⁻¹ E⁽⁰⁾``), with the gradient written out (the propagation is linear). With ``g = dL/dout`` and
+    ``Ē = g`` (all nodes) or ``g`` placed at rows ``R`` of an ``n × d`` zero matrix:
+    ``G_{K−1} = α_K Lᵀ g + α_{K−1} Ē`` (``L = Â`` or ``Â[R, :]``) and ``G_{k−1} = Âᵀ G_k + α_{k−1} Ē`` down to
+    ``dL/dE⁽⁰⁾ = G_0``: K products each way and no intermediate layer kept, but the layers' rows when ``α`` is
+    learned (``dL/dα_k = Σ g ⊙ (Âᵏ E⁽⁰⁾)[R]``). ``R`` holds distinct rows."""
 
     @staticmethod
-    def forward(ctx, x0: torch.Tensor, alpha: torch.Tensor, adj: SparseAdjacency, last: RowSlice,  # type: ignore[override]
-                rows: torch.Tensor) -> torch.Tensor:
-        picked = [x0[rows]]
-        x = x0
-        for _ in range(alpha.numel() - 2):
-            x = sparse_mm(adj.matrix, x)
-            picked.append(x[rows])
-        picked.append(sparse_mm(last.matrix, x))
+    def forward(ctx, x0: torch.Tensor, alpha: torch.Tensor, adj: SparseAdjacency,  # type: ignore[override]
+                last: RowSlice | None, rows: torch.Tensor | None) -> torch.Tensor:
+        pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))
         weights = alpha.tolist()
+        keep = alpha.requires_grad
+        picked = [pick(x0)]
         out = picked[0] * weights[0]
-        for w, p in zip(weights[1:], picked[1:], strict=True):
-            out.add_(p, alpha=w)
+        x = x0
+        for k in range(1, len(weights)):
+            x = sparse_mm(adj.matrix if last is None or k < len(weights) - 1 else last.matrix, x)
+            layer = x if last is not None and k == len(weights) - 1 else pick(x)
+            out.add_(layer, alpha=weights[k])
+            if keep:
+                picked.append(layer)
         ctx.adj, ctx.last, ctx.weights, ctx.shape = adj, last, weights, x0.shape
-        ctx.save_for_backward(rows, *(picked if alpha.requires_grad else ()))
+        ctx.save_for_backward(*([] if rows is None else [rows]), *(picked if keep else ()))
+        ctx.has_rows = rows is not None
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        rows, *picked = ctx.saved_tensors
+        saved = list(ctx.saved_tensors)
+        rows = saved.pop(0) if ctx.has_rows else None
         weights = ctx.weights
-        at_rows = torch.zeros(ctx.shape, dtype=grad.dtype, device=grad.device).index_copy_(0, rows, grad)
-        g = sparse_mm(ctx.last.matrix_t, grad).mul_(weights[-1]).add_(at_rows, alpha=weights[-2])
+        spread = grad if rows is None else torch.zeros(ctx.shape, dtype=grad.dtype, device=grad.device).index_copy_(
+            0, rows, grad)
+        last_t = ctx.adj.matrix_t if ctx.last is None else ctx.last.matrix_t
+        g = sparse_mm(last_t, grad).mul_(weights[-1]).add_(spread, alpha=weights[-2])
         for k in range(len(weights) - 2, 0, -1):
-            g = sparse_mm(ctx.adj.matrix_t, g).add_(at_rows, alpha=weights[k - 1])
-        grad_alpha = torch.stack([(grad * p).sum() for p in picked]) if picked else None
+            g = sparse_mm(ctx.adj.matrix_t, g).add_(spread, alpha=weights[k - 1])
+        grad_alpha = torch.stack([(grad * p).sum() for p in saved]) if saved else None
         return g, grad_alpha, None, None, None

@@ -195,14 +195,14 @@ class NGCFEncoder(nn.Module):
 
     def ego(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         x = self.embedding.weight
-        return x if rows is None else x[rows]
+        return x if rows is None else x.index_select(0, rows)
 
     def forward(self, adj: SparseAdjacency, rows: torch.Tensor | None = None) -> torch.Tensor:
         """``e = e⁽⁰⁾ ‖ e⁽¹⁾ ‖ … ‖ e⁽ᴸ⁾`` of all nodes, or of ``rows`` only (the last layer then runs on those
         rows: ``Â[rows, :] E⁽ᴸ⁻¹⁾`` and the dense layer on ``|rows|`` rows; its dropout noise is drawn for all
         nodes and gathered, so the numbers are those of the full pass)."""
         x = self.embedding.weight
-        pick = (lambda t: t) if rows is None else (lambda t: t[rows])
+        pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))
         if self.training and self.node_dropout > 0 and self.layers:
             adj = adj.edge_dropout(self.node_dropout)  # one mask for all layers of this pass
         stored = [pick(x)]
@@ -213,8 +213,8 @@ class NGCFEncoder(nn.Module):
                 continue
             noise = None
             if layer.training and layer.dropout > 0:
-                noise = dropout_noise((x.shape[0], layer.w1.shape[1]), layer.dropout, x)[rows]
-            stored.append(self._stored(layer(x[rows], adj.rows(rows) @ x, noise)))
+                noise = dropout_noise((x.shape[0], layer.w1.shape[1]), layer.dropout, x).index_select(0, rows)
+            stored.append(self._stored(layer(x.index_select(0, rows), adj.rows(rows) @ x, noise)))
         return torch.cat(stored, dim=1)
 
     def _stored(self, x: torch.Tensor) -> torch.Tensor:
