@@ -21,8 +21,8 @@ install: $(STAMP)  ## create or update the virtual environment
 train: install  ## train LightGCN on the embedded default dataset
 	$(PY) train.py $(ARGS)
 
-test: install  ## run the whole test suite (slow tests included), as CI does
-	WANDB_MODE=disabled $(PY) -m pytest $(ARGS)
+test: install  ## run the whole test suite (slow tests included) on every core, as CI does
+	WANDB_MODE=disabled $(PY) -m pytest -n auto --dist loadscope $(ARGS)
 
 test-fast: install  ## the quick loop: skip slow tests
 	WANDB_MODE=disabled $(PY) -m pytest -m "not slow" $(ARGS)

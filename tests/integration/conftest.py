@@ -29,15 +29,6 @@ TRAIN_QUIET = [*QUIET, "~callbacks.progress_bar"]
 LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")
 
 
-@pytest.fixture(autouse=True)
-def _restore_environment():
-    """Integration tests run Lightning in-process too; whatever it puts in ``os.environ`` ends with the test."""
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-
-
 def run_script(
     script: str, *overrides: str, env: dict[str, str] | None = None, timeout: int = 300, launcher: Sequence[str] = (),
 ) -> subprocess.CompletedProcess:

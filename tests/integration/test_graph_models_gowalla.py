@@ -19,7 +19,7 @@ GOWALLA = ROOT.parent / "shared" / "datasets" / "gowalla"
 SHORT_RUNS = {
     "mf": ["+trainer.limit_train_batches=150", "model.optimizer.lr=0.005"],
     "lightgcn": ["+trainer.limit_train_batches=150", "model.optimizer.lr=0.005"],
-    "ngcf": ["+trainer.limit_train_batches=150", "model.optimizer.lr=0.005"],
+    "ngcf": ["+trainer.limit_train_batches=75", "model.optimizer.lr=0.005"],  # ~0.054 after 75 steps
 }
 
 

@@ -337,6 +337,16 @@ def test_every_parameter_gets_a_gradient(num_layers, layer_weights):
     torch.testing.assert_close(enc.layer_weights(), torch.full((num_layers + 1,), 1 / (num_layers + 1)))
 
 
+def dense_mean_combination(pairs, m: int, n: int, e0: torch.Tensor, num_layers: int) -> torch.Tensor:
+    """``Σ_k Âᵏ e0 / (K+1)`` with the dense ``Â`` built from the pairs (autograd through plain products)."""
+    dense = torch.from_numpy(dense_sym_norm(dense_bipartite(pairs, m, n)))
+    x, out = e0, e0 / (num_layers + 1)
+    for _ in range(num_layers):
+        x = dense @ x
+        out = out + x / (num_layers + 1)
+    return out
+
+
 @pytest.mark.parametrize("num_layers", [1, 3])
 def test_gradients_match_dense_autograd(num_layers):
     m, n = 7, 9
@@ -348,12 +358,8 @@ def test_gradients_match_dense_autograd(num_layers):
     loss = (enc(adj) * r).sum() + enc(adj)[:m].pow(2).sum()
     loss.backward()
 
-    dense = torch.from_numpy(dense_sym_norm(dense_bipartite(pairs, m, n)))
     e0 = enc.ego().detach().double().clone().requires_grad_(True)
-    x, out = e0, e0 / (num_layers + 1)
-    for _ in range(num_layers):
-        x = dense @ x
-        out = out + x / (num_layers + 1)
+    out = dense_mean_combination(pairs, m, n, e0, num_layers)
     ref_loss = (out * r.double()).sum() + out[:m].pow(2).sum()
     ref_loss.backward()
     torch.testing.assert_close(enc.embedding.weight.grad[:m].double(), e0.grad[:m], atol=1e-6, rtol=1e-5)
@@ -374,13 +380,8 @@ def test_rows_path_gradients_match_dense_autograd(num_layers):
     out = enc(adj, rows)
     ((out * r).sum() + out.pow(2).sum()).backward()
 
-    dense = torch.from_numpy(dense_sym_norm(dense_bipartite(pairs, m, n)))
     e0 = enc.ego().detach().double().clone().requires_grad_(True)
-    x, ref = e0, e0 / (num_layers + 1)
-    for _ in range(num_layers):
-        x = dense @ x
-        ref = ref + x / (num_layers + 1)
-    ref = ref[rows]
+    ref = dense_mean_combination(pairs, m, n, e0, num_layers)[rows]
     ((ref * r.double()).sum() + ref.pow(2).sum()).backward()
     torch.testing.assert_close(out.detach().double(), ref.detach(), atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(enc.embedding.weight.grad.double(), e0.grad, atol=1e-6, rtol=1e-5)
