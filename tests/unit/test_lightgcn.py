@@ -571,3 +571,18 @@ def test_propagation_follows_the_input_dtype_outside_autocast(dtype):
     else:
         torch.testing.assert_close(y.double(), want_y, rtol=1e-2, atol=1e-2)
         torch.testing.assert_close(x.grad.double(), want_grad, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("encoder", ["lightgcn", "ngcf"])
+def test_checkpoints_with_separate_user_and_item_tables_still_load(encoder):
+    """State dicts from before the single node table (user_embedding / item_embedding) load into it."""
+    from recsys.models.components.ngcf import NGCFEncoder
+
+    make = (lambda: LightGCNEncoder(3, 4, embedding_dim=2)) if encoder == "lightgcn" else (
+        lambda: NGCFEncoder(3, 4, embedding_dim=2, num_layers=1))
+    users, items = torch.randn(3, 2), torch.randn(4, 2)
+    state = {k: v for k, v in make().state_dict().items() if k != "embedding.weight"}
+    state.update({"user_embedding.weight": users, "item_embedding.weight": items})
+    enc = make()
+    enc.load_state_dict(state)
+    assert torch.equal(enc.embedding.weight.data, torch.cat([users, items]))

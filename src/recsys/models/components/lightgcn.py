@@ -45,6 +45,14 @@ class NodeEmbedding(nn.Module):
         return nodes[: self.num_users], nodes[self.num_users :]
 
 
+def merge_separate_tables(state_dict: dict, prefix: str, *args) -> None:
+    """A load pre-hook of the encoders: checkpoints written before the node table (``<encoder>.user_embedding.weight``
+    and ``<encoder>.item_embedding.weight``) load as ``<encoder>.embedding.weight`` (users first)."""
+    old = (f"{prefix}user_embedding.weight", f"{prefix}item_embedding.weight")
+    if f"{prefix}embedding.weight" not in state_dict and all(k in state_dict for k in old):
+        state_dict[f"{prefix}embedding.weight"] = torch.cat([state_dict.pop(old[0]), state_dict.pop(old[1])])
+
+
 class LightGCNEncoder(nn.Module):
     """Ego embeddings + K parameter-free propagation layers; ``forward(adj, rows) -> final node embeddings``."""
 
@@ -74,6 +82,7 @@ class LightGCNEncoder(nn.Module):
         self.num_layers = num_layers
         self.edge_dropout = edge_dropout
         self.embedding = NodeEmbedding(num_users, num_items, embedding_dim, init, init_std)
+        self._register_load_state_dict_pre_hook(merge_separate_tables)
         # no logits without propagation: softmax of one weight is 1, and a parameter that never gets a
         # gradient breaks DDP (the reduction of the step never finishes)
         learned = layer_weights == "learned" and num_layers > 0
