@@ -14,7 +14,6 @@ the end (never a partial output file). ``python recommend.py`` (``configs/recomm
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -325,10 +324,6 @@ def main(cfg: DictConfig) -> None:
     from recsys.utils.run import run_task
 
     run_task(recommend_from_config, cfg)
-
-
-def dumps_meta(meta: dict[str, Any]) -> bytes:
-    return (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
 
 
 def iter_chunks(n: int, size: int) -> Iterator[slice]:

@@ -88,3 +88,21 @@ def test_bf16_training_gives_the_metrics_of_a_float32_evaluation_of_the_same_wei
     monkeypatch.setattr(TopKRecommender, "_buffer", lambda self, rows: None)
     _, unguarded = validate(model, datamodule, "bf16-mixed")
     assert unguarded and all(s.dtype == torch.bfloat16 for s in unguarded)
+
+
+@pytest.mark.parametrize("precision", ["64-true", "bf16-true"])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_true_precisions_train_in_chunks_and_score_in_float32(tmp_path, name, precision):
+    """Under ``*-true`` precision Lightning changes the default dtype while a step runs: the chunked training
+    (per-step loss weights) and the evaluation (its float32 score buffer) must not pick it up."""
+    datamodule, model = build(tmp_path, name)
+    datamodule.steps_per_chunk = 3
+    trainer(precision, max_epochs=1, num_sanity_val_steps=0, limit_val_batches=0).fit(model, datamodule=datamodule)
+    assert trainer_metrics_finite(trainer(precision).validate(model, datamodule=datamodule, verbose=False))
+    if hasattr(model, "score_users"):
+        assert model._buffer(4).dtype == torch.float32
+
+
+def trainer_metrics_finite(results: list[dict[str, float]]) -> bool:
+    (metrics,) = results
+    return any(k.startswith("val/recall@") for k in metrics) and all(0.0 <= v <= 1.0 for v in metrics.values())

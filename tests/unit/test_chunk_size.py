@@ -49,9 +49,9 @@ class StubData:
         return [{"x": torch.ones(2, 4)}, {"x": torch.zeros(2, 4)}]  # a chunk: the first step is timed
 
 
-def fake_trainer(data: StubData, limit_train_batches=1.0, val_check_interval=1.0, world_size=1):
+def fake_trainer(data: StubData, limit_train_batches=1.0, val_check_interval=1.0, world_size=1, max_steps=-1):
     strategy = SimpleNamespace(batch_to_device=lambda batch: batch)
-    return SimpleNamespace(datamodule=data, limit_train_batches=limit_train_batches,
+    return SimpleNamespace(datamodule=data, limit_train_batches=limit_train_batches, max_steps=max_steps,
                            val_check_interval=val_check_interval, world_size=world_size, strategy=strategy)
 
 
@@ -78,10 +78,11 @@ def test_auto_is_capped_by_max_steps_and_at_least_one():
 
 
 @pytest.mark.parametrize("trainer_kwargs", [{"limit_train_batches": 3}, {"limit_train_batches": 0.5},
-                                            {"val_check_interval": 10}, {"world_size": 2}])
+                                            {"limit_train_batches": 1},  # fast_dev_run's one batch: an int
+                                            {"val_check_interval": 10}, {"world_size": 2}, {"max_steps": 40}])
 def test_one_step_per_chunk_when_loader_batches_are_counted_or_under_ddp(trainer_kwargs):
-    """``limit_train_batches`` / an integer ``val_check_interval`` count loader batches (chunks); DDP needs one
-    backward per forward: T = 1, without timing anything."""
+    """``limit_train_batches`` / an integer ``val_check_interval`` / ``max_steps`` are checked between loader batches
+    (chunks); DDP needs one backward per forward: T = 1, without timing anything."""
     model, data = SleepyModel(), StubData()
     StepsPerChunk(target_seconds=0.05).on_fit_start(fake_trainer(data, **trainer_kwargs), model)
     assert data.steps_per_chunk == 1

@@ -116,10 +116,6 @@ class SessionParallelPlan:
         stop = torch.nonzero(boundary & (counts[1:] < min_lanes))
         return int(stop[0]) + 1 if stop.numel() else self.num_steps
 
-    def step(self, t: int) -> dict[str, torch.Tensor]:
-        lo, hi = int(self.ptr[t]), int(self.ptr[t + 1])
-        return {"inputs": self.inputs[lo:hi], "targets": self.targets[lo:hi], "lanes": self.lanes[lo:hi],
-                "reset": self.reset[lo:hi]}
 
 
 def plan_session_parallel(sessions: SessionSequences, num_lanes: int) -> SessionParallelPlan:

@@ -69,7 +69,7 @@ class ChunkedTraining:
         if not values:
             return torch.zeros(0, device=self.device)
         stacked = torch.stack(values).float()  # (T, len(loss_names))
-        w = torch.tensor(weights, device=stacked.device)
+        w = torch.tensor(weights, dtype=stacked.dtype, device=stacked.device)  # not the *-true default dtype
         total = torch.cat([w @ stacked, w.sum()[None]])
         self._loss_sums = total if self._loss_sums is None else self._loss_sums + total
         return stacked[:, 0]

@@ -85,7 +85,7 @@ class TopKRecommender(pl.LightningModule):
             return None
         buf = self._score_buffer
         if buf is None or buf.shape[0] < rows or buf.device != self.device:
-            buf = self._score_buffer = torch.empty(rows, num_items, device=self.device)
+            buf = self._score_buffer = torch.empty(rows, num_items, dtype=torch.float32, device=self.device)
         return buf[:rows]
 
     def on_validation_epoch_start(self) -> None:

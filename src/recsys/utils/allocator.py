@@ -23,14 +23,16 @@ TRIM_THRESHOLD_BYTES = 1 << 30
 
 
 def retain_freed_memory() -> bool:
-    """Set glibc's mmap and trim thresholds (module docstring); ``False`` where there is no glibc."""
+    """Set glibc's mmap and trim thresholds (module docstring); ``False`` where there is no glibc. A glibc that
+    refuses an mmap threshold above 32 MiB (older releases) gets 32 MiB."""
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name or "libc.so.6")
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    ok = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    mmap_ok = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) or bool(mallopt(M_MMAP_THRESHOLD, 32 << 20))
+    ok = bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)) and mmap_ok
     log.debug("glibc malloc: mmap threshold %d, trim threshold %d (%s)", MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES,
               "set" if ok else "refused")
     return ok

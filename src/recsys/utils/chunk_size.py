@@ -4,8 +4,9 @@ Before the first epoch (after the model is on its device), :class:`StepsPerChunk
 forward + backward on one training batch of the DataModule and sets ``T = ceil(target / step time)`` (at most
 ``max_steps``): enough steps to make a chunk cost ~``target_seconds``, so Lightning's per-batch toll is small
 against the math (:mod:`recsys.models.chunked`). No weight changes (no optimiser step; gradients are cleared),
-and the draws of the epochs do not depend on it. ``T = 1`` under DDP, and when ``trainer.limit_train_batches``
-or an integer ``trainer.val_check_interval`` is set (they count loader batches: chunks).
+and the draws of the epochs do not depend on it. ``T = 1`` under DDP, and when ``trainer.limit_train_batches``,
+an integer ``trainer.val_check_interval`` or ``trainer.max_steps`` is set (Lightning checks them between loader
+batches: chunks).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ class StepsPerChunk(pl.Callback):
         datamodule = trainer.datamodule
         if getattr(datamodule, "steps_per_chunk", None) != AUTO or not hasattr(pl_module, "batch_loss"):
             return
-        counts_batches = trainer.limit_train_batches != 1.0 or isinstance(trainer.val_check_interval, int)
+        counts_batches = (isinstance(trainer.limit_train_batches, int) or trainer.limit_train_batches != 1.0
+                          or isinstance(trainer.val_check_interval, int) or trainer.max_steps not in (-1, None))
         if trainer.world_size > 1 or counts_batches:
             datamodule.steps_per_chunk = 1
             return

@@ -196,7 +196,7 @@ def install() -> None:
     # TopKMetrics.compute() sums the states over ranks, so every rank logs the same global value
     # (and GRU4Rec's train/loss is reduced over ranks before it is logged)
     warnings.filterwarnings("ignore", message=r".*self\.log\('(val|test)/.*sync_dist=True")
-    warnings.filterwarnings("ignore", message=r".*self\.log\('train/loss'.*sync_dist=True")
+    warnings.filterwarnings("ignore", message=r".*self\.log\('train/.*sync_dist=True")
     _installed = True
 
 

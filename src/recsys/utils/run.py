@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ from recsys.utils.dashboards import sync_hint
 from recsys.utils.ddp import job_scope
 
 log = logging.getLogger(__name__)
+
+#: when this process imported the package (before Hydra makes the run folder): what it made is newer
+PROCESS_STARTED = time.time() - 1.0
 
 
 def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> dict[str, Any]:
@@ -45,18 +49,22 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> d
 
 
 def discard_unused_run_folder(output_dir: str | None) -> None:
-    """Delete the run folder of a run stopped by a user error before it produced anything (the folder holds only
-    what Hydra writes at start: ``.hydra/`` and the ``*.log`` files), e.g. ``model.topk`` beyond the number of
-    items of a dataset, known only once it is loaded. A folder with anything else (checkpoints of a run being
-    resumed, logs of a started fit) is kept."""
+    """Delete the run folder of a run stopped by a user error before it produced anything: a folder this process
+    made (its ``.hydra/`` written since the process started) that holds only what Hydra writes at start
+    (``.hydra/`` and ``*.log`` files), e.g. for ``model.topk`` beyond the number of items of a dataset, known only
+    once it is loaded. Anything else (an earlier run's folder, checkpoints of a run being resumed, the logs of a
+    started fit) is kept."""
     if not output_dir:
         return
     folder = Path(output_dir)
     try:
         entries = list(folder.iterdir())
+        made_here = (folder / ".hydra").stat().st_mtime >= PROCESS_STARTED
+        logs = [e for e in entries if e.name != ".hydra"]
+        made_here = made_here and all(e.stat().st_mtime >= PROCESS_STARTED for e in logs)
     except OSError:
         return
-    if all(e.name == ".hydra" or (e.is_file() and e.suffix == ".log") for e in entries):
+    if made_here and all(e.is_file() and e.suffix == ".log" for e in logs):
         shutil.rmtree(folder, ignore_errors=True)
 
 
