@@ -76,6 +76,9 @@ class NegativeSampler:
         alpha: exponent of the proposal ``P(i) ∝ count_i^alpha``; 0 = uniform over all items.
     """
 
+    #: the kind of data this sampler draws for: None (both), "graph" or "session" (checked by recsys.validation)
+    data_kind: str | None = None
+
     def __init__(self, num_negatives: int | None = 1, n_sample: int = 0, alpha: float = 0.0) -> None:
         if num_negatives is None or num_negatives < 1:
             raise ConfigError(f"sampler.num_negatives must be >= 1, got {num_negatives}")
@@ -313,15 +316,13 @@ class SessionNegativeSampler(NegativeSampler):
     """``sampler=gru4rec``: GRU4Rec's negatives (algorithms.md §3.3). The other lanes' targets of a
     session-parallel step are negatives by construction (the model scores every lane against every target);
     on top, ``n_sample`` extra negatives shared by the step are drawn ``∝ supp(i)^alpha`` (``supp`` = training
-    events of item i; ``alpha`` 0 = uniform, 1 = popularity) by the training loader (:class:`StepNegatives`)."""
+    events of item i; ``alpha`` 0 = uniform, 1 = popularity) by the training loader (:class:`StepNegatives`).
+    Session data only (``recsys.validation`` refuses it for graph data before any work)."""
+
+    data_kind = "session"
 
     def __init__(self, n_sample: int = 2048, alpha: float = 0.5) -> None:
         super().__init__(num_negatives=1, n_sample=n_sample, alpha=alpha)
-
-    def batch_negatives(self, users: torch.Tensor, pos_items: torch.Tensor,
-                        generator: torch.Generator) -> dict[str, torch.Tensor]:
-        raise ConfigError("sampler=gru4rec draws the shared negatives of session-parallel steps (model=gru4rec); "
-                          "graph models take sampler=uniform, popularity, in_batch or hard")
 
 
 class StepNegatives:

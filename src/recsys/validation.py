@@ -126,6 +126,7 @@ MATCHING_MODEL = {
     ("gru4rec", "graph"): "lightgcn",
 }
 DEFAULT_MATCH = {"session": "gru4rec", "graph": "lightgcn"}
+SAMPLERS_OF = {"graph": ("uniform", "popularity", "in_batch", "hard"), "session": ("gru4rec", "uniform", "popularity")}
 EXAMPLE_DATA = {"session": "synthetic_sessions", "graph": "synthetic_graph"}
 
 
@@ -207,6 +208,21 @@ def _check_kinds(cfg: DictConfig) -> None:
     if model_kind != data_kind and data_kind in DEFAULT_MATCH and model_kind in EXAMPLE_DATA:
         raise kind_mismatch(_choice(cfg, "model") or model_cls.__name__, model_kind,
                             _choice(cfg, "data") or data_cls.__name__, data_kind)
+    sampler_target = OmegaConf.select(cfg, "sampler._target_", default=None)
+    sampler_kind = getattr(_class_or_none(sampler_target), "data_kind", None)
+    if sampler_kind not in (None, data_kind):
+        raise ConfigError(f"sampler={_choice(cfg, 'sampler') or sampler_target} draws negatives for {sampler_kind} "
+                          f"data but data={_choice(cfg, 'data') or data_cls.__name__} is {data_kind} data; "
+                          f"{data_kind} models take sampler={', '.join(SAMPLERS_OF[data_kind])}")
+
+
+def _class_or_none(target: str | None) -> type | None:
+    from hydra.utils import get_class
+
+    try:
+        return get_class(target) if target else None
+    except Exception:
+        return None  # an unknown sampler target is reported when it is instantiated
 
 
 def check_topk(cfg: DictConfig, num_items: int, where: str) -> None:

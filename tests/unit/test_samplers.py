@@ -522,11 +522,8 @@ def test_gru4rec_sampler_config_is_the_session_sampler():
     counts = torch.tensor([4, 0, 1, 9, 16])
     sampler = SessionNegativeSampler(n_sample=8, alpha=0.5).bind(item_counts=counts)
     np.testing.assert_allclose(sampler.proposal_weights().numpy(), counts.double().sqrt().numpy())
-    # a graph model cannot use it (its negatives are those of session-parallel steps)
-    train = csr_from_sets([{0}, {1, 2}], 5)
-    with pytest.raises(ConfigError, match="gru4rec"):
-        SessionNegativeSampler(n_sample=2).bind(train).batch_negatives(torch.tensor([0]), torch.tensor([0]),
-                                                                      torch.Generator())
+    # for session data only (graph data with it is refused by recsys.validation, tested there)
+    assert SessionNegativeSampler.data_kind == "session" and getattr(UniformNegativeSampler, "data_kind", None) is None
 
 
 # ---------------------------------------------------------------------------------------------- session steps

@@ -128,3 +128,10 @@ def test_unknown_choices_are_named_with_the_valid_ones(argv, needle):
     with pytest.raises(ConfigError) as info:
         check_group_choices(argv, CONFIGS)
     assert needle in str(info.value)
+
+
+def test_the_session_sampler_on_graph_data_is_refused_before_any_work():
+    message = error_of("sampler=gru4rec")
+    assert message.startswith("sampler=gru4rec draws negatives for session data") and "data=synthetic_graph" in message
+    assert "sampler=uniform, popularity, in_batch, hard" in message
+    validate_config(compose_cfg("model=gru4rec", "sampler=gru4rec"), "train")  # its own data: fine

@@ -59,13 +59,12 @@ class TopKRecommender(pl.LightningModule):
         users = batch["users"]
         n = users.numel()
         step = n if self.device.type != "cpu" else max(1, self.score_block_elements // max(1, self._num_items()))
-        starts = torch.arange(0, n + step, step, device=users.device).clamp_(max=n)
-        masks = torch.searchsorted(batch["mask_rows"], starts).tolist()
-        targets = torch.searchsorted(batch["target_rows"], starts).tolist()
+        bounds = [*range(0, n, step), n]
+        at = torch.tensor(bounds, device=users.device)
+        masks = torch.searchsorted(batch["mask_rows"], at).tolist()
+        targets = torch.searchsorted(batch["target_rows"], at).tolist()
         hits = []
-        for b, (lo, hi) in enumerate(zip(starts.tolist(), starts.tolist()[1:], strict=False)):
-            if lo >= hi:
-                break
+        for b, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
             scores = self.score_users(users[lo:hi], out=self._buffer(hi - lo)).float()
             scores[batch["mask_rows"][masks[b]:masks[b + 1]] - lo, batch["mask_items"][masks[b]:masks[b + 1]]] = -torch.inf
             top = rank_topk(scores, metric.max_k)
