@@ -21,15 +21,32 @@ def bpr_loss(
     return torch.where(mask, pairwise, 0.0).sum() / mask.sum().clamp(min=1)
 
 
-def embedding_l2_sq(user_sq: torch.Tensor, pos_sq: torch.Tensor, neg_sq: torch.Tensor) -> torch.Tensor:
-    """The LightGCN/NGCF L2 term from squared norms: ``½(Σ_b ‖e_u‖² + Σ_b ‖e_i‖² + Σ_b neg_sq_b) / B``.
+def embedding_l2(table: torch.Tensor, row_weights: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The LightGCN/NGCF L2 term ``½ Σ_b (‖e_u‖² + ‖e_i‖² + mean_j ‖e_j‖²) / B`` written over a table's rows:
+    ``½ Σ_r w_r ‖e_r‖² / B``, ``w_r`` the row's uses in the batch (1 per use as a user or positive, ``1/c_b`` per
+    valid negative of batch row ``b`` with ``c_b`` valid negatives: :func:`recsys.models.graph_module.l2_row_weights`).
 
-    ``user_sq``/``pos_sq``: ``(B,)``; ``neg_sq``: ``(B,)``, the mean of ``‖e_j‖²`` over row b's *valid*
-    negatives (0 if none). With a masked (in-batch) row the term keeps the scale of one negative whatever
-    the number of negatives; with one explicit negative it is exactly the papers' regulariser
-    ``½(‖e_u‖² + ‖e_i‖² + ‖e_j‖²)`` summed over the batch and divided by its size (multiplied by λ in the module).
+    With one explicit negative it is exactly the papers' regulariser ``½(‖e_u‖² + ‖e_i‖² + ‖e_j‖²)`` summed over
+    the batch and divided by its size (multiplied by λ in the module); with a masked (in-batch) row the negative
+    term keeps the scale of one negative whatever the number of negatives (0 with none). Its backward is one
+    dense elementwise product, where gathering the batch's rows would scatter-add them back.
     """
-    return 0.5 * (user_sq.sum() + pos_sq.sum() + neg_sq.sum()) / user_sq.shape[0]
+    return 0.5 * _WeightedSquaredNorms.apply(table, row_weights.to(table.dtype)) / batch_size
+
+
+class _WeightedSquaredNorms(torch.autograd.Function):
+    """``Σ_r w_r ‖e_r‖²`` with its gradient ``2 w_r e_r`` written out: one pass over the table each way
+    (autograd's ``pow → sum → mv`` takes five)."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(table, weights)
+        return weights @ torch.linalg.vector_norm(table, dim=-1).square()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        table, weights = ctx.saved_tensors
+        return table * (weights * (2 * grad))[:, None], None
 
 
 # -- GRU4Rec losses (algorithms.md §3.4) -------------------------------------------------------------

@@ -18,6 +18,7 @@ from recsys.data.graph_datamodule import GraphDataModule
 from recsys.data.session_datamodule import SessionDataModule
 from recsys.data.sources.session_synthetic import SyntheticSessionSource
 from recsys.data.sources.synthetic import SyntheticGraphSource
+from recsys.models.chunked import STEP_HOOKS, lightning_steps_needed
 from recsys.models.components.lightgcn import LightGCNEncoder
 from recsys.models.graph_module import GraphRecommender
 from recsys.models.gru4rec_module import GRU4Rec
@@ -100,3 +101,72 @@ def test_lightgcn_trains_identically_whatever_the_chunking():
         assert trainer.global_step == EPOCHS * batches
         runs[t] = (snapshot(model), trainer.global_step, float(trainer.callback_metrics["train/loss"]))
     assert_same_training(runs, initial)
+
+
+class CountsSteps(pl.Callback):
+    """A callback that listens to the per-step hooks: the steps then go through Lightning's wrappers."""
+
+    def __init__(self) -> None:
+        self.calls = {h: 0 for h in STEP_HOOKS}
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        self.calls["on_before_backward"] += 1
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        self.calls["on_after_backward"] += 1
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.calls["on_before_optimizer_step"] += 1
+
+
+def test_plain_steps_train_as_lightnings_wrapped_steps():
+    """Without a listener the steps skip manual_backward/LightningOptimizer.step; with one (a callback with the
+    per-step hooks) they go through them and every hook runs once per optimiser step. Same weights, same
+    global_step, bit for bit."""
+    runs = {}
+    for listener in (None, CountsSteps()):
+        dm = graph_datamodule(5)
+        dm.setup("fit")
+        pl.seed_everything(0)
+        model = GraphRecommender(dm.info, encoder=LightGCNEncoder, optimizer=partial(torch.optim.Adam, lr=0.01),
+                                 reg_weight=1e-3, embedding_dim=8, num_layers=2, edge_dropout=0.1)
+        trainer = pl.Trainer(max_epochs=EPOCHS, accelerator="cpu", logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                             limit_val_batches=0, callbacks=[listener] if listener else [])
+        assert lightning_steps_needed(trainer, model) is (listener is not None)
+        trainer.fit(model, datamodule=dm)
+        steps = EPOCHS * dm.epoch_sampler().num_batches()
+        assert trainer.global_step == steps
+        if listener is not None:
+            assert listener.calls == {h: steps for h in STEP_HOOKS}
+        runs[listener is None] = snapshot(model)
+    for k, v in runs[True].items():
+        assert torch.equal(v, runs[False][k]), k
+
+
+class OwnBackward(GraphRecommender):
+    def backward(self, loss, *args, **kwargs) -> None:
+        loss.backward(*args, **kwargs)
+
+
+class HookedModule(GraphRecommender):
+    def on_before_optimizer_step(self, optimizer) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("trainer_kwargs", "module_class", "needed"), [
+    ({}, GraphRecommender, False),
+    ({"precision": "bf16-mixed"}, GraphRecommender, False),  # autocast around the step only, no loss scaling
+    ({"precision": "64-true"}, GraphRecommender, False),
+    ({"strategy": "ddp", "devices": 1}, GraphRecommender, True),  # DDP prepares its reduction in pre_backward
+    ({"profiler": "simple"}, GraphRecommender, True),
+    ({}, OwnBackward, True),
+    ({}, HookedModule, True),
+])
+def test_lightning_steps_needed(trainer_kwargs, module_class, needed):
+    dm = graph_datamodule(1)
+    dm.setup("fit")
+    model = module_class(dm.info, encoder=LightGCNEncoder, optimizer=partial(torch.optim.Adam, lr=0.01), embedding_dim=4)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, **trainer_kwargs)
+    assert lightning_steps_needed(trainer, model) is needed

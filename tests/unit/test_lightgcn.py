@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from recsys.data.interactions import DatasetInfo, UserItemCSR
+from recsys.models import chunked
 from recsys.models.components.adjacency import SparseAdjacency, normalized_adjacency
 from recsys.models.components.lightgcn import LightGCNEncoder
 from recsys.models.graph_module import GraphRecommender
@@ -500,6 +501,7 @@ def test_graph_recommender_training_step_loss(monkeypatch, num_negatives):
     monkeypatch.setattr(model, "optimizers", lambda: opt)
     monkeypatch.setattr(model, "manual_backward", lambda value: value.backward())
     model._trainer = type("FakeTrainer", (), {"strategy": _IdentityReduce()})()
+    monkeypatch.setattr(chunked, "lightning_steps_needed", lambda trainer, module: True)  # the patched wrappers
     model.on_train_epoch_start()
     step_losses = model.training_step([batch], 0)
     assert step_losses.shape == (1,)

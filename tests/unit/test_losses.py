@@ -1,4 +1,4 @@
-"""bpr_loss and the L2 regulariser (embedding_l2_sq) against direct numpy formulas (algorithms.md §1.3)."""
+"""bpr_loss and the L2 regulariser (embedding_l2) against direct numpy formulas (algorithms.md §1.3)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from recsys.losses import bpr_loss, embedding_l2_sq
+from recsys.losses import bpr_loss, embedding_l2
+from recsys.models.graph_module import l2_row_weights
 
 
 def np_softplus(x):
@@ -46,6 +47,15 @@ def test_bpr_loss_is_numerically_stable_and_has_correct_gradient():
     np.testing.assert_allclose(neg.grad.numpy()[:, 0], sig / 2, atol=1e-12)
 
 
+def _l2_of_rows(u, i, j, n_neg):
+    """The module's call on a table stacking the batch's rows: users, then positives, then negatives."""
+    b = u.shape[0]
+    table = torch.cat([u, i, j.reshape(-1, u.shape[1])])
+    local = {"users": torch.arange(b), "pos_items": torch.arange(b, 2 * b),
+             "neg_items": torch.arange(2 * b, 2 * b + b * n_neg).view(b, n_neg)}
+    return embedding_l2(table, l2_row_weights(table.shape[0], local), b)
+
+
 @pytest.mark.parametrize("n_neg", [1, 3])
 def test_embedding_l2_matches_formula(n_neg):
     rng = np.random.default_rng(10 + n_neg)
@@ -53,9 +63,7 @@ def test_embedding_l2_matches_formula(n_neg):
     u = rng.standard_normal((b, d))
     i = rng.standard_normal((b, d))
     j = rng.standard_normal((b, n_neg, d))
-    tu, ti, tj = torch.from_numpy(u), torch.from_numpy(i), torch.from_numpy(j)
-    # the module's call: per-row squared norms, the negatives' averaged over the row's negatives
-    got = embedding_l2_sq(tu.pow(2).sum(-1), ti.pow(2).sum(-1), tj.pow(2).sum(-1).mean(1))
+    got = _l2_of_rows(torch.from_numpy(u), torch.from_numpy(i), torch.from_numpy(j), n_neg)
     # ½ Σ_b (‖e_u‖² + ‖e_i‖² + mean_j ‖e_j‖²) / B, written row by row
     total = 0.0
     for r in range(b):
@@ -71,5 +79,28 @@ def test_embedding_l2_one_negative_is_lightgcn_regulariser():
     i = torch.tensor([[0.0, 3.0], [1.0, 1.0]])
     j = torch.tensor([[[2.0, 0.0]], [[0.0, 0.0]]])
     # ½ (5 + 1 + 9 + 2 + 4 + 0) / 2 = 21/4
-    got = embedding_l2_sq(u.pow(2).sum(-1), i.pow(2).sum(-1), j.pow(2).sum(-1).mean(1))
-    assert float(got) == pytest.approx(21 / 4)
+    assert float(_l2_of_rows(u, i, j, 1)) == pytest.approx(21 / 4)
+
+
+def test_embedding_l2_counts_a_row_once_per_use():
+    """A table row's weight counts its uses, by hand: node 0 is the user of two batch rows and the negative of a
+    third (3), node 1 three positives and a negative (4), node 2 a user and a negative (2)."""
+    table = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
+    local = {"users": torch.tensor([0, 0, 2]), "pos_items": torch.tensor([1, 1, 1]),
+             "neg_items": torch.tensor([[2], [1], [0]])}
+    w = l2_row_weights(3, local)
+    assert w.tolist() == [3.0, 4.0, 2.0]
+    # ½ (3·1 + 4·4 + 2·9) / 3
+    assert float(embedding_l2(table, w, 3)) == pytest.approx(0.5 * (3 + 16 + 18) / 3)
+
+
+def test_embedding_l2_gradient_is_the_autograd_one():
+    """The written-out backward (2 w_r e_r / 2B) against numerical differentiation and autograd's own."""
+    g = torch.Generator().manual_seed(3)
+    table = torch.randn(7, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    weights = torch.rand(7, generator=g, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda t: embedding_l2(t, weights, 3), (table,))
+    embedding_l2(table, weights, 3).backward()
+    reference = table.detach().clone().requires_grad_()
+    (0.5 * (weights @ reference.pow(2).sum(-1)) / 3).backward()
+    torch.testing.assert_close(table.grad, reference.grad, rtol=1e-12, atol=1e-12)

@@ -22,9 +22,14 @@ import recsys.sampling as sampling
 from recsys.data.bpr_batches import BPREpochSampler
 from recsys.data.interactions import DatasetInfo, UserItemCSR
 from recsys.errors import ConfigError, DataError
-from recsys.losses import bpr_loss, embedding_l2_sq
+from recsys.losses import bpr_loss, embedding_l2
 from recsys.models.components.lightgcn import LightGCNEncoder
-from recsys.models.graph_module import GraphRecommender, batch_negative_scores, select_hard_negatives
+from recsys.models.graph_module import (
+    GraphRecommender,
+    batch_negative_scores,
+    l2_row_weights,
+    select_hard_negatives,
+)
 from recsys.sampling import (
     HardNegativeSampler,
     InBatchNegativeSampler,
@@ -393,50 +398,61 @@ def test_masked_bpr_loss_matches_brute_force():
     assert float(bpr_loss(pos, neg, torch.zeros(5, 4, dtype=torch.bool))) == 0.0
 
 
-def test_embedding_l2_sq_matches_the_row_by_row_formula():
-    """½ Σ_b (‖e_u‖² + ‖e_i‖² + mean_j ‖e_j‖²) / B, the squared norms summed element by element in Python."""
+def test_l2_row_weights_match_the_row_by_row_formula():
+    """embedding_l2 with l2_row_weights equals ½ Σ_b (‖e_u‖² + ‖e_i‖² + mean over the row's valid negatives
+    ‖e_j‖²) / B, the squared norms summed element by element in Python: per-row and masked shared negatives
+    together, a row with no valid shared negative, and repeated nodes."""
     g = torch.Generator().manual_seed(0)
-    u, i, j = (torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randn(6, 3, generator=g, dtype=torch.float64),
-               torch.randn(6, 4, 3, generator=g, dtype=torch.float64))
-    un, jn = u.tolist(), j.tolist()
-    sq = lambda v: sum(x * x for x in v)  # noqa: E731
-    total = sum(0.5 * (sq(un[b]) + sq(i[b].tolist()) + sum(sq(jn[b][k]) for k in range(4)) / 4) for b in range(6))
-    got = embedding_l2_sq(u.pow(2).sum(-1), i.pow(2).sum(-1), j.pow(2).sum(-1).mean(1))
-    assert float(got) == pytest.approx(total / 6, rel=1e-12)
-    # hand case: B = 2, squared norms (1, 4, 9) and (0, 2, 5) → ½ (1 + 4 + 9 + 0 + 2 + 5) / 2 = 21/4
-    got = embedding_l2_sq(torch.tensor([1.0, 0.0]), torch.tensor([4.0, 2.0]), torch.tensor([9.0, 5.0]))
-    assert float(got) == pytest.approx(21 / 4)
-    # with n explicit negatives it is the batch-level form ½(‖U‖²_F + ‖I‖²_F + ‖J‖²_F / n) / B
-    frobenius = 0.5 * (u.pow(2).sum() + i.pow(2).sum() + j.pow(2).sum() / 4) / 6
-    assert float(embedding_l2_sq(u.pow(2).sum(-1), i.pow(2).sum(-1), j.pow(2).sum(-1).mean(1))) == pytest.approx(
-        float(frobenius), rel=1e-12)
-    assert float(frobenius) == pytest.approx(total / 6, rel=1e-12)
+    table = torch.randn(9, 3, generator=g, dtype=torch.float64)
+    users, pos = torch.tensor([0, 1, 1, 2, 3, 0]), torch.tensor([4, 5, 4, 6, 7, 8])
+    per_row = torch.randint(9, (6, 2), generator=g)
+    shared = torch.tensor([4, 5, 6, 8])
+    smask = torch.rand(6, 4, generator=g) > 0.5
+    smask[2] = False
+    rows = table.tolist()
+    sq = lambda r: sum(x * x for x in rows[r])  # noqa: E731
+    for keys in (("neg_items",), ("neg_shared",), ("neg_items", "neg_shared")):
+        local = {"users": users, "pos_items": pos}
+        if "neg_items" in keys:
+            local["neg_items"] = per_row
+        if "neg_shared" in keys:
+            local["neg_shared"] = shared
+        total = 0.0
+        for b in range(6):
+            negs = per_row[b].tolist() if "neg_items" in keys else []
+            if "neg_shared" in keys:
+                negs += [s for s, ok in zip(shared.tolist(), smask[b].tolist(), strict=True) if ok]
+            neg_term = sum(sq(j) for j in negs) / len(negs) if negs else 0.0
+            total += 0.5 * (sq(int(users[b])) + sq(int(pos[b])) + neg_term)
+        got = embedding_l2(table, l2_row_weights(9, local, smask if "neg_shared" in keys else None), 6)
+        assert float(got) == pytest.approx(total / 6, rel=1e-12), keys
+    # hand case: B = 2, squared norms (1, 4, 9) and (0, 2, 5) on rows of their own → ½ (1 + 4 + 9 + 0 + 2 + 5) / 2
+    hand = torch.tensor([[1.0], [0.0], [2.0], [2.0**0.5], [3.0], [5.0**0.5]])
+    local = {"users": torch.tensor([0, 1]), "pos_items": torch.tensor([2, 3]), "neg_items": torch.tensor([[4], [5]])}
+    assert float(embedding_l2(hand, l2_row_weights(6, local), 2)) == pytest.approx(21 / 4)
 
 
 def test_batch_negative_scores_matches_dense_reference():
     g = torch.Generator().manual_seed(2)
-    ue, ie, reg = torch.randn(7, 4, generator=g), torch.randn(20, 4, generator=g), torch.randn(20, 4, generator=g)
+    ue, ie = torch.randn(7, 4, generator=g), torch.randn(20, 4, generator=g)
     users = torch.tensor([0, 3, 3, 6])
     per_row = torch.randint(20, (4, 2), generator=g)
     shared = torch.randint(20, (5,), generator=g)
     smask = torch.rand(4, 5, generator=g) > 0.5
     smask[0] = False
-    scores, mask, neg_sq = batch_negative_scores(ue[users], ie[per_row], ie[shared], smask, reg[per_row], reg[shared])
+    scores, mask = batch_negative_scores(ue[users], ie[per_row], ie[shared], smask)
     items = torch.cat([per_row, shared.expand(4, -1)], 1)
     full_mask = torch.cat([torch.ones(4, 2, dtype=torch.bool), smask], 1)
     for b in range(4):
         for j in range(7):
             assert float(scores[b, j]) == pytest.approx(float(ue[users[b]] @ ie[items[b, j]]), abs=1e-5)
-        valid = [float(reg[items[b, j]].pow(2).sum()) for j in range(7) if full_mask[b, j]]
-        assert float(neg_sq[b]) == pytest.approx(sum(valid) / len(valid), rel=1e-5)
     assert torch.equal(mask, full_mask)
-    # in-batch only: mask passes through, a row without valid negatives has a zero regulariser term
-    scores, mask, neg_sq = batch_negative_scores(ue[users], shared=ie[shared], shared_mask=smask,
-                                                 shared_reg=reg[shared])
-    assert scores.shape == (4, 5) and torch.equal(mask, smask) and float(neg_sq[0]) == 0.0
-    # per-row only, regulariser defaulting to the scored rows
-    scores, mask, neg_sq = batch_negative_scores(ue[users], ie[per_row])
-    assert mask is None and torch.allclose(neg_sq, ie[per_row].pow(2).sum(-1).mean(1))
+    # in-batch only: the mask passes through
+    scores, mask = batch_negative_scores(ue[users], shared=ie[shared], shared_mask=smask)
+    assert scores.shape == (4, 5) and torch.equal(mask, smask)
+    # per-row only: no mask
+    scores, mask = batch_negative_scores(ue[users], ie[per_row])
+    assert mask is None and torch.allclose(scores, (ue[users][:, None] * ie[per_row]).sum(-1))
     with pytest.raises(KeyError):
         batch_negative_scores(ue[users])
 

@@ -33,14 +33,15 @@ class SparseAdjacency:
     def __init__(self, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, size: int,
                  symmetric: bool = False) -> None:
         order = torch.argsort(rows * size + cols)
-        rows, self.col, self.values, self.size = rows[order], cols[order], values[order], size
+        rows, cols, self.values, self.size = rows[order], cols[order], values[order], size
         self.symmetric = symmetric
-        self.crow = _row_pointers(rows, size)
+        index = _index_dtype(size, cols.numel())
+        self.crow, self.col = _row_pointers(rows, size).to(index), cols.to(index)
         # position of every entry in the transpose's CSR order; the transpose's structure
-        self.transpose_order = None if symmetric else torch.argsort(self.col * size + rows)
+        self.transpose_order = None if symmetric else torch.argsort(cols * size + rows)
         if self.transpose_order is not None:
-            self.crow_t = _row_pointers(self.col[self.transpose_order], size)
-            self.col_t = rows[self.transpose_order]
+            self.crow_t = _row_pointers(cols[self.transpose_order], size).to(index)
+            self.col_t = rows[self.transpose_order].to(index)
         self._wrap()
 
     def _wrap(self) -> None:
@@ -75,8 +76,8 @@ class SparseAdjacency:
         if not self.symmetric:
             return self._copy(values=values)
         if self.__dict__.get("_swap") is None or self._swap.device != self.device:
-            rows = torch.repeat_interleave(torch.arange(self.size, device=self.device), self.crow.diff())
-            self._swap = torch.argsort(self.col * self.size + rows)
+            rows = torch.repeat_interleave(torch.arange(self.size, device=self.device), self.crow.diff().long())
+            self._swap = torch.argsort(self.col.long() * self.size + rows)
         return self._copy(values=values, symmetric=False, transpose_order=self._swap, crow_t=self.crow,
                           col_t=self.col)
 
@@ -93,8 +94,8 @@ class SparseAdjacency:
 
     def rows(self, rows: torch.Tensor) -> RowSlice:
         """``Â[rows, :]`` as a :class:`RowSlice` (its product costs the selected rows' edges)."""
-        starts = self.crow[rows]
-        counts = self.crow[rows + 1] - starts
+        starts = self.crow[rows].long()
+        counts = self.crow[rows + 1].long() - starts
         local = torch.repeat_interleave(torch.arange(rows.numel(), device=rows.device), counts)
         first = torch.cumsum(counts, 0) - counts
         entries = starts[local] + torch.arange(local.numel(), device=rows.device) - first[local]
@@ -134,8 +135,16 @@ def _row_pointers(sorted_rows: torch.Tensor, n: int) -> torch.Tensor:
     return crow
 
 
+def _index_dtype(size: int, nnz: int) -> torch.dtype:
+    """int32 CSR indices when they fit: the CPU kernel (MKL) and cuSPARSE take them as they are, while int64
+    ones are converted on every product."""
+    return torch.int32 if max(size, nnz) < 2**31 - 1 else torch.int64
+
+
 def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: int | tuple[int, int]) -> torch.Tensor:
     shape = (shape, shape) if isinstance(shape, int) else shape
+    index = _index_dtype(max(shape), col.numel())
+    crow, col = crow.to(index), col.to(index)
     with warnings.catch_warnings():  # torch's one-time "CSR support is in beta" notice: nothing to act on
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         # the callers pass row-sorted, in-range indices: skip torch's O(nnz) invariant check
