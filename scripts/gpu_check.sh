@@ -60,7 +60,9 @@ step multirun_ddp $py train.py -m trainer=ddp model.num_layers=1,2 trainer.max_e
 # 4. GRU4Rec on the GPU
 step gru4rec $py train.py model=gru4rec trainer=gpu trainer.max_epochs=2 trainer.check_val_every_n_epoch=1 \
     hydra.run.dir="$out/gru4rec" "${quiet[@]}"
-# 5. timings
+# 5. the tests that need a device (BPR epochs drawn on the GPU, …)
+step gpu_tests $py -m pytest -q -m gpu tests/unit/test_gpu.py
+# 6. timings
 step bench_graph_synthetic $py scripts/benchmark.py graph-train-eval --path synthetic --device cuda
 step bench_session_synthetic $py scripts/benchmark.py session-gru4rec --device cuda
 if [ -n "${GOWALLA:-}" ]; then

@@ -48,6 +48,7 @@ so an epoch's negatives are a function of the epoch and every DDP rank draws its
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -60,11 +61,13 @@ MAX_REJECTION_ROUNDS = 16
 _DENSE_FALLBACK_ELEMENTS = 1 << 24
 
 
-def sampling_generator(seed: int, epoch: int, rank: int = 0, stream: int = 0, *more: int) -> torch.Generator:
-    """A CPU generator seeded by a hash of ``(seed, epoch, rank, stream, *more)`` (numpy ``SeedSequence``)."""
+def sampling_generator(seed: int, epoch: int, rank: int = 0, stream: int = 0, *more: int,
+                       device: torch.device | str | None = None) -> torch.Generator:
+    """A generator (on ``device``, default the CPU) seeded by a hash of ``(seed, epoch, rank, stream, *more)``
+    (numpy ``SeedSequence``)."""
     words = [int(seed) % (1 << 63), int(epoch), int(rank), int(stream), *(int(w) for w in more)]
     state = np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
+    return torch.Generator(device=device or "cpu").manual_seed(int(state))
 
 
 class NegativeSampler:
@@ -132,6 +135,18 @@ class NegativeSampler:
             self._keys = train.keys()
         return self
 
+    def to(self, device: torch.device | str | None) -> NegativeSampler:
+        """A copy whose tables live on ``device`` (``self`` when already there or ``device`` is None): its draws
+        then happen there, from a generator on that device."""
+        if device is None or self.train is None or torch.device(device) == self.train.indptr.device:
+            return self
+        out = copy.copy(self)
+        out.train = self.train.to(device)
+        for name in ("_keys", "_weights", "_cdf"):
+            value = getattr(self, name)
+            setattr(out, name, None if value is None else value.to(device))
+        return out
+
     def _check_every_user_has_a_negative(self, train: UserItemCSR) -> None:
         if self._weights is None:
             support, pos_support = torch.full((train.num_users,), self.num_items), train.degrees
@@ -153,15 +168,16 @@ class NegativeSampler:
         """Unnormalised proposal ``count^alpha`` of every item, ``(num_items,)`` float64."""
         self._require_bound()
         if self._weights is None:
-            return torch.ones(self.num_items, dtype=torch.float64)
+            device = None if self.train is None else self.train.indptr.device
+            return torch.ones(self.num_items, dtype=torch.float64, device=device)
         return self._weights.clone()
 
     def propose(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` i.i.d. item ids from the proposal ``∝ count^alpha`` (no rejection), int64 ``(n,)``."""
         self._require_bound()
         if self._cdf is None:
-            return torch.randint(self.num_items, (n,), generator=generator)
-        u = torch.rand(n, generator=generator, dtype=torch.float64) * self._cdf[-1]
+            return torch.randint(self.num_items, (n,), generator=generator, device=generator.device)
+        u = torch.rand(n, generator=generator, dtype=torch.float64, device=generator.device) * self._cdf[-1]
         return torch.searchsorted(self._cdf, u, right=True).clamp_(max=self.num_items - 1)
 
     # -- per-row negatives ---------------------------------------------------------------------
@@ -189,7 +205,7 @@ class NegativeSampler:
         """One draw per user from the proposal with the user's positives zeroed (dense, chunked)."""
         assert self.train is not None and self.num_items is not None
         base = self.proposal_weights()
-        out = torch.empty(users.numel(), dtype=torch.int64)
+        out = torch.empty(users.numel(), dtype=torch.int64, device=users.device)
         chunk = max(1, _DENSE_FALLBACK_ELEMENTS // self.num_items)
         for lo in range(0, users.numel(), chunk):
             part = users[lo : lo + chunk]
@@ -218,7 +234,7 @@ class NegativeSampler:
         rows, row_items = self.train.gather_rows(users)
         col = torch.searchsorted(uniq, row_items).clamp_(max=max(uniq.numel() - 1, 0))
         hit = uniq[col] == row_items if uniq.numel() else torch.zeros_like(row_items, dtype=torch.bool)
-        seen = torch.zeros(users.numel(), uniq.numel(), dtype=torch.bool)
+        seen = torch.zeros(users.numel(), uniq.numel(), dtype=torch.bool, device=users.device)
         seen[rows[hit], col[hit]] = True
         return seen[:, inverse]
 
@@ -274,14 +290,15 @@ class InBatchNegativeSampler(NegativeSampler):
         b = users.numel()
         extras = self.propose(self.n_sample, generator)
         shared = torch.cat([pos_items, extras])
-        rows = torch.arange(b)
+        device = users.device
+        rows = torch.arange(b, device=device)
         if self.num_negatives is None or self.num_negatives >= b - 1:
             others = rows[:, None] != rows[None, :]
         else:
-            shifts = torch.randperm(b - 1, generator=generator)[: self.num_negatives] + 1
-            others = torch.zeros(b, b, dtype=torch.bool)
+            shifts = torch.randperm(b - 1, generator=generator, device=generator.device)[: self.num_negatives] + 1
+            others = torch.zeros(b, b, dtype=torch.bool, device=device)
             others[rows[:, None], (rows[:, None] + shifts[None, :]) % b] = True
-        usable = torch.cat([others, torch.ones(b, extras.numel(), dtype=torch.bool)], 1)
+        usable = torch.cat([others, torch.ones(b, extras.numel(), dtype=torch.bool, device=device)], 1)
         usable &= ~self.positive_mask(users, shared)
         return {"neg_shared": shared, "neg_shared_mask": usable}
 

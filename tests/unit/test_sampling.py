@@ -13,7 +13,12 @@ import recsys.data.bpr_batches as bpr_batches
 from recsys.data.bpr_batches import BPREpochSampler
 from recsys.data.interactions import UserItemCSR
 from recsys.errors import ConfigError, DataError
-from recsys.sampling import InBatchNegativeSampler, UniformNegativeSampler
+from recsys.sampling import (
+    HardNegativeSampler,
+    InBatchNegativeSampler,
+    PopularityNegativeSampler,
+    UniformNegativeSampler,
+)
 
 
 def random_graph(seed: int, num_users: int, num_items: int):
@@ -278,3 +283,49 @@ def test_chunks_under_ddp_hold_the_same_batches(monkeypatch):
         samplers = [BPREpochSampler(train, UniformNegativeSampler().bind(train), batch_size=4, seed=1,
                                     steps_per_chunk=t) for t in (1, 3)]
         _same_batches(epoch_list(samplers[1]), epoch_list(samplers[0]))
+
+
+def _device_samplers():
+    return {
+        "uniform+extras": UniformNegativeSampler(2, n_sample=3),
+        "popularity": PopularityNegativeSampler(1, alpha=0.75, n_sample=2),
+        "in_batch": InBatchNegativeSampler(n_sample=2),
+        "in_batch k=2": InBatchNegativeSampler(num_negatives=2),
+        "hard": HardNegativeSampler(1, candidates=4),
+    }
+
+
+@pytest.mark.parametrize("name", list(_device_samplers()))
+def test_epoch_drawn_on_its_device_creates_nothing_elsewhere(name):
+    """``BPREpochSampler(device=d)`` draws on ``d``: with torch's default device set to ``meta``, every tensor
+    created without an explicit device would be a meta tensor and the first op mixing it with the sampler's
+    tensors would fail. On the CPU the batches equal those of the default sampler, bit for bit (the same streams).
+    On a GPU: tests/unit/test_gpu.py."""
+    train, sets = random_graph(11, 40, 30)
+
+    def epoch(neg, device):
+        sampler = BPREpochSampler(train, neg, batch_size=16, seed=5, steps_per_chunk=3, device=device)
+        sampler.set_epoch(1)
+        return [b for chunk in sampler for b in chunk]
+
+    reference = epoch(_device_samplers()[name].bind(train), None)
+    bound = _device_samplers()[name].bind(train)  # (binding is set-up, on the CPU)
+    torch.set_default_device("meta")
+    try:
+        drawn = epoch(bound, "cpu")
+    finally:
+        torch.set_default_device(None)
+    assert all(t.device.type == "cpu" for b in drawn for t in b.values())
+    _same_batches(drawn, reference)
+    for b in drawn:  # and they are proper draws: never a train positive of the row
+        negs = b.get("neg_items", b.get("neg_candidates"))
+        if negs is not None:
+            for u, row in zip(b["users"].tolist(), negs.reshape(len(b["users"]), -1).tolist(), strict=True):
+                assert not set(row) & sets[u]
+
+
+def test_negative_sampler_to_device_is_a_copy():
+    train, _ = random_graph(3, 10, 12)
+    neg = PopularityNegativeSampler(1, alpha=0.5).bind(train)
+    assert neg.to(None) is neg and neg.to("cpu") is neg  # already there
+    assert train.to("cpu") is train

@@ -24,6 +24,10 @@ class BPREpochSampler(EpochSampler):
     that all ranks take the same number of steps. The negatives are added per batch by
     ``negative_sampler.batch_negatives`` (in-batch negatives depend on the batch), from a generator seeded by
     ``(seed, epoch, rank)``: the batches do not depend on ``steps_per_chunk``.
+
+    ``device``: where the epoch is drawn (the train sets, the sampler's tables and the generators live there, and
+    the batches come out there: nothing to copy per step). The draws are a function of the seeds on a given
+    device; a GPU's random streams differ from the CPU's.
     """
 
     def __init__(
@@ -34,12 +38,14 @@ class BPREpochSampler(EpochSampler):
         seed: int = 0,
         num_samples: int | None = None,
         steps_per_chunk: int = 1,
+        device: torch.device | str | None = None,
     ) -> None:
         super().__init__(batch_size, steps_per_chunk, seed)
-        self.train = train
-        self.negative_sampler = negative_sampler
+        self.device = torch.device(device or "cpu")
+        self.train = train.to(self.device)
+        self.negative_sampler = negative_sampler.to(self.device)
         self.num_samples = num_samples or train.nnz
-        self.active_users = (train.degrees > 0).nonzero().squeeze(1)
+        self.active_users = (self.train.degrees > 0).nonzero().squeeze(1)
         if self.active_users.numel() == 0:
             raise DataError("no user has a train interaction: cannot draw BPR triples")
 
@@ -54,11 +60,12 @@ class BPREpochSampler(EpochSampler):
 
     def draw_epoch(self) -> dict[str, torch.Tensor]:
         """The full epoch's ``users`` and ``pos_items`` (all ranks), deterministic in (seed, epoch)."""
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        users = self.active_users[torch.randint(self.active_users.numel(), (self.num_samples,), generator=g)]
+        g = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + self.epoch)
+        users = self.active_users[torch.randint(self.active_users.numel(), (self.num_samples,), generator=g,
+                                                device=self.device)]
         start = self.train.indptr[users]
         deg = self.train.indptr[users + 1] - start
-        offset = (torch.rand(self.num_samples, generator=g, dtype=torch.float64) * deg).long()
+        offset = (torch.rand(self.num_samples, generator=g, dtype=torch.float64, device=self.device) * deg).long()
         pos = self.train.indices[start + offset]
         return {"users": users, "pos_items": pos}
 
@@ -68,7 +75,7 @@ class BPREpochSampler(EpochSampler):
         rank, world = distributed_rank_and_world()
         if world > 1:
             epoch = {k: v[rank::world] for k, v in epoch.items()}
-        g = sampling_generator(self.seed, self.epoch, rank)
+        g = sampling_generator(self.seed, self.epoch, rank, device=self.device)
         n = epoch["users"].numel()
         if world > 1:  # num_batches() near-equal batches (<= batch_size each) on every rank
             num_batches = self.num_batches()

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader
 
 from recsys.data.bpr_batches import BPREpochSampler
@@ -83,12 +84,16 @@ class GraphDataModule(RecDataModule):
         return DatasetInfo(self.splits.num_users, self.splits.num_items, self._csr["train"])
 
     # -- loaders -------------------------------------------------------------------------------
-    def epoch_sampler(self) -> BPREpochSampler:
+    def epoch_sampler(self, device: torch.device | str | None = None) -> BPREpochSampler:
         return BPREpochSampler(self._csr["train"], self.negative_sampler, self.batch_size, seed=self.seed,
-                               steps_per_chunk=self.chunk_steps())
+                               steps_per_chunk=self.chunk_steps(), device=device)
 
     def train_dataloader(self) -> DataLoader:
-        return self.epoch_sampler().loader(self.num_workers)
+        """The epochs' BPR batches, drawn on the model's device unless loader workers draw them (worker processes
+        keep to the CPU)."""
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None and self.num_workers == 0 else None
+        return self.epoch_sampler(device).loader(self.num_workers)
 
     def example_batch(self) -> list[dict]:
         sampler = self.epoch_sampler()

@@ -52,14 +52,20 @@ class UserItemCSR:
     def degrees(self) -> torch.Tensor:
         return self.indptr[1:] - self.indptr[:-1]
 
+    def to(self, device: torch.device | str | None) -> UserItemCSR:
+        """The same sets on ``device`` (``self`` when already there or ``device`` is None)."""
+        if device is None or torch.device(device) == self.indptr.device:
+            return self
+        return UserItemCSR(indptr=self.indptr.to(device), indices=self.indices.to(device), num_items=self.num_items)
+
     def keys(self) -> torch.Tensor:
         """Sorted ``user * num_items + item`` keys of all stored pairs."""
-        rows = torch.repeat_interleave(torch.arange(self.num_users), self.degrees)
+        rows = torch.repeat_interleave(torch.arange(self.num_users, device=self.indptr.device), self.degrees)
         return rows * self.num_items + self.indices
 
     def pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All stored (user, item) pairs, row-major."""
-        return torch.repeat_interleave(torch.arange(self.num_users), self.degrees), self.indices
+        return torch.repeat_interleave(torch.arange(self.num_users, device=self.indptr.device), self.degrees), self.indices
 
     def contains(self, users: torch.Tensor, items: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
         """Batched membership test: ``out[j] = items[j] in row users[j]`` (any broadcastable shapes)."""
@@ -74,9 +80,9 @@ class UserItemCSR:
         """Items of the given rows as ``(batch_position, item)`` pairs, vectorised."""
         starts = self.indptr[users]
         lengths = self.indptr[users + 1] - starts
-        batch_pos = torch.repeat_interleave(torch.arange(users.numel()), lengths)
+        batch_pos = torch.repeat_interleave(torch.arange(users.numel(), device=users.device), lengths)
         first = torch.cumsum(lengths, 0) - lengths
-        offsets = torch.arange(batch_pos.numel()) - first[batch_pos]
+        offsets = torch.arange(batch_pos.numel(), device=users.device) - first[batch_pos]
         return batch_pos, self.indices[starts[batch_pos] + offsets]
 
     def union(self, other: UserItemCSR) -> UserItemCSR:
