@@ -31,22 +31,26 @@ def embedding_l2(table: torch.Tensor, row_weights: torch.Tensor, batch_size: int
     term keeps the scale of one negative whatever the number of negatives (0 with none). Its backward is one
     dense elementwise product, where gathering the batch's rows would scatter-add them back.
     """
-    return 0.5 * _WeightedSquaredNorms.apply(table, row_weights.to(table.dtype)) / batch_size
+    return 0.5 * _WeightedSquaredNorms.apply(table, row_weights) / batch_size
 
 
 class _WeightedSquaredNorms(torch.autograd.Function):
     """``Σ_r w_r ‖e_r‖²`` with its gradient ``2 w_r e_r`` written out: one pass over the table each way
-    (autograd's ``pow → sum → mv`` takes five)."""
+    (autograd's ``pow → sum → mv`` takes five). Computed in at least float32 with autocast off (a half-precision
+    dot product of ~10⁴ terms loses the penalty's digits, or overflows in float16); the gradient comes back in the
+    table's dtype."""
 
     @staticmethod
     def forward(ctx, table: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        dtype = torch.promote_types(table.dtype, torch.float32)
         ctx.save_for_backward(table, weights)
-        return weights @ torch.linalg.vector_norm(table, dim=-1).square()
+        with torch.autocast(device_type=table.device.type, enabled=False):
+            return weights.to(dtype) @ torch.linalg.vector_norm(table.to(dtype), dim=-1).square()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         table, weights = ctx.saved_tensors
-        return table * (weights * (2 * grad))[:, None], None
+        return table * (weights * (2 * grad)).to(table.dtype)[:, None], None
 
 
 # -- GRU4Rec losses (algorithms.md §3.4) -------------------------------------------------------------

@@ -137,7 +137,7 @@ class NegativeSampler:
 
     def to(self, device: torch.device | str | None) -> NegativeSampler:
         """A copy whose tables live on ``device`` (``self`` when already there or ``device`` is None): its draws
-        then happen there, from a generator on that device."""
+        then happen there, from a generator on that device. (:meth:`bind` works on the CPU: bind, then move.)"""
         if device is None or self.train is None or torch.device(device) == self.train.indptr.device:
             return self
         out = copy.copy(self)

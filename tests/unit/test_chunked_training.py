@@ -135,6 +135,7 @@ def test_plain_steps_train_as_lightnings_wrapped_steps():
                              limit_val_batches=0, callbacks=[listener] if listener else [])
         assert lightning_steps_needed(trainer, model) is (listener is not None)
         trainer.fit(model, datamodule=dm)
+        assert model._lightning_steps is (listener is not None)  # the branch each run took
         steps = EPOCHS * dm.epoch_sampler().num_batches()
         assert trainer.global_step == steps
         if listener is not None:

@@ -53,7 +53,7 @@ def _l2_of_rows(u, i, j, n_neg):
     table = torch.cat([u, i, j.reshape(-1, u.shape[1])])
     local = {"users": torch.arange(b), "pos_items": torch.arange(b, 2 * b),
              "neg_items": torch.arange(2 * b, 2 * b + b * n_neg).view(b, n_neg)}
-    return embedding_l2(table, l2_row_weights(table.shape[0], local), b)
+    return embedding_l2(table, l2_row_weights(table.shape[0], local, dtype=table.dtype), b)
 
 
 @pytest.mark.parametrize("n_neg", [1, 3])
@@ -104,3 +104,18 @@ def test_embedding_l2_gradient_is_the_autograd_one():
     reference = table.detach().clone().requires_grad_()
     (0.5 * (weights @ reference.pow(2).sum(-1)) / 3).backward()
     torch.testing.assert_close(table.grad, reference.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_embedding_l2_stays_float32_under_autocast():
+    """Under bf16 autocast (what ``precision=bf16-mixed`` wraps the step in) the penalty is still a float32 sum:
+    a bfloat16 dot product of thousands of squared norms would keep ~3 significant digits."""
+    g = torch.Generator().manual_seed(4)
+    table = torch.randn(5000, 64, generator=g, requires_grad=True)
+    weights = torch.rand(5000, generator=g)
+    exact = embedding_l2(table.double(), weights.double(), 2048)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = embedding_l2(table, weights, 2048)
+    assert got.dtype == torch.float32
+    assert float(got) == pytest.approx(float(exact), rel=1e-6)
+    got.backward()
+    torch.testing.assert_close(table.grad, (table * weights[:, None] / 2048).detach(), rtol=1e-6, atol=1e-9)

@@ -424,7 +424,7 @@ def test_l2_row_weights_match_the_row_by_row_formula():
                 negs += [s for s, ok in zip(shared.tolist(), smask[b].tolist(), strict=True) if ok]
             neg_term = sum(sq(j) for j in negs) / len(negs) if negs else 0.0
             total += 0.5 * (sq(int(users[b])) + sq(int(pos[b])) + neg_term)
-        got = embedding_l2(table, l2_row_weights(9, local, smask if "neg_shared" in keys else None), 6)
+        got = embedding_l2(table, l2_row_weights(9, local, smask if "neg_shared" in keys else None, table.dtype), 6)
         assert float(got) == pytest.approx(total / 6, rel=1e-12), keys
     # hand case: B = 2, squared norms (1, 4, 9) and (0, 2, 5) on rows of their own → ½ (1 + 4 + 9 + 0 + 2 + 5) / 2
     hand = torch.tensor([[1.0], [0.0], [2.0], [2.0**0.5], [3.0], [5.0**0.5]])

@@ -325,7 +325,16 @@ def test_epoch_drawn_on_its_device_creates_nothing_elsewhere(name):
 
 
 def test_negative_sampler_to_device_is_a_copy():
+    """``to(device)`` moves every table of a copy (checked with the meta device) and leaves the original alone;
+    already there, it is the object itself."""
     train, _ = random_graph(3, 10, 12)
     neg = PopularityNegativeSampler(1, alpha=0.5).bind(train)
-    assert neg.to(None) is neg and neg.to("cpu") is neg  # already there
-    assert train.to("cpu") is train
+    assert neg.to(None) is neg and neg.to("cpu") is neg
+    assert train.to("cpu") is train and train.to(None) is train
+    moved = neg.to("meta")
+    assert moved is not neg and type(moved) is type(neg) and moved.alpha == neg.alpha
+    for name in ("_keys", "_weights", "_cdf"):
+        assert getattr(moved, name).device.type == "meta" and getattr(neg, name).device.type == "cpu", name
+    assert moved.train.indptr.device.type == "meta" and moved.train.indices.device.type == "meta"
+    assert neg.train is train and train.indptr.device.type == "cpu"
+    assert moved.train.num_items == train.num_items

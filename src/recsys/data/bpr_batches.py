@@ -26,8 +26,10 @@ class BPREpochSampler(EpochSampler):
     ``(seed, epoch, rank)``: the batches do not depend on ``steps_per_chunk``.
 
     ``device``: where the epoch is drawn (the train sets, the sampler's tables and the generators live there, and
-    the batches come out there: nothing to copy per step). The draws are a function of the seeds on a given
-    device; a GPU's random streams differ from the CPU's.
+    the batches come out there: nothing to copy per step). The draws are a function of the seeds for a given
+    device type, GPU model and torch version: a GPU's random streams differ from the CPU's, and CUDA sizes its
+    random kernels by the GPU's multiprocessor count (DDP ranks on GPUs of different models would draw different
+    epochs, whose ``rank::world_size`` slices would no longer partition one epoch).
     """
 
     def __init__(

@@ -89,11 +89,12 @@ class GraphDataModule(RecDataModule):
                                steps_per_chunk=self.chunk_steps(), device=device)
 
     def train_dataloader(self) -> DataLoader:
-        """The epochs' BPR batches, drawn on the model's device unless loader workers draw them (worker processes
-        keep to the CPU)."""
+        """The epochs' BPR batches, drawn on the model's GPU unless loader workers draw them (worker processes
+        keep to the CPU); other devices draw on the CPU (MPS has no float64 for the proposal's CDF)."""
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer is not None and self.num_workers == 0 else None
-        return self.epoch_sampler(device).loader(self.num_workers)
+        return self.epoch_sampler(device if device is not None and device.type == "cuda" else None).loader(
+            self.num_workers)
 
     def example_batch(self) -> list[dict]:
         sampler = self.epoch_sampler()

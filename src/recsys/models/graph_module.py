@@ -108,7 +108,8 @@ class GraphRecommender(ChunkedTraining, TopKRecommender):
         shared_mask = batch.get("neg_shared_mask")
         neg_scores, neg_mask = batch_negative_scores(u, rows.get("neg_items"), rows.get("neg_shared"), shared_mask)
         loss_bpr = bpr_loss(pos_scores, neg_scores, neg_mask)
-        penalty = embedding_l2(reg, l2_row_weights(reg.shape[0], local, shared_mask), users.numel())
+        weights = l2_row_weights(reg.shape[0], local, shared_mask, torch.promote_types(reg.dtype, torch.float32))
+        penalty = embedding_l2(reg, weights, users.numel())
         return loss_bpr + self.reg_weight * penalty, loss_bpr
 
     # -- evaluation ------------------------------------------------------------------------------
@@ -156,14 +157,15 @@ def batch_negative_scores(
     return neg_scores, mask
 
 
-def l2_row_weights(num_rows: int, local: dict[str, torch.Tensor], shared_mask: torch.Tensor | None = None) -> torch.Tensor:
+def l2_row_weights(num_rows: int, local: dict[str, torch.Tensor], shared_mask: torch.Tensor | None = None,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The weights ``(num_rows,)`` of :func:`~recsys.losses.embedding_l2` for a batch ``local`` of row indices
     (``users``, ``pos_items`` and ``neg_items`` ``(B, n)`` and/or ``neg_shared`` ``(S,)`` with ``shared_mask``
     ``(B, S)``): 1 per use as a user or positive, ``1/c_b`` per valid negative of batch row ``b`` (``c_b`` its
-    valid negatives), summed over a row's uses."""
+    valid negatives), summed over a row's uses; in ``dtype`` (float32, float64 for a float64 table)."""
     users, pos = local["users"], local["pos_items"]
     per_row, shared = local.get("neg_items"), local.get("neg_shared")
-    ones = torch.ones(users.numel(), dtype=torch.float64, device=users.device)  # exact 1/c_b for any table
+    ones = torch.ones(users.numel(), dtype=dtype, device=users.device)
     count = torch.zeros_like(ones) + (0 if per_row is None else per_row.shape[1])
     valid = None
     if shared is not None:
