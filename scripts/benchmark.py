@@ -439,9 +439,9 @@ def _bare_epoch(overrides: list[str], out: Path) -> tuple[float, int, Any, Any]:
          _train_epoch_args)
 def bench_train_epoch(args: argparse.Namespace) -> list[Row]:
     """Graph (LightGCN on Gowalla by default): a training epoch of ``train.py`` (the median of the ``--epochs``
-    epochs between the first and the last, which validates; no test) beside (a) the naive floor = batches × L whole-graph CSR products forward + L backward
-    (NGCF: the whole-graph encoder forward + backward), (b) the bare step loop: one epoch of the same loader and
-    model without Lightning; then the full-ranking test of all users beside its floor (the score products into a
+    epochs between the first and the last, which validates; no test) beside (a) the naive floor = batches × L
+    whole-graph CSR products forward + L backward (NGCF: the whole-graph encoder forward + backward), (b) the
+    bare step loop: an epoch of the same loader and model without Lightning; then the full-ranking test of all users beside its floor (the score products into a
     buffer + top-50). Session (``experiment=gru4rec_rsc15``): a train.py training epoch beside the bare step loop.
     ``--repeat`` applies to the floors."""
     import json

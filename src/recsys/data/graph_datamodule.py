@@ -91,10 +91,9 @@ class GraphDataModule(RecDataModule):
     def train_dataloader(self) -> DataLoader:
         """The epochs' BPR batches, drawn on the model's GPU unless loader workers draw them (worker processes
         keep to the CPU); other devices draw on the CPU (MPS has no float64 for the proposal's CDF)."""
-        trainer = self.trainer
-        device = trainer.strategy.root_device if trainer is not None and self.num_workers == 0 else None
-        return self.epoch_sampler(device if device is not None and device.type == "cuda" else None).loader(
-            self.num_workers)
+        device = self.trainer.strategy.root_device if self.trainer is not None else None
+        on_gpu = device is not None and device.type == "cuda" and self.num_workers == 0
+        return self.epoch_sampler(device if on_gpu else None).loader(self.num_workers)
 
     def example_batch(self) -> list[dict]:
         sampler = self.epoch_sampler()

@@ -45,8 +45,7 @@ def lightning_steps_needed(trainer: pl.Trainer, module: pl.LightningModule) -> b
         type(trainer.strategy) is not SingleDeviceStrategy
         or not plain_precision
         or not isinstance(trainer.profiler, PassThroughProfiler)
-        or is_overridden("backward", module, pl.LightningModule)
-        or any(is_overridden(h, module, pl.LightningModule) for h in STEP_HOOKS)
+        or any(is_overridden(h, module, pl.LightningModule) for h in ("backward", *STEP_HOOKS))
         or any(is_overridden(h, cb, pl.Callback) for cb in trainer.callbacks for h in STEP_HOOKS)
     )
 

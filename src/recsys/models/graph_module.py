@@ -166,7 +166,7 @@ def l2_row_weights(num_rows: int, local: dict[str, torch.Tensor], shared_mask: t
     users, pos = local["users"], local["pos_items"]
     per_row, shared = local.get("neg_items"), local.get("neg_shared")
     ones = torch.ones(users.numel(), dtype=dtype, device=users.device)
-    count = torch.zeros_like(ones) + (0 if per_row is None else per_row.shape[1])
+    count = torch.full_like(ones, 0 if per_row is None else per_row.shape[1])
     valid = None
     if shared is not None:
         valid = shared_mask.to(ones.dtype)
