@@ -12,8 +12,10 @@ class AdagradM(torch.optim.Optimizer):
     sparse gradients update only their rows (accumulator and momentum of untouched rows stay as they are).
 
     ``acc += g²``; ``u = g / sqrt(acc + eps)``; without momentum ``p −= lr · u``, with momentum
-    ``m = momentum · m − lr · u``, ``p += m``. Dense parameters are updated together with ``torch._foreach_*``
-    ops (one kernel launch per operation for all of them), sparse ones row by row.
+    ``m = momentum · m − lr · u``, ``p += m``. The state ``sum`` holds ``eps + acc`` (``eps`` is added once, when
+    it is created). Dense parameters on the CPU without momentum take torch's fused Adagrad kernel (one pass over
+    each tensor); other dense parameters are updated together with ``torch._foreach_*`` ops, sparse ones row by
+    row.
     """
 
     supports_sparse_gradients = True
@@ -22,6 +24,7 @@ class AdagradM(torch.optim.Optimizer):
         if lr <= 0.0 or momentum < 0.0 or eps <= 0.0:
             raise ConfigError(f"optimizer: need lr > 0, momentum >= 0, eps > 0; got {lr}, {momentum}, {eps}")
         super().__init__(params, {"lr": lr, "momentum": momentum, "eps": eps})
+        self._no_step = torch.zeros(())
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
@@ -31,29 +34,42 @@ class AdagradM(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             lr, momentum, eps = group["lr"], group["momentum"], group["eps"]
+            fused: list[torch.Tensor] = []
             dense: list[torch.Tensor] = []
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 state = self.state[p]
-                if not state:
-                    state["acc"] = torch.zeros_like(p)
-                    if momentum > 0:
-                        state["mom"] = torch.zeros_like(p)
+                if "sum" not in state:  # checkpoints of earlier releases hold "acc" = Σg², without eps
+                    state["sum"] = state.pop("acc", torch.zeros_like(p)) + eps
+                if momentum > 0 and "mom" not in state:
+                    state["mom"] = torch.zeros_like(p)
                 if p.grad.is_sparse:
-                    self._sparse_update(p, state, lr, momentum, eps)
+                    self._sparse_update(p, state, lr, momentum)
+                elif momentum == 0 and p.device.type == "cpu" and p.is_contiguous() and state["sum"].is_contiguous():
+                    fused.append(p)
                 else:
                     dense.append(p)
+            if fused:
+                self._fused_update(fused, lr)
             if dense:
-                self._dense_update(dense, lr, momentum, eps)
+                self._foreach_update(dense, lr, momentum)
         return loss
 
-    def _dense_update(self, params: list[torch.Tensor], lr: float, momentum: float, eps: float) -> None:
+    def _fused_update(self, params: list[torch.Tensor], lr: float) -> None:
+        """torch's fused CPU Adagrad kernel (that of ``torch.optim.Adagrad(fused=True)``), one pass per tensor:
+        ``sum += g²``, ``p −= lr · g / (sqrt(sum) + 0)``. It walks memory linearly: every tensor contiguous."""
+        grads = [p.grad.contiguous() for p in params]
+        sums = [self.state[p]["sum"] for p in params]
+        steps = [self._no_step] * len(params)  # read only for lr_decay, which is 0
+        torch._fused_adagrad_(params, grads, sums, steps, lr=lr, lr_decay=0.0, weight_decay=0.0, eps=0.0,
+                              maximize=False)
+
+    def _foreach_update(self, params: list[torch.Tensor], lr: float, momentum: float) -> None:
         grads = [p.grad for p in params]
-        accs = [self.state[p]["acc"] for p in params]
-        torch._foreach_addcmul_(accs, grads, grads)
-        denom = torch._foreach_add(accs, eps)
-        torch._foreach_sqrt_(denom)
+        sums = [self.state[p]["sum"] for p in params]
+        torch._foreach_addcmul_(sums, grads, grads)
+        denom = torch._foreach_sqrt(sums)
         if momentum > 0:
             moms = [self.state[p]["mom"] for p in params]
             torch._foreach_mul_(moms, momentum)
@@ -62,12 +78,12 @@ class AdagradM(torch.optim.Optimizer):
         else:
             torch._foreach_addcdiv_(params, grads, denom, value=-lr)
 
-    def _sparse_update(self, p: torch.Tensor, state: dict, lr: float, momentum: float, eps: float) -> None:
+    def _sparse_update(self, p: torch.Tensor, state: dict, lr: float, momentum: float) -> None:
         grad = p.grad.coalesce()
         rows, values = grad.indices()[0], grad.values()
-        acc = state["acc"][rows] + values.pow(2)
-        state["acc"].index_copy_(0, rows, acc)
-        update = values / (acc + eps).sqrt()
+        total = state["sum"][rows] + values.pow(2)
+        state["sum"].index_copy_(0, rows, total)
+        update = values / total.sqrt()
         if momentum > 0:
             mom = state["mom"][rows].mul_(momentum).add_(update, alpha=-lr)
             state["mom"].index_copy_(0, rows, mom)

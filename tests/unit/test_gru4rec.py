@@ -186,12 +186,16 @@ class ReferenceAdagradM:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("momentum", [0.0, 0.3])
-def test_adagradm_foreach_dense_update_matches_the_per_tensor_formula(momentum, dtype):
-    """Several dense parameters of different shapes (updated together with ``_foreach`` ops), several steps, one
-    parameter without a gradient at some steps: every tensor equals the per-tensor reference."""
+def test_adagradm_dense_update_matches_the_per_tensor_formula(momentum, dtype):
+    """Several dense parameters of different shapes (updated together: the fused kernel without momentum, the
+    ``_foreach`` ops with it or for a non-contiguous parameter), several steps, one parameter without a gradient
+    at some steps, some gradients non-contiguous (the fused kernel reads memory linearly): every tensor equals the
+    per-tensor reference."""
     g = torch.Generator().manual_seed(0)
-    shapes = [(5, 3), (7,), (2, 4, 3), (1,)]
+    shapes = [(5, 3), (7,), (2, 4, 3), (1,), (3, 6)]
     params = [torch.nn.Parameter(torch.randn(s, generator=g, dtype=dtype)) for s in shapes]
+    params[4] = torch.nn.Parameter(torch.randn(6, 3, generator=g, dtype=dtype).T)  # not contiguous
+    tol = 1e-6 if dtype == torch.float32 else 1e-12  # a few float32 ulps
     ref = ReferenceAdagradM([p.detach().double().numpy() for p in params], lr=0.07, momentum=momentum, eps=1e-6)
     opt = AdagradM(params, lr=0.07, momentum=momentum, eps=1e-6)
     for step in range(6):
@@ -202,16 +206,44 @@ def test_adagradm_foreach_dense_update_matches_the_per_tensor_formula(momentum, 
                 grads.append(None)
                 continue
             grad = torch.randn(p.shape, generator=g, dtype=dtype) * (0.1 + k)
+            if k == 0 and step % 2:  # the same values in a transposed layout
+                grad = grad.T.contiguous().T
             p.grad = grad
             grads.append(grad.double().numpy())
         opt.step()
         ref.step(grads)
         for k, p in enumerate(params):
-            np.testing.assert_allclose(p.detach().double().numpy(), ref.p[k], rtol=1e-7, atol=1e-7)
-            np.testing.assert_allclose(opt.state[p]["acc"].double().numpy(), ref.acc[k], rtol=1e-6, atol=1e-7)
+            np.testing.assert_allclose(p.detach().double().numpy(), ref.p[k], rtol=tol, atol=tol)
+            np.testing.assert_allclose(opt.state[p]["sum"].double().numpy(), ref.acc[k] + 1e-6, rtol=1e-6, atol=1e-7)
             if momentum > 0:
                 np.testing.assert_allclose(opt.state[p]["mom"].double().numpy(), ref.mom[k], rtol=1e-6, atol=1e-7)
     assert all(p.dtype == dtype for p in params)
+
+
+def test_adagradm_resumes_from_a_state_of_an_earlier_release():
+    """Checkpoints written before the accumulator held ``eps`` store ``acc`` = Σg²: loading one continues the same
+    trajectory as an uninterrupted run."""
+    g = torch.Generator().manual_seed(3)
+    start = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    grads = [torch.randn(4, 3, generator=g, dtype=torch.float64) for _ in range(4)]
+    p = torch.nn.Parameter(start.clone())
+    opt = AdagradM([p], lr=0.1)
+    for grad in grads:
+        p.grad = grad.clone()
+        opt.step()
+    q = torch.nn.Parameter(start.clone())
+    old = AdagradM([q], lr=0.1)
+    for grad in grads[:2]:
+        q.grad = grad.clone()
+        old.step()
+    saved = old.state_dict()
+    saved["state"][0] = {"acc": saved["state"][0]["sum"] - 1e-6}  # the earlier layout
+    resumed = AdagradM([q], lr=0.1)
+    resumed.load_state_dict(saved)
+    for grad in grads[2:]:
+        q.grad = grad.clone()
+        resumed.step()
+    torch.testing.assert_close(q, p, rtol=1e-12, atol=1e-12)
 
 
 def test_adagradm_mixes_dense_and_sparse_parameters_and_param_groups():
