@@ -295,8 +295,17 @@ def _session_setup(path: str, n_sample: int, device: str):
     return dm, model, batch_size
 
 
+def _plain_step(model, opt, step) -> None:
+    """One optimiser step as train.py's plain path takes it (recsys.models.chunked): the module's own gradients
+    where it has them, else autograd."""
+    if model.batch_gradients(step) is None:
+        opt.zero_grad()
+        model.batch_loss(step)[0].backward()
+    opt.step()
+
+
 def _session_loop(model, chunks, device: str) -> Callable[[int, int], None]:
-    """The bare step loop: ``batch_loss`` → backward → AdagradM per session-parallel step, no Lightning."""
+    """The bare step loop: loss and gradients → AdagradM per session-parallel step, no Lightning."""
     from recsys.models.session_recommender import session_steps
 
     opt = model.configure_optimizers()
@@ -306,9 +315,7 @@ def _session_loop(model, chunks, device: str) -> Callable[[int, int], None]:
         for k in range(n):
             chunk = {key: v.to(device) for key, v in chunks[(offset + k) % len(chunks)].items()}
             for step in session_steps(chunk):
-                opt.zero_grad()
-                model.batch_loss(step)[0].backward()
-                opt.step()
+                _plain_step(model, opt, step)
 
     return train
 
@@ -406,7 +413,7 @@ def _train_py_epoch(overrides: list[str], out: Path, epochs: int) -> tuple[float
 
 def _bare_epoch(overrides: list[str], out: Path) -> tuple[float, int, Any, Any]:
     """An epoch of the same data and model without Lightning: the training loader's chunks as they are drawn
-    (negatives included), ``batch_loss`` → backward → optimiser per step; the second of two epochs is timed (the
+    (negatives included), loss and gradients → optimiser per step (:func:`_plain_step`); the second of two epochs is timed (the
     first warms up, as in train.py). (seconds, events or rows, dm, model)."""
     import torch
 
@@ -427,9 +434,7 @@ def _bare_epoch(overrides: list[str], out: Path) -> tuple[float, int, Any, Any]:
         start = time.perf_counter()
         for chunk in loader:
             for step in model.chunk_steps(chunk):
-                opt.zero_grad()
-                model.batch_loss(step)[0].backward()
-                opt.step()
+                _plain_step(model, opt, step)
                 count += int(step["targets"].numel() if "targets" in step else step["users"].numel())
         seconds = time.perf_counter() - start
     return seconds, count, dm, model

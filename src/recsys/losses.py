@@ -81,6 +81,28 @@ def session_xe_loss(scores: torch.Tensor, log_q: torch.Tensor | None = None, log
     return -scores.log_softmax(1).diagonal()
 
 
+def weighted_xe_loss_and_grad(
+    scores: torch.Tensor, weights: torch.Tensor, targets: torch.Tensor, target_shift: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy over candidates with multiplicities, and the gradient of its sum, in closed form:
+    ``loss_b = log Σ_k w_k exp(s_bk) − s_b,t_b + shift_b``, ``∂/∂s_bk = w_k exp(s_bk) / Σ_j w_j exp(s_bj) − [k = t_b]``.
+
+    :func:`session_xe_loss` over ``C`` columns is this over the distinct column items with
+    ``w_k = Σ_{columns j of item k} exp(−logq · log Q_j)`` and ``shift_b = logq · log Q`` of row b's target column.
+    Candidates of weight 0 take no part. The exponents are taken from the largest weighted score and clamped to
+    [−80, 0] (no overflow, no denormals): a term the clamp raises adds under ``w_k e⁻⁸⁰`` to a sum of at least
+    ``w_max e⁰``, below float32 resolution for any weights within 10¹⁵ of each other."""
+    top = torch.where(weights > 0, scores, -torch.inf).amax(1, keepdim=True)
+    p = (scores - top).clamp_(-80.0, 0.0).exp_().mul_(weights)
+    total = p.sum(1)
+    loss = top.squeeze(1) + total.log() - scores.gather(1, targets[:, None]).squeeze(1)
+    if target_shift is not None:
+        loss = loss + target_shift
+    grad = p.div_(total[:, None])
+    grad.scatter_add_(1, targets[:, None], torch.full_like(loss[:, None], -1.0))
+    return loss, grad
+
+
 def bpr_max_loss(scores: torch.Tensor, bpreg: float = 1.0, elu_param: float = 0.0) -> torch.Tensor:
     """BPR-max: ``−log Σ_{j≠b} s_bj σ(o_bb − o_bj) + bpreg · Σ_{j≠b} s_bj o_bj²`` with ``s`` the softmax over
     the row's negatives; the scores first go through ``ELU(elu_param)`` when ``elu_param > 0`` (the final

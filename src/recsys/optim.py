@@ -81,11 +81,19 @@ class AdagradM(torch.optim.Optimizer):
     def _sparse_update(self, p: torch.Tensor, state: dict, lr: float, momentum: float) -> None:
         grad = p.grad.coalesce()
         rows, values = grad.indices()[0], grad.values()
-        total = state["sum"][rows] + values.pow(2)
+        total = state["sum"].index_select(0, rows)
+        if momentum == 0 and p.device.type == "cpu":  # the fused kernel on the rows
+            part = p.index_select(0, rows)
+            torch._fused_adagrad_([part], [values.contiguous()], [total], [self._no_step], lr=lr, lr_decay=0.0,
+                                  weight_decay=0.0, eps=0.0, maximize=False)
+            p.index_copy_(0, rows, part)
+            state["sum"].index_copy_(0, rows, total)
+            return
+        total.addcmul_(values, values)
         state["sum"].index_copy_(0, rows, total)
         update = values / total.sqrt()
         if momentum > 0:
-            mom = state["mom"][rows].mul_(momentum).add_(update, alpha=-lr)
+            mom = state["mom"].index_select(0, rows).mul_(momentum).add_(update, alpha=-lr)
             state["mom"].index_copy_(0, rows, mom)
             p.index_add_(0, rows, mom)
         else:

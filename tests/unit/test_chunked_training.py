@@ -145,6 +145,45 @@ def test_plain_steps_train_as_lightnings_wrapped_steps():
         assert torch.equal(v, runs[False][k]), k
 
 
+@pytest.mark.slow  # two fits of 2 epochs
+def test_gru4rec_plain_steps_write_their_gradients_and_train_as_autograd_does(monkeypatch):
+    """GRU4Rec's plain steps take its written-out gradients (``batch_gradients``), the wrapped ones autograd through
+    ``batch_loss``: the same training to float rounding (the summation order differs)."""
+    calls = {"gradients": 0, "loss": 0}
+    gradients, loss = GRU4Rec.batch_gradients, GRU4Rec.batch_loss
+
+    def counted_gradients(self, step):
+        out = gradients(self, step)
+        calls["gradients"] += out is not None
+        return out
+
+    def counted_loss(self, step):
+        calls["loss"] += 1
+        return loss(self, step)
+
+    monkeypatch.setattr(GRU4Rec, "batch_gradients", counted_gradients)
+    monkeypatch.setattr(GRU4Rec, "batch_loss", counted_loss)
+    runs = {}
+    for listener in (None, CountsSteps()):
+        calls.update(gradients=0, loss=0)
+        dm = session_datamodule(16)
+        dm.setup("fit")
+        pl.seed_everything(0)
+        model = GRU4Rec(dm.info, partial(AdagradM, lr=0.05), layers=[12], loss="cross-entropy", logq=1.0,
+                        dropout_embed=0.1)
+        trainer = pl.Trainer(max_epochs=EPOCHS, accelerator="cpu", logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                             limit_val_batches=0, callbacks=[listener] if listener else [])
+        trainer.fit(model, datamodule=dm)
+        steps = trainer.global_step
+        assert steps == EPOCHS * dm.train_dataloader().sampler.num_steps
+        assert calls == ({"gradients": steps, "loss": 0} if listener is None else {"gradients": 0, "loss": steps})
+        runs[listener is None] = (snapshot(model), float(trainer.callback_metrics["train/loss"]))
+    assert runs[True][1] == pytest.approx(runs[False][1], rel=1e-5)
+    for k, v in runs[True][0].items():
+        torch.testing.assert_close(v, runs[False][0][k], rtol=1e-5, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
+
+
 class OwnBackward(GraphRecommender):
     def backward(self, loss, *args, **kwargs) -> None:
         loss.backward(*args, **kwargs)

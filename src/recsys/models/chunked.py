@@ -10,7 +10,8 @@ updates, the same results. Under DDP T = 1 (DDP allows one backward per forward 
 Each step goes through Lightning's ``manual_backward`` and ``LightningOptimizer.step`` (its callback and module
 hooks, the precision plugin, the strategy) only when something needs them (:func:`lightning_steps_needed`):
 otherwise ``loss.backward()`` and the optimiser's own ``step`` do the same work without ~0.5 ms of hook dispatch
-per step, and the trainer still counts the optimiser steps (``global_step``).
+per step, and the trainer still counts the optimiser steps (``global_step``). On that path a module may also
+set its gradients itself (:meth:`ChunkedTraining.batch_gradients`; GRU4Rec does) instead of running autograd.
 
 The training loss is summed on the device over the epoch and logged once, at the epoch end, as the mean over
 every step of every process (``train/loss`` and whatever else :meth:`batch_loss` returns, named by
@@ -73,6 +74,12 @@ class ChunkedTraining:
         """``(loss, *logged)`` of one step; ``loss`` is what is minimised."""
         raise NotImplementedError
 
+    def batch_gradients(self, batch: Any) -> tuple[torch.Tensor, ...] | None:
+        """Optional: :meth:`batch_loss`'s values with every parameter's ``.grad`` set by the module itself (its
+        gradients written out); None (the default) lets autograd do it. Used where Lightning's step wrappers are
+        not needed (:func:`lightning_steps_needed`)."""
+        return None
+
     def chunk_steps(self, chunk: Any) -> Iterable[Any]:
         """The step batches of a chunk, in order (default: a chunk is a list of them)."""
         return chunk
@@ -94,15 +101,19 @@ class ChunkedTraining:
         plain = not self._lightning_steps
         values, weights = [], []
         for batch in self.chunk_steps(chunk):
-            step_values = self.batch_loss(batch)
-            optimizer.zero_grad()
+            step_values = self.batch_gradients(batch) if plain else None
+            if step_values is None:
+                step_values = self.batch_loss(batch)
+                optimizer.zero_grad()
+                if plain:
+                    step_values[0].backward()
+                else:
+                    self.manual_backward(step_values[0])
             if plain:  # what manual_backward and optimizer.step() do here, without their hook dispatch
-                step_values[0].backward()
                 optimizer._on_before_step()  # the trainer's step count (global_step)
                 optimizer.optimizer.step()
                 optimizer._on_after_step()
             else:
-                self.manual_backward(step_values[0])
                 optimizer.step()
             values.append(torch.stack(step_values).detach())
             weights.append(self.step_weight(batch))

@@ -16,6 +16,7 @@ from recsys.losses import (
     session_xe_loss,
     top1_loss,
     top1_max_loss,
+    weighted_xe_loss_and_grad,
 )
 from recsys.models.chunked import ChunkedTraining
 from recsys.models.components.gru4rec import GRU4RecNet
@@ -136,6 +137,50 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
         columns = targets if negatives is None else torch.cat([targets, negatives])
         scores = self.net.score_columns(output, columns)
         return (self.step_loss(scores, targets, step.get("neg_log_q")).sum() / self.batch_size,)
+
+    def batch_gradients(self, step: dict[str, torch.Tensor]) -> tuple[torch.Tensor] | None:
+        """:meth:`batch_loss` with every parameter's ``.grad`` set by :meth:`GRU4RecNet.train_step` (gradients
+        written out, no autograd graph); None where that does not apply (one-hot input layer, autocast, a DDP
+        padding step)."""
+        inputs, targets = step["inputs"], step["targets"]
+        if inputs.numel() == 0 or self.net.onehot is not None or torch.is_autocast_enabled(inputs.device.type):
+            return None
+        hidden = self._train_state.gather(step["lanes"], step["reset"])
+        negatives = step.get("negatives")
+        columns = targets if negatives is None else torch.cat([targets, negatives])
+        loss, new_hidden, grads = self.net.train_step(
+            inputs, hidden, columns,
+            lambda scores, column_candidate: self._loss_and_grad(scores, column_candidate, targets,
+                                                                 step.get("neg_log_q")))
+        self._train_state.scatter(step["lanes"], new_hidden)
+        for p in self.parameters():
+            p.grad = grads.get(p)
+        return (loss,)
+
+    def _loss_and_grad(self, scores: torch.Tensor, column_candidate: torch.Tensor, targets: torch.Tensor,
+                       neg_log_q: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step loss (sum over lanes / batch size) and its gradient w.r.t. the candidates' scores ``(b, K)``
+        (:meth:`GRU4RecNet.train_step`): cross-entropy's in closed form over the candidates with multiplicities
+        (:func:`~recsys.losses.weighted_xe_loss_and_grad`), the other losses' by autograd over the loss alone."""
+        lanes = targets.numel()
+        if self.loss_name == "cross-entropy":
+            shift = None
+            weights = torch.ones_like(column_candidate, dtype=scores.dtype)
+            if self.logq > 0:
+                log_q = self.log_support[targets]
+                if neg_log_q is not None:
+                    log_q = torch.cat([log_q, neg_log_q])
+                weights = log_q.mul(-self.logq).exp_().to(scores.dtype)
+                shift = log_q[:lanes].mul(self.logq).to(scores.dtype)
+            weights = torch.zeros_like(scores[0]).index_add_(0, column_candidate, weights)
+            rows, grad = weighted_xe_loss_and_grad(scores, weights, column_candidate[:lanes], shift)
+            return rows.sum() / self.batch_size, grad.div_(self.batch_size)
+        columns = scores.index_select(1, column_candidate)
+        with torch.enable_grad():
+            columns.requires_grad_()
+            loss = self.step_loss(columns, targets, neg_log_q).sum() / self.batch_size
+            (grad,) = torch.autograd.grad(loss, columns)
+        return loss.detach(), torch.zeros_like(scores).index_add_(1, column_candidate, grad)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         optimizer = self.optimizer_factory(params=self.parameters())

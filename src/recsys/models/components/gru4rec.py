@@ -16,12 +16,17 @@ Plain ``nn.Module`` (algorithms.md §3.2):
 Weights are uniform in ``±sqrt(6 / (fan_in + fan_out))`` per gate block, biases 0. With ``sparse=True`` the
 item tables (``Wy``, ``by``, the embedding) get sparse gradients: only the rows a step touches are updated,
 as the official optimiser does (:class:`recsys.optim.AdagradM` handles both kinds).
+
+:meth:`GRU4RecNet.train_step` is a training step with its gradients written out (:func:`gru_cell_forward`,
+:func:`gru_cell_backward`): the same numbers as autograd through :meth:`GRU4RecNet.forward` and
+:meth:`GRU4RecNet.score_columns` (tested to float rounding), without building and walking a graph, which costs
+as much as the math at GRU4Rec's sizes.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +37,47 @@ from recsys.errors import ConfigError
 EMBEDDING_MODES = ("shared", "onehot")
 #: score all items (then pick the columns) when a step's columns are at least this fraction of the catalogue
 FULL_SCORES_FRACTION = 0.5
+
+
+def gru_cell_forward(cell: nn.GRUCell, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    """``nn.GRUCell``'s step, keeping what :func:`gru_cell_backward` needs: with ``gi = x W_ihᵀ + b_ih`` and
+    ``gh = h W_hhᵀ + b_hh`` split into (r, z, n) blocks, ``r = σ(gi_r + gh_r)``, ``z = σ(gi_z + gh_z)``,
+    ``n = tanh(gi_n + r ⊙ gh_n)``, ``h' = (1 − z) ⊙ n + z ⊙ h = n + z ⊙ (h − n)``."""
+    hidden = h.shape[1]
+    gi = torch.addmm(cell.bias_ih, x, cell.weight_ih.T)
+    gh = torch.addmm(cell.bias_hh, h, cell.weight_hh.T)
+    rz = gi[:, : 2 * hidden].add_(gh[:, : 2 * hidden]).sigmoid_()
+    gh_n = gh[:, 2 * hidden :]
+    n = torch.addcmul(gi[:, 2 * hidden :], rz[:, :hidden], gh_n).tanh_()
+    diff = h - n
+    return torch.addcmul(n, rz[:, hidden:], diff), (x, h, rz, gh_n, n, diff)
+
+
+def gru_cell_backward(
+    cell: nn.GRUCell, grad: torch.Tensor, saved: tuple
+) -> tuple[torch.Tensor, dict[nn.Parameter, torch.Tensor]]:
+    """Gradients of :func:`gru_cell_forward` given ``grad = ∂L/∂h'`` (``h`` is a detached state: no gradient):
+    ``∂n = grad ⊙ (1 − z)``, ``∂z = grad ⊙ (h − n)``, ``∂a_n = ∂n ⊙ (1 − n²)`` (= ``∂gi_n``; ``∂gh_n = ∂a_n ⊙ r``),
+    ``∂r = ∂a_n ⊙ gh_n``, ``∂gi_{r,z} = ∂gh_{r,z} = ∂{r,z} ⊙ s(1 − s)``; then ``∂W_ih = ∂giᵀ x``,
+    ``∂W_hh = ∂ghᵀ h``, ``∂b = Σ_rows``, ``∂x = ∂gi W_ih`` → ``(∂x, {parameter: gradient})``."""
+    x, h, rz, gh_n, n, diff = saved
+    hidden = h.shape[1]
+    d_gi = rz.new_empty(rz.shape[0], 3 * hidden)
+    d_n = torch.mul(grad, 1.0 - rz[:, hidden:], out=d_gi[:, 2 * hidden :])
+    d_n.mul_(1.0 - n * n)
+    torch.mul(d_n, gh_n, out=d_gi[:, :hidden])
+    torch.mul(grad, diff, out=d_gi[:, hidden : 2 * hidden])
+    d_gi[:, : 2 * hidden].mul_(rz * (1.0 - rz))
+    d_gh = d_gi.clone()
+    d_gh[:, 2 * hidden :].mul_(rz[:, :hidden])
+    grads = {cell.weight_ih: d_gi.T @ x, cell.weight_hh: d_gh.T @ h, cell.bias_ih: d_gi.sum(0), cell.bias_hh: d_gh.sum(0)}
+    return d_gi @ cell.weight_ih, grads
+
+
+def _dropout_noise(x: torch.Tensor, dropout: nn.Dropout) -> torch.Tensor | None:
+    """The scaled mask ``F.dropout`` multiplies ``x`` by (the same random draws: it is ``F.dropout`` of ones), or
+    None without dropout."""
+    return F.dropout(torch.ones_like(x), dropout.p, training=True) if dropout.p > 0 else None
 
 
 def init_blocks_(tensor: torch.Tensor, rows_blocks: int = 1, cols_blocks: int = 1) -> torch.Tensor:
@@ -135,7 +181,7 @@ class GRU4RecNet(nn.Module):
             self.onehot.sparse = sparse
 
     def init_hidden(self, batch: int, device: torch.device | None = None) -> list[torch.Tensor]:
-        return [torch.zeros(batch, h, device=device) for h in self.layer_sizes]
+        return [torch.zeros(batch, h, device=device, dtype=self.output_weight.dtype) for h in self.layer_sizes]
 
     def forward(self, items: torch.Tensor, hidden: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One step: ``items`` ``(b,)``, ``hidden`` one ``(b, H_l)`` per layer → (last output, new hidden)."""
@@ -169,3 +215,78 @@ class GRU4RecNet(nn.Module):
     def score_all(self, output: torch.Tensor) -> torch.Tensor:
         """Scores of all N items, ``(b, N)``."""
         return torch.addmm(self.output_bias.squeeze(1), output, self.output_weight.T)
+
+    @torch.no_grad()
+    def train_step(
+        self,
+        items: torch.Tensor,
+        hidden: list[torch.Tensor],
+        columns: torch.Tensor,
+        score_gradient: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    ) -> tuple[torch.Tensor, list[torch.Tensor], dict[nn.Parameter, torch.Tensor]]:
+        """:meth:`forward` then :meth:`score_columns` in training mode, with the gradients written out.
+
+        The step reads only the item rows it needs, the *candidates*: the distinct items of ``columns`` (and of
+        ``items`` with the shared embedding), in item order. ``score_gradient(scores (b, K), column_candidate
+        (C,))`` gets the candidates' scores and where each column's item sits among them, and returns (loss,
+        ∂loss/∂scores) (it may overwrite ``scores``). Returns (loss, new hidden states, ``{parameter: gradient}``
+        for every parameter); item-table gradients are row-sparse (coalesced) with ``sparse``, else dense. The
+        dropout masks use the draws of :meth:`forward`, in its order. Not for the one-hot input layer."""
+        if self.onehot is not None:
+            raise ValueError("train_step: not for embedding='onehot'")
+        n = self.num_items
+        shared = self.input_embedding is None
+        used = torch.zeros(n, dtype=torch.bool, device=items.device).index_fill_(0, columns, True)
+        if shared:
+            used.index_fill_(0, items, True)
+        rows = used.nonzero().squeeze(1)  # the candidates, in item order
+        position = used.cumsum(0).sub_(1)  # item → candidate
+        column_candidate = position.index_select(0, columns)
+        weight = self.output_weight.index_select(0, rows)
+        bias = self.output_bias.squeeze(1).index_select(0, rows)
+        item_candidate = position.index_select(0, items) if shared else None
+        x = weight.index_select(0, item_candidate) if shared else self.input_embedding.index_select(0, items)
+        embed_noise = _dropout_noise(x, self.dropout_embed)
+        if embed_noise is not None:
+            x = x * embed_noise
+        saved, new = [], []
+        for cell, h in zip(self.cells, hidden, strict=True):
+            x, cell_saved = gru_cell_forward(cell, x, h)
+            noise = _dropout_noise(x, self.dropout_hidden)
+            if noise is not None:
+                x = x * noise
+            saved.append((cell_saved, noise))
+            new.append(x)
+        loss, grad = score_gradient(torch.addmm(bias, x, weight.T), column_candidate)
+        g_x = grad @ weight
+        g_weight, g_bias = grad.T @ x, grad.sum(0)
+        grads: dict[nn.Parameter, torch.Tensor] = {}
+        for layer in reversed(range(len(self.cells))):
+            cell_saved, noise = saved[layer]
+            if noise is not None:
+                g_x = g_x * noise
+            g_x, cell_grads = gru_cell_backward(self.cells[layer], g_x, cell_saved)
+            grads.update(cell_grads)
+        if embed_noise is not None:
+            g_x = g_x * embed_noise
+        if shared:
+            g_weight.index_add_(0, item_candidate, g_x)
+        if self.sparse:  # the rows a step touches: Wy's candidates, by's columns, the embedding's inputs
+            is_column = torch.zeros(rows.numel(), dtype=torch.bool, device=rows.device)
+            bias_rows = is_column.index_fill_(0, column_candidate, True).nonzero().squeeze(1)
+            grads[self.output_weight] = _row_sparse(rows, g_weight, self.output_weight.shape, coalesced=True)
+            grads[self.output_bias] = _row_sparse(rows.index_select(0, bias_rows), g_bias.index_select(0, bias_rows)[:, None],
+                                                  self.output_bias.shape, coalesced=True)
+            if not shared:
+                grads[self.input_embedding] = _row_sparse(items, g_x, self.input_embedding.shape, coalesced=False)
+        else:
+            grads[self.output_weight] = torch.zeros_like(self.output_weight).index_copy_(0, rows, g_weight)
+            grads[self.output_bias] = torch.zeros_like(self.output_bias).index_copy_(0, rows, g_bias[:, None])
+            if not shared:
+                grads[self.input_embedding] = torch.zeros_like(self.input_embedding).index_add_(0, items, g_x)
+        return loss, new, grads
+
+
+def _row_sparse(rows: torch.Tensor, values: torch.Tensor, shape: torch.Size, coalesced: bool) -> torch.Tensor:
+    """A sparse COO gradient with ``values[k]`` at row ``rows[k]`` (``coalesced``: distinct rows, in order)."""
+    return torch.sparse_coo_tensor(rows[None], values, shape, is_coalesced=coalesced, check_invariants=False)

@@ -1,0 +1,142 @@
+"""GRU4Rec's gradients written out (``GRU4RecNet.train_step``, ``GRU4Rec.batch_gradients``) against autograd through
+the network's own forward (``nn.GRUCell``, ``score_columns``) and the losses of ``recsys.losses``."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+from recsys.data.session_data import SessionSequences
+from recsys.data.session_datamodule import SessionInfo
+from recsys.losses import SESSION_LOSSES, session_xe_loss, weighted_xe_loss_and_grad
+from recsys.models.components.gru4rec import gru_cell_backward, gru_cell_forward
+from recsys.models.gru4rec_module import GRU4Rec
+from recsys.optim import AdagradM
+
+N = 40
+
+
+def test_gru_cell_forward_and_backward_equal_nn_grucell_with_autograd():
+    torch.manual_seed(0)
+    cell = torch.nn.GRUCell(7, 5).double()
+    x = torch.randn(4, 7, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(4, 5, dtype=torch.float64)
+    upstream = torch.randn(4, 5, dtype=torch.float64)
+    want = cell(x, h)
+    (want * upstream).sum().backward()
+    with torch.no_grad():
+        got, saved = gru_cell_forward(cell, x.detach(), h)
+        g_x, grads = gru_cell_backward(cell, upstream, saved)
+    torch.testing.assert_close(got, want.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g_x, x.grad, rtol=1e-12, atol=1e-12)
+    assert set(grads) == set(cell.parameters())
+    for p, g in grads.items():
+        torch.testing.assert_close(g, p.grad, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("logq", [0.0, 1.0])
+def test_weighted_cross_entropy_equals_the_column_softmax_with_duplicates(logq):
+    """Candidates with multiplicities and logQ weights give session_xe_loss over the columns (duplicates, a target
+    drawn again as a negative) and its autograd gradient summed per candidate; a candidate of weight 0 with the
+    highest score and score spreads far beyond exp's range change nothing."""
+    g = torch.Generator().manual_seed(1)
+    b, k = 3, 6
+    scores = torch.randn(b, k, generator=g, dtype=torch.float64) * 3
+    scores[0, 5] = 500.0  # candidate 5: no column (an input-only row), far above the others
+    scores[1, 4] = -300.0  # a column far below the row's best one
+    column_candidate = torch.tensor([2, 0, 4, 1, 2, 2, 3, 0])  # targets 2, 0, 4, then the negatives
+    log_q = torch.rand(column_candidate.numel(), generator=g, dtype=torch.float64) * 4
+    columns = scores[:, column_candidate].clone().requires_grad_()
+    want = session_xe_loss(columns, log_q, logq)
+    want.sum().backward()
+    want_grad = torch.zeros_like(scores).index_add_(1, column_candidate, columns.grad)
+    weights = torch.zeros(k, dtype=torch.float64).index_add_(0, column_candidate, torch.exp(-logq * log_q))
+    got, grad = weighted_xe_loss_and_grad(scores.clone(), weights, column_candidate[:b], logq * log_q[:b])
+    torch.testing.assert_close(got, want.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, want_grad, rtol=1e-12, atol=1e-12)
+    assert torch.isfinite(got).all() and grad[:, 5].abs().max() == 0
+
+
+def make_model(loss: str, embedding: str | int, layers: list[int], n_sample: int, sparse: str, **kwargs) -> GRU4Rec:
+    rng = np.random.default_rng(0)
+    support = torch.from_numpy(rng.integers(1, 50, size=N))
+    train = SessionSequences.from_lengths(np.array([3, 2]), np.array([0, 1, 2, 3, 4]))
+    info = SessionInfo(N, support, 5, n_sample, 0.5, train)
+    torch.manual_seed(0)
+    model = GRU4Rec(info, partial(AdagradM, lr=0.05), loss=loss, embedding=embedding, layers=layers,
+                    sparse_gradients=sparse, **kwargs).double()
+    model.configure_optimizers()
+    return model
+
+
+def steps(n_sample: int) -> list[dict[str, torch.Tensor]]:
+    """Two session-parallel steps: 5 lanes starting sessions (a repeated input item, a target that is also an
+    input), then 4 lanes, one reset."""
+    g = torch.Generator().manual_seed(2)
+    first = {"inputs": torch.tensor([3, 7, 3, 11, 20]), "targets": torch.tensor([7, 9, 3, 12, 33]),
+             "lanes": torch.arange(5), "reset": torch.ones(5, dtype=torch.bool)}
+    second = {"inputs": torch.tensor([7, 9, 5, 12]), "targets": torch.tensor([8, 9, 6, 39]),
+              "lanes": torch.tensor([0, 1, 3, 4]), "reset": torch.tensor([False, False, True, False])}
+    for step in (first, second):
+        if n_sample:
+            step["negatives"] = torch.randint(N, (n_sample,), generator=g)
+            step["neg_log_q"] = torch.rand(n_sample, generator=g) * 3
+    return [first, second]
+
+
+CASES = [  # loss, embedding, layers, n_sample (0: in-batch only; 30: columns cover most items), sparse, kwargs
+    ("cross-entropy", "shared", [6], 30, "false", {"logq": 1.0, "dropout_embed": 0.3}),
+    ("cross-entropy", "shared", [6], 0, "true", {}),
+    ("cross-entropy", 4, [6, 5], 8, "true", {"logq": 0.5, "dropout_hidden": 0.25}),
+    ("cross-entropy", 4, [6, 5], 8, "false", {"dropout_embed": 0.2, "dropout_hidden": 0.25}),
+    ("bpr-max", "shared", [6], 30, "false", {"bpreg": 0.5, "elu_param": 0.5, "dropout_embed": 0.2}),
+    ("bpr-max", "shared", [6, 5], 8, "true", {"bpreg": 1.0}),
+    ("top1", "shared", [6], 8, "false", {}),
+    ("bpr", 4, [6], 30, "true", {"dropout_hidden": 0.3}),
+    ("top1-max", "shared", [6], 0, "false", {}),
+]
+assert {c[0] for c in CASES} == set(SESSION_LOSSES)
+
+
+@pytest.mark.parametrize(("loss", "embedding", "layers", "n_sample", "sparse", "kwargs"), CASES)
+def test_batch_gradients_equal_autograd_through_batch_loss(loss, embedding, layers, n_sample, sparse, kwargs):
+    """Loss, every parameter's gradient (dense or row-sparse with the same rows), the lanes' new hidden states and
+    the dropout draws: the same as ``batch_loss(step).backward()``, step after step."""
+    manual = make_model(loss, embedding, layers, n_sample, sparse, **kwargs)
+    reference = make_model(loss, embedding, layers, n_sample, sparse, **kwargs)
+    assert manual.net.sparse == (sparse == "true")
+    manual.on_train_epoch_start(), reference.on_train_epoch_start()
+    for step in steps(n_sample):
+        torch.manual_seed(7)
+        (got,) = manual.batch_gradients(step)
+        rng_after = torch.get_rng_state()
+        torch.manual_seed(7)
+        (want,) = reference.batch_loss(step)
+        reference.zero_grad()
+        want.backward()
+        assert torch.equal(torch.get_rng_state(), rng_after)  # the same draws
+        torch.testing.assert_close(got, want.detach(), rtol=1e-12, atol=1e-12)
+        for (name, p), q in zip(manual.named_parameters(), reference.parameters(), strict=True):
+            assert p.grad is not None and p.grad.is_sparse == q.grad.is_sparse, name
+            if p.grad.is_sparse:  # the same rows (the official updates touch exactly these)
+                assert torch.equal(p.grad.coalesce().indices(), q.grad.coalesce().indices()), name
+            torch.testing.assert_close(p.grad.to_dense(), q.grad.to_dense(), rtol=1e-10, atol=1e-12,
+                                       msg=lambda m, name=name: f"{name}: {m}")
+        for h, r in zip(manual._train_state.tensors, reference._train_state.tensors, strict=True):
+            torch.testing.assert_close(h, r, rtol=1e-12, atol=1e-12)
+
+
+def test_batch_gradients_leave_the_one_hot_layer_and_autocast_to_autograd():
+    onehot = make_model("cross-entropy", "onehot", [6], 8, "false")
+    onehot.on_train_epoch_start()
+    assert onehot.batch_gradients(steps(8)[0]) is None
+    model = make_model("cross-entropy", "shared", [6], 8, "false").float()
+    model.on_train_epoch_start()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model.batch_gradients(steps(8)[0]) is None
+    padding = {"inputs": torch.zeros(0, dtype=torch.long), "targets": torch.zeros(0, dtype=torch.long),
+               "lanes": torch.zeros(0, dtype=torch.long), "reset": torch.zeros(0, dtype=torch.bool)}
+    assert model.batch_gradients(padding) is None
