@@ -70,6 +70,33 @@ def sampling_generator(seed: int, epoch: int, rank: int = 0, stream: int = 0, *m
     return torch.Generator(device=device or "cpu").manual_seed(int(state))
 
 
+def cdf_guide(cdf: torch.Tensor, buckets: int) -> torch.Tensor:
+    """A guide table for :func:`inverse_cdf` (Chen & Asau, 1974): ``[0, cdf[-1])`` cut into ``buckets`` equal
+    slices; for each, the index ``searchsorted(cdf, u, right=True)`` shared by every ``u`` of the slice, or −1
+    where a step of the CDF falls inside. The slices are widened by 10⁻¹² (relative) on both sides, far beyond
+    the float64 rounding of the bucket :func:`inverse_cdf` computes for a ``u``, and the search is monotone in
+    ``u``: a guided answer is the binary search's exactly. At most ``len(cdf)`` slices hold a step."""
+    step = cdf[-1] / buckets
+    edges = torch.arange(buckets + 1, dtype=torch.float64, device=cdf.device) * step
+    lo = torch.searchsorted(cdf, edges[:-1] * (1.0 - 1e-12), right=True)
+    hi = torch.searchsorted(cdf, edges[1:] * (1.0 + 1e-12), right=True)
+    return torch.where(lo == hi, lo, -1)
+
+
+def inverse_cdf(cdf: torch.Tensor, u: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+    """``torch.searchsorted(cdf, u, right=True)`` for ``u`` in ``[0, cdf[-1]]``; with a :func:`cdf_guide` the
+    binary search runs only for the draws whose slice holds a CDF step (~31 ns a draw on the CPU, where the
+    guide's lookup costs a few)."""
+    if guide is None:
+        return torch.searchsorted(cdf, u, right=True)
+    bucket = (u * (guide.numel() / cdf[-1])).long().clamp_(max=guide.numel() - 1)
+    out = guide.index_select(0, bucket)
+    miss = (out < 0).nonzero().squeeze(1)
+    if miss.numel():
+        out.index_copy_(0, miss, torch.searchsorted(cdf, u.index_select(0, miss), right=True))
+    return out
+
+
 class NegativeSampler:
     """Per-row negatives ``∝ count^alpha`` over the items outside the user's train set.
 
@@ -97,6 +124,7 @@ class NegativeSampler:
         self._keys: torch.Tensor | None = None
         self._weights: torch.Tensor | None = None  # (num_items,) float64, None = uniform
         self._cdf: torch.Tensor | None = None
+        self._guide: torch.Tensor | None = None
 
     # -- binding -------------------------------------------------------------------------------
     def bind(
@@ -114,7 +142,7 @@ class NegativeSampler:
             raise DataError("NegativeSampler.bind needs a train CSR, item_counts or num_items >= 1")
         self.num_items = int(num_items)
         if self.alpha == 0.0:
-            self._weights = self._cdf = None
+            self._weights = self._cdf = self._guide = None
         else:
             if item_counts is None:
                 if train is None:
@@ -128,6 +156,7 @@ class NegativeSampler:
                 raise DataError("every item has count 0: the popularity proposal is empty")
             self._weights = weights
             self._cdf = torch.cumsum(weights, 0)
+            self._guide = cdf_guide(self._cdf, min(max(8 * self.num_items, 1 << 16), 1 << 22))
         self.train = train
         self._keys = None
         if train is not None:
@@ -145,6 +174,7 @@ class NegativeSampler:
         for name in ("_keys", "_weights", "_cdf"):
             value = getattr(self, name)
             setattr(out, name, None if value is None else value.to(device))
+        out._guide = None  # a plain binary search there (parallel, no host synchronisation)
         return out
 
     def _check_every_user_has_a_negative(self, train: UserItemCSR) -> None:
@@ -178,7 +208,7 @@ class NegativeSampler:
         if self._cdf is None:
             return torch.randint(self.num_items, (n,), generator=generator, device=generator.device)
         u = torch.rand(n, generator=generator, dtype=torch.float64, device=generator.device) * self._cdf[-1]
-        return torch.searchsorted(self._cdf, u, right=True).clamp_(max=self.num_items - 1)
+        return inverse_cdf(self._cdf, u, self._guide).clamp_(max=self.num_items - 1)
 
     # -- per-row negatives ---------------------------------------------------------------------
     def sample(self, users: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

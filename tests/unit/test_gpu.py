@@ -85,3 +85,24 @@ def test_sixteen_bit_mixed_precision_steps_go_through_lightning():
     model = GraphRecommender(dm.info, encoder=LightGCNEncoder, optimizer=torch.optim.Adam, embedding_dim=4)
     trainer = pl.Trainer(accelerator="gpu", devices=1, precision="16-mixed", logger=False, enable_checkpointing=False)
     assert lightning_steps_needed(trainer, model)
+
+
+@pytest.mark.parametrize("loss", ["cross-entropy", "bpr-max"])
+def test_gru4rec_written_out_gradients_on_the_gpu(loss):
+    """GRU4Rec's written-out gradients equal autograd's on the device, dropout draws included."""
+    from tests.unit.test_gru4rec_gradients import make_model, steps
+
+    manual = make_model(loss, "shared", [6], 8, "false", dropout_embed=0.2, logq=1.0).cuda()
+    reference = make_model(loss, "shared", [6], 8, "false", dropout_embed=0.2, logq=1.0).cuda()
+    manual.on_train_epoch_start(), reference.on_train_epoch_start()
+    for step in steps(8):
+        step = {k: v.cuda() for k, v in step.items()}
+        torch.cuda.manual_seed(3)
+        (got,) = manual.batch_gradients(step)
+        torch.cuda.manual_seed(3)
+        (want,) = reference.batch_loss(step)
+        reference.zero_grad()
+        want.backward()
+        torch.testing.assert_close(got, want.detach(), rtol=1e-10, atol=1e-12)
+        for p, q in zip(manual.parameters(), reference.parameters(), strict=True):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-8, atol=1e-10)

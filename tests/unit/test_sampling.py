@@ -338,3 +338,27 @@ def test_negative_sampler_to_device_is_a_copy():
     assert moved.train.indptr.device.type == "meta" and moved.train.indices.device.type == "meta"
     assert neg.train is train and train.indptr.device.type == "cpu"
     assert moved.train.num_items == train.num_items
+
+
+@pytest.mark.parametrize(("num_items", "zero_fraction", "buckets"), [(2933, 0.0, 1 << 16), (50, 0.3, 1 << 10), (997, 0.1, 64)])
+def test_guided_inverse_cdf_is_the_binary_search_exactly(num_items, zero_fraction, buckets):
+    """The guide table's answers equal ``searchsorted(cdf, u, right=True)`` bit for bit: random draws, the CDF's
+    own values and their float64 neighbours, the slice edges and their neighbours, 0 and the total; items of
+    weight 0 (flat runs of the CDF) are never drawn. A few slices hold a step (the binary-search fallback runs)."""
+    from recsys.sampling import cdf_guide, inverse_cdf
+
+    g = torch.Generator().manual_seed(num_items)
+    weights = torch.rand(num_items, dtype=torch.float64, generator=g) ** 3
+    weights[torch.rand(num_items, generator=g) < zero_fraction] = 0.0
+    cdf = weights.cumsum(0)
+    guide = cdf_guide(cdf, buckets)
+    assert 0 < int((guide < 0).sum()) <= num_items
+    edges = torch.arange(buckets + 1, dtype=torch.float64) * (cdf[-1] / buckets)
+    down, up = torch.tensor(0.0, dtype=torch.float64), torch.tensor(float(cdf[-1]), dtype=torch.float64)
+    special = torch.cat([cdf, edges, torch.nextafter(cdf, down), torch.nextafter(cdf, up), torch.nextafter(edges, down),
+                         torch.nextafter(edges, up), torch.tensor([0.0, float(cdf[-1])], dtype=torch.float64)])
+    for u in (torch.rand(200_000, generator=g, dtype=torch.float64) * cdf[-1], special.clamp(0.0, float(cdf[-1]))):
+        got = inverse_cdf(cdf, u, guide)
+        assert torch.equal(got, torch.searchsorted(cdf, u, right=True))
+    drawn = inverse_cdf(cdf, torch.rand(200_000, generator=g, dtype=torch.float64) * cdf[-1], guide)
+    assert (weights[drawn.clamp(max=num_items - 1)] > 0).all()

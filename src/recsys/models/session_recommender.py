@@ -107,11 +107,11 @@ class LaneState:
     def gather(self, lanes: torch.Tensor, reset: torch.Tensor) -> list[torch.Tensor]:
         if self.tensors is None:
             self.tensors = self.factory(lanes.numel())
-        keep = (~reset)[:, None]
-        return [t[lanes] * keep for t in self.tensors]
+        reset = reset[:, None]
+        return [t.index_select(0, lanes).masked_fill_(reset, 0.0) for t in self.tensors]
 
     @torch.no_grad()
     def scatter(self, lanes: torch.Tensor, values: list[torch.Tensor]) -> None:
         assert self.tensors is not None
         for t, v in zip(self.tensors, values, strict=True):
-            t[lanes] = v.detach().to(t.dtype)
+            t.index_copy_(0, lanes, v.detach().to(t.dtype))

@@ -63,11 +63,11 @@ def gru_cell_backward(
     x, h, rz, gh_n, n, diff = saved
     hidden = h.shape[1]
     d_gi = rz.new_empty(rz.shape[0], 3 * hidden)
-    d_n = torch.mul(grad, 1.0 - rz[:, hidden:], out=d_gi[:, 2 * hidden :])
-    d_n.mul_(1.0 - n * n)
+    d_n = torch.addcmul(grad, grad, rz[:, hidden:], value=-1.0, out=d_gi[:, 2 * hidden :])  # g − g z
+    d_n.addcmul_(d_n * n, n, value=-1.0)  # ∂n − ∂n n²
     torch.mul(d_n, gh_n, out=d_gi[:, :hidden])
     torch.mul(grad, diff, out=d_gi[:, hidden : 2 * hidden])
-    d_gi[:, : 2 * hidden].mul_(rz * (1.0 - rz))
+    d_gi[:, : 2 * hidden].mul_(torch.addcmul(rz, rz, rz, value=-1.0))  # s − s²
     d_gh = d_gi.clone()
     d_gh[:, 2 * hidden :].mul_(rz[:, :hidden])
     grads = {cell.weight_ih: d_gi.T @ x, cell.weight_hh: d_gh.T @ h, cell.bias_ih: d_gi.sum(0), cell.bias_hh: d_gh.sum(0)}
@@ -234,13 +234,8 @@ class GRU4RecNet(nn.Module):
         dropout masks use the draws of :meth:`forward`, in its order. Not for the one-hot input layer."""
         if self.onehot is not None:
             raise ValueError("train_step: not for embedding='onehot'")
-        n = self.num_items
         shared = self.input_embedding is None
-        used = torch.zeros(n, dtype=torch.bool, device=items.device).index_fill_(0, columns, True)
-        if shared:
-            used.index_fill_(0, items, True)
-        rows = used.nonzero().squeeze(1)  # the candidates, in item order
-        position = used.cumsum(0).sub_(1)  # item → candidate
+        rows, position = self._candidates(columns, items if shared else None)
         column_candidate = position.index_select(0, columns)
         weight = self.output_weight.index_select(0, rows)
         bias = self.output_bias.squeeze(1).index_select(0, rows)
@@ -261,30 +256,49 @@ class GRU4RecNet(nn.Module):
         g_x = grad @ weight
         g_weight, g_bias = grad.T @ x, grad.sum(0)
         grads: dict[nn.Parameter, torch.Tensor] = {}
-        for layer in reversed(range(len(self.cells))):
-            cell_saved, noise = saved[layer]
+        for cell, (cell_saved, noise) in zip(reversed(self.cells), reversed(saved), strict=True):
             if noise is not None:
                 g_x = g_x * noise
-            g_x, cell_grads = gru_cell_backward(self.cells[layer], g_x, cell_saved)
+            g_x, cell_grads = gru_cell_backward(cell, g_x, cell_saved)
             grads.update(cell_grads)
         if embed_noise is not None:
             g_x = g_x * embed_noise
-        if shared:
-            g_weight.index_add_(0, item_candidate, g_x)
-        if self.sparse:  # the rows a step touches: Wy's candidates, by's columns, the embedding's inputs
+        if shared:  # index_put_ with accumulate: for a few rows ~4× faster than index_add_ on the CPU
+            g_weight.index_put_((item_candidate,), g_x, accumulate=True)
+        grads.update(self._item_table_gradients(rows, column_candidate, g_weight, g_bias, items, g_x))
+        return loss, new, grads
+
+    def _candidates(self, columns: torch.Tensor, items: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The distinct items of ``columns`` (and ``items``) in item order ``(K,)``, and every item's index among
+        them ``(N,)`` (meaningful for those items only)."""
+        used = torch.zeros(self.num_items, dtype=torch.bool, device=columns.device).index_fill_(0, columns, True)
+        if items is not None:
+            used.index_fill_(0, items, True)
+        return used.nonzero().squeeze(1), used.cumsum(0).sub_(1)
+
+    def _item_table_gradients(
+        self, rows: torch.Tensor, column_candidate: torch.Tensor, g_weight: torch.Tensor, g_bias: torch.Tensor,
+        items: torch.Tensor, g_input: torch.Tensor,
+    ) -> dict[nn.Parameter, torch.Tensor]:
+        """``Wy``'s and ``by``'s gradients from the candidates' rows (and the separate embedding's from the input
+        rows' gradient): row-sparse with ``sparse`` (the rows a step touches, as the official optimiser: ``Wy``'s
+        candidates, ``by``'s columns, the embedding's inputs), else dense."""
+        weight, bias, embedding = self.output_weight, self.output_bias, self.input_embedding
+        grads: dict[nn.Parameter, torch.Tensor] = {}
+        if self.sparse:
             is_column = torch.zeros(rows.numel(), dtype=torch.bool, device=rows.device)
             bias_rows = is_column.index_fill_(0, column_candidate, True).nonzero().squeeze(1)
-            grads[self.output_weight] = _row_sparse(rows, g_weight, self.output_weight.shape, coalesced=True)
-            grads[self.output_bias] = _row_sparse(rows.index_select(0, bias_rows), g_bias.index_select(0, bias_rows)[:, None],
-                                                  self.output_bias.shape, coalesced=True)
-            if not shared:
-                grads[self.input_embedding] = _row_sparse(items, g_x, self.input_embedding.shape, coalesced=False)
-        else:
-            grads[self.output_weight] = torch.zeros_like(self.output_weight).index_copy_(0, rows, g_weight)
-            grads[self.output_bias] = torch.zeros_like(self.output_bias).index_copy_(0, rows, g_bias[:, None])
-            if not shared:
-                grads[self.input_embedding] = torch.zeros_like(self.input_embedding).index_add_(0, items, g_x)
-        return loss, new, grads
+            grads[weight] = _row_sparse(rows, g_weight, weight.shape, coalesced=True)
+            grads[bias] = _row_sparse(rows.index_select(0, bias_rows), g_bias.index_select(0, bias_rows)[:, None],
+                                      bias.shape, coalesced=True)
+            if embedding is not None:
+                grads[embedding] = _row_sparse(items, g_input, embedding.shape, coalesced=False)
+            return grads
+        grads[weight] = torch.zeros_like(weight).index_copy_(0, rows, g_weight)
+        grads[bias] = torch.zeros_like(bias).index_copy_(0, rows, g_bias[:, None])
+        if embedding is not None:
+            grads[embedding] = torch.zeros_like(embedding).index_put_((items,), g_input, accumulate=True)
+        return grads
 
 
 def _row_sparse(rows: torch.Tensor, values: torch.Tensor, shape: torch.Size, coalesced: bool) -> torch.Tensor:
