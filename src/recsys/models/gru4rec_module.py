@@ -153,8 +153,8 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
             lambda scores, column_candidate: self._loss_and_grad(scores, column_candidate, targets,
                                                                  step.get("neg_log_q")))
         self._train_state.scatter(step["lanes"], new_hidden)
-        for p in self.parameters():
-            p.grad = grads.get(p)
+        for p, grad in grads.items():  # every parameter of the network, i.e. of this module
+            p.grad = grad
         return (loss,)
 
     def _loss_and_grad(self, scores: torch.Tensor, column_candidate: torch.Tensor, targets: torch.Tensor,
