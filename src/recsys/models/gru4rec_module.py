@@ -163,16 +163,17 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
         (:meth:`GRU4RecNet.train_step`): cross-entropy's in closed form over the candidates with multiplicities
         (:func:`~recsys.losses.weighted_xe_loss_and_grad`), the other losses' by autograd over the loss alone."""
         lanes = targets.numel()
-        if self.loss_name == "cross-entropy":
+        if self.loss_name == "cross-entropy":  # column weights exp(−logq · log Q), added up per candidate
             shift = None
-            weights = torch.ones_like(column_candidate, dtype=scores.dtype)
             if self.logq > 0:
-                log_q = self.log_support[targets]
+                log_q = self.log_support.index_select(0, targets)
                 if neg_log_q is not None:
                     log_q = torch.cat([log_q, neg_log_q])
-                weights = log_q.mul(-self.logq).exp_().to(scores.dtype)
+                column_weights = log_q.mul(-self.logq).exp_().to(scores.dtype)
                 shift = log_q[:lanes].mul(self.logq).to(scores.dtype)
-            weights = torch.zeros_like(scores[0]).index_add_(0, column_candidate, weights)
+            else:
+                column_weights = torch.ones_like(column_candidate, dtype=scores.dtype)
+            weights = torch.zeros_like(scores[0]).index_add_(0, column_candidate, column_weights)
             rows, grad = weighted_xe_loss_and_grad(scores, weights, column_candidate[:lanes], shift)
             return rows.sum() / self.batch_size, grad.div_(self.batch_size)
         columns = scores.index_select(1, column_candidate)
