@@ -89,9 +89,10 @@ def weighted_xe_loss_and_grad(
 
     :func:`session_xe_loss` over ``C`` columns is this over the distinct column items with
     ``w_k = Σ_{columns j of item k} exp(−logq · log Q_j)`` and ``shift_b = logq · log Q`` of row b's target column.
-    Candidates of weight 0 take no part. The exponents are taken from the largest weighted score and clamped to
-    [−80, 0] (no overflow, no denormals): a term the clamp raises adds under ``w_k e⁻⁸⁰`` to a sum of at least
-    ``w_max e⁰``, below float32 resolution for any weights within 10¹⁵ of each other."""
+    Candidates of weight 0 take no part (their gradient is exactly 0). The exponents are taken from the row's
+    largest score among the candidates of weight > 0 and clamped to [−80, 0] (no overflow, no denormals, whose
+    ``exp`` is slow): the clamp raises terms by at most ``K · w_max · e⁻⁸⁰`` in all, against a sum of at least
+    the top candidate's weight: a relative error under ``K · (w_max / w_top) · 2·10⁻³⁵``."""
     top = torch.where(weights > 0, scores, -torch.inf).amax(1, keepdim=True)
     p = (scores - top).clamp_(-80.0, 0.0).exp_().mul_(weights)
     total = p.sum(1)
