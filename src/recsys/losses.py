@@ -89,14 +89,16 @@ def weighted_xe_loss_and_grad(
 
     :func:`session_xe_loss` over ``C`` columns is this over the distinct column items with
     ``w_k = Σ_{columns j of item k} exp(−logq · log Q_j)`` and ``shift_b = logq · log Q`` of row b's target column.
-    Candidates of weight 0 take no part (their gradient is exactly 0). The exponents are taken from the row's
-    largest score among the candidates of weight > 0 and clamped to [−80, 0] (no overflow, no denormals, whose
-    ``exp`` is slow): the clamp raises terms by at most ``K · w_max · e⁻⁸⁰`` in all, against a sum of at least
-    the top candidate's weight: a relative error under ``K · (w_max / w_top) · 2·10⁻³⁵``."""
-    top = torch.where(weights > 0, scores, -torch.inf).amax(1, keepdim=True)
-    p = (scores - top).clamp_(-80.0, 0.0).exp_().mul_(weights)
+    Computed in at least float32 (``weights`` float32 or wider). Candidates of weight 0 take no part (gradient
+    exactly 0). The exponents ``s_bk + log w_k`` are taken from the row's largest and clamped to [−80, 0]: no
+    overflow and no denormals (whose ``exp`` takes a slow path on the CPU); the clamp raises the terms by at most
+    ``K e⁻⁸⁰`` in all against a sum of at least 1, a relative error under ``K · 2·10⁻³⁵``."""
+    log_w = weights.log()
+    z = scores + log_w
+    top = z.amax(1, keepdim=True)
+    p = (z - top).clamp_(-80.0, 0.0).exp_().masked_fill_(log_w == -torch.inf, 0.0)
     total = p.sum(1)
-    loss = top.squeeze(1) + total.log() - scores.gather(1, targets[:, None]).squeeze(1)
+    loss = top.squeeze(1) + total.log() - scores.gather(1, targets[:, None]).squeeze(1).to(z.dtype)
     if target_shift is not None:
         loss = loss + target_shift
     grad = p.div_(total[:, None])

@@ -12,8 +12,9 @@ class AdagradM(torch.optim.Optimizer):
     sparse gradients update only their rows (accumulator and momentum of untouched rows stay as they are).
 
     ``acc += g²``; ``u = g / sqrt(acc + eps)``; without momentum ``p −= lr · u``, with momentum
-    ``m = momentum · m − lr · u``, ``p += m``. The state ``sum`` holds ``eps + acc`` (``eps`` is added once, when
-    it is created). Dense parameters on the CPU without momentum take torch's fused Adagrad kernel (one pass over
+    ``m = momentum · m − lr · u``, ``p += m``. The state ``sum`` holds ``eps + acc``: ``eps`` is added once, when
+    the state is created (changing ``eps`` later leaves existing state as it is; a state saved by an earlier
+    release, ``acc`` alone, is converted on the first step; earlier releases cannot read this one's). Dense parameters on the CPU without momentum take torch's fused Adagrad kernel (one pass over
     each tensor); other dense parameters are updated together with ``torch._foreach_*`` ops, sparse ones row by
     row.
     """

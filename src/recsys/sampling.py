@@ -75,7 +75,8 @@ def cdf_guide(cdf: torch.Tensor, buckets: int) -> torch.Tensor:
     slices; for each, the index ``searchsorted(cdf, u, right=True)`` shared by every ``u`` of the slice, or −1
     where a step of the CDF falls inside. The slices are widened by 10⁻¹² (relative) on both sides, far beyond
     the float64 rounding of the bucket :func:`inverse_cdf` computes for a ``u``, and the search is monotone in
-    ``u``: a guided answer is the binary search's exactly. At most ``len(cdf)`` slices hold a step."""
+    ``u``: a guided answer is the binary search's exactly. At most ``2 · len(cdf)`` slices hold a step (a step
+    within the widening of an edge marks both neighbours)."""
     step = cdf[-1] / buckets
     edges = torch.arange(buckets + 1, dtype=torch.float64, device=cdf.device) * step
     lo = torch.searchsorted(cdf, edges[:-1] * (1.0 - 1e-12), right=True)

@@ -60,14 +60,15 @@ def test_weighted_cross_entropy_equals_the_column_softmax_with_duplicates(logq):
     assert torch.isfinite(got).all() and grad[:, 5].abs().max() == 0
 
 
-def make_model(loss: str, embedding: str | int, layers: list[int], n_sample: int, sparse: str, **kwargs) -> GRU4Rec:
+def make_model(loss: str, embedding: str | int, layers: list[int], n_sample: int, sparse: str,
+               dtype: torch.dtype = torch.float64, support_max: int = 50, **kwargs) -> GRU4Rec:
     rng = np.random.default_rng(0)
-    support = torch.from_numpy(rng.integers(1, 50, size=N))
+    support = torch.from_numpy(rng.integers(1, support_max, size=N))
     train = SessionSequences.from_lengths(np.array([3, 2]), np.array([0, 1, 2, 3, 4]))
     info = SessionInfo(N, support, 5, n_sample, 0.5, train)
     torch.manual_seed(0)
     model = GRU4Rec(info, partial(AdagradM, lr=0.05), loss=loss, embedding=embedding, layers=layers,
-                    sparse_gradients=sparse, **kwargs).double()
+                    sparse_gradients=sparse, **kwargs).to(dtype)
     model.configure_optimizers()
     return model
 
@@ -101,15 +102,28 @@ CASES = [  # loss, embedding, layers, n_sample (0: in-batch only; 30: columns co
 assert {c[0] for c in CASES} == set(SESSION_LOSSES)
 
 
-@pytest.mark.parametrize(("loss", "embedding", "layers", "n_sample", "sparse", "kwargs"), CASES)
-def test_batch_gradients_equal_autograd_through_batch_loss(loss, embedding, layers, n_sample, sparse, kwargs):
+def one_lane(step: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: (v[:1] if k in ("inputs", "targets", "lanes", "reset") else v) for k, v in step.items()}
+
+
+FLOAT32_CASES = [CASES[0], CASES[2], CASES[5], CASES[7]]  # dense and sparse, shared and separate, three losses
+
+
+@pytest.mark.parametrize(("loss", "embedding", "layers", "n_sample", "sparse", "kwargs", "dtype", "lanes"),
+                         [(*c, torch.float64, 5) for c in CASES] + [(*c, torch.float32, 5) for c in FLOAT32_CASES]
+                         + [(*CASES[0], torch.float64, 1), (*CASES[5], torch.float32, 1)])
+def test_batch_gradients_equal_autograd_through_batch_loss(loss, embedding, layers, n_sample, sparse, kwargs, dtype,
+                                                           lanes):
     """Loss, every parameter's gradient (dense or row-sparse with the same rows), the lanes' new hidden states and
-    the dropout draws: the same as ``batch_loss(step).backward()``, step after step."""
-    manual = make_model(loss, embedding, layers, n_sample, sparse, **kwargs)
-    reference = make_model(loss, embedding, layers, n_sample, sparse, **kwargs)
+    the dropout draws: the same as ``batch_loss(step).backward()``, step after step (float64: to 1e-10; float32:
+    to its rounding, the sums run in another order; also with a single lane)."""
+    tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-6}
+    manual = make_model(loss, embedding, layers, n_sample, sparse, dtype, **kwargs)
+    reference = make_model(loss, embedding, layers, n_sample, sparse, dtype, **kwargs)
     assert manual.net.sparse == (sparse == "true")
     manual.on_train_epoch_start(), reference.on_train_epoch_start()
     for step in steps(n_sample):
+        step = step if lanes > 1 else one_lane(step)
         torch.manual_seed(7)
         (got,) = manual.batch_gradients(step)
         rng_after = torch.get_rng_state()
@@ -118,15 +132,47 @@ def test_batch_gradients_equal_autograd_through_batch_loss(loss, embedding, laye
         reference.zero_grad()
         want.backward()
         assert torch.equal(torch.get_rng_state(), rng_after)  # the same draws
-        torch.testing.assert_close(got, want.detach(), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(got, want.detach(), **tol)
         for (name, p), q in zip(manual.named_parameters(), reference.parameters(), strict=True):
             assert p.grad is not None and p.grad.is_sparse == q.grad.is_sparse, name
+            assert p.grad.dtype == p.dtype, name
             if p.grad.is_sparse:  # the same rows (the official updates touch exactly these)
                 assert torch.equal(p.grad.coalesce().indices(), q.grad.coalesce().indices()), name
-            torch.testing.assert_close(p.grad.to_dense(), q.grad.to_dense(), rtol=1e-10, atol=1e-12,
+            torch.testing.assert_close(p.grad.to_dense(), q.grad.to_dense(), **tol,
                                        msg=lambda m, name=name: f"{name}: {m}")
         for h, r in zip(manual._train_state.tensors, reference._train_state.tensors, strict=True):
-            torch.testing.assert_close(h, r, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(h, r, **tol)
+
+
+@pytest.mark.parametrize("mark_factor", [0, 10**9])  # always sort / always mark the catalogue
+def test_candidates_are_the_sorted_distinct_items_either_way(monkeypatch, mark_factor):
+    from recsys.models.components import gru4rec
+
+    monkeypatch.setattr(gru4rec, "CANDIDATE_MARK_FACTOR", mark_factor)
+    net = make_model("cross-entropy", "shared", [4], 0, "false").net
+    columns, items = torch.tensor([7, 3, 7, 39, 0, 3]), torch.tensor([5, 3, 5])
+    rows, column_candidate, item_candidate = net._candidates(columns, items)
+    assert rows.tolist() == [0, 3, 5, 7, 39]
+    assert torch.equal(rows[column_candidate], columns) and torch.equal(rows[item_candidate], items)
+    rows, column_candidate, none = net._candidates(columns, None)
+    assert rows.tolist() == [0, 3, 7, 39] and torch.equal(rows[column_candidate], columns) and none is None
+
+
+def test_cross_entropy_weights_do_not_underflow_in_half_precision():
+    """With supports of ~10⁸ and logq 1 the column weights 1/supp underflow float16 (to 0): they are formed in float32, so a
+    16-true step's loss and gradient match float64's to half precision."""
+    step = steps(8)[0]
+    got = make_model("cross-entropy", "shared", [6], 8, "false", torch.float16, support_max=10**8, logq=1.0)
+    want = make_model("cross-entropy", "shared", [6], 8, "false", torch.float64, support_max=10**8, logq=1.0)
+    got.on_train_epoch_start(), want.on_train_epoch_start()
+    scores = torch.randn(5, 20, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    column_candidate = torch.arange(5 + 8) % 20
+    args = (column_candidate, step["targets"], step["neg_log_q"] + 17.0)  # every column's weight under 6e-8
+    loss16, grad16 = got._loss_and_grad(scores.half(), *args)
+    loss64, grad64 = want._loss_and_grad(scores.clone(), *args)
+    assert grad16.dtype == torch.float16 and loss16.item() > 0
+    torch.testing.assert_close(loss16.double(), loss64, rtol=1e-2, atol=1e-3)
+    torch.testing.assert_close(grad16.double(), grad64, rtol=1e-2, atol=1e-3)
 
 
 def test_batch_gradients_leave_the_one_hot_layer_and_autocast_to_autograd():

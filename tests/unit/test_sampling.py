@@ -352,7 +352,7 @@ def test_guided_inverse_cdf_is_the_binary_search_exactly(num_items, zero_fractio
     weights[torch.rand(num_items, generator=g) < zero_fraction] = 0.0
     cdf = weights.cumsum(0)
     guide = cdf_guide(cdf, buckets)
-    assert 0 < int((guide < 0).sum()) <= num_items
+    assert 0 < int((guide < 0).sum()) <= 2 * num_items
     edges = torch.arange(buckets + 1, dtype=torch.float64) * (cdf[-1] / buckets)
     down, up = torch.tensor(0.0, dtype=torch.float64), torch.tensor(float(cdf[-1]), dtype=torch.float64)
     special = torch.cat([cdf, edges, torch.nextafter(cdf, down), torch.nextafter(cdf, up), torch.nextafter(edges, down),

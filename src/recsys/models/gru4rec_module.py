@@ -164,18 +164,20 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
         (:func:`~recsys.losses.weighted_xe_loss_and_grad`), the other losses' by autograd over the loss alone."""
         lanes = targets.numel()
         if self.loss_name == "cross-entropy":  # column weights exp(−logq · log Q), added up per candidate
+            dtype = torch.promote_types(scores.dtype, torch.float32)  # 16-bit weights underflow
             shift = None
             if self.logq > 0:
                 log_q = self.log_support.index_select(0, targets)
                 if neg_log_q is not None:
-                    log_q = torch.cat([log_q, neg_log_q])
-                column_weights = log_q.mul(-self.logq).exp_().to(scores.dtype)
-                shift = log_q[:lanes].mul(self.logq).to(scores.dtype)
+                    log_q = torch.cat([log_q.to(neg_log_q.dtype), neg_log_q])
+                log_q = log_q.to(dtype)
+                column_weights = log_q.mul(-self.logq).exp_()
+                shift = log_q[:lanes].mul(self.logq)
             else:
-                column_weights = torch.ones_like(column_candidate, dtype=scores.dtype)
-            weights = torch.zeros_like(scores[0]).index_add_(0, column_candidate, column_weights)
+                column_weights = torch.ones_like(column_candidate, dtype=dtype)
+            weights = scores.new_zeros(scores.shape[1], dtype=dtype).index_add_(0, column_candidate, column_weights)
             rows, grad = weighted_xe_loss_and_grad(scores, weights, column_candidate[:lanes], shift)
-            return rows.sum() / self.batch_size, grad.div_(self.batch_size)
+            return rows.sum() / self.batch_size, grad.div_(self.batch_size).to(scores.dtype)
         columns = scores.index_select(1, column_candidate)
         with torch.enable_grad():
             columns.requires_grad_()

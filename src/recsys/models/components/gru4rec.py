@@ -37,6 +37,8 @@ from recsys.errors import ConfigError
 EMBEDDING_MODES = ("shared", "onehot")
 #: score all items (then pick the columns) when a step's columns are at least this fraction of the catalogue
 FULL_SCORES_FRACTION = 0.5
+#: train_step finds its candidates by marking the catalogue up to this many items per column, else by sorting
+CANDIDATE_MARK_FACTOR = 16
 
 
 def gru_cell_forward(cell: nn.GRUCell, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, tuple]:
@@ -75,9 +77,9 @@ def gru_cell_backward(
 
 
 def _dropout(x: torch.Tensor, dropout: nn.Dropout) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(dropout(x), mask)`` in training mode, ``(x, None)`` without dropout: ``torch.native_dropout``, which
-    draws as ``F.dropout`` does (one Bernoulli per element; tested against it)."""
-    if dropout.p == 0:
+    """``(dropout(x), mask)``, or ``(x, None)`` without dropout (``p`` 0 or the module in eval mode), by
+    ``torch.native_dropout``, which draws as ``F.dropout`` does (one Bernoulli per element; tested against it)."""
+    if dropout.p == 0 or not dropout.training:
         return x, None
     return torch.native_dropout(x, dropout.p, True)
 
@@ -241,11 +243,9 @@ class GRU4RecNet(nn.Module):
         if self.onehot is not None:
             raise ValueError("train_step: not for embedding='onehot'")
         shared = self.input_embedding is None
-        rows, position = self._candidates(columns, items if shared else None)
-        column_candidate = position.index_select(0, columns)
+        rows, column_candidate, item_candidate = self._candidates(columns, items if shared else None)
         weight = self.output_weight.index_select(0, rows)
         bias = self.output_bias.squeeze(1).index_select(0, rows)
-        item_candidate = position.index_select(0, items) if shared else None
         x = weight.index_select(0, item_candidate) if shared else self.input_embedding.index_select(0, items)
         x, embed_mask = _dropout(x, self.dropout_embed)
         saved, new = [], []
@@ -267,13 +267,20 @@ class GRU4RecNet(nn.Module):
         grads.update(self._item_table_gradients(rows, column_candidate, g_weight, g_bias, items, g_x))
         return loss, new, grads
 
-    def _candidates(self, columns: torch.Tensor, items: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The distinct items of ``columns`` (and ``items``) in item order ``(K,)``, and every item's index among
-        them ``(N,)`` (meaningful for those items only)."""
-        used = torch.zeros(self.num_items, dtype=torch.bool, device=columns.device).index_fill_(0, columns, True)
-        if items is not None:
-            used.index_fill_(0, items, True)
-        return used.nonzero().squeeze(1), used.cumsum(0).sub_(1)
+    def _candidates(
+        self, columns: torch.Tensor, items: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The distinct items of ``columns`` (and ``items``) in item order ``(K,)``, and the index among them of
+        every column (and item). A mark per catalogue item while the catalogue is within
+        ``CANDIDATE_MARK_FACTOR`` × the ids (cheaper than sorting), else ``torch.unique`` (a sort of the ids)."""
+        ids = columns if items is None else torch.cat([columns, items])
+        if self.num_items > CANDIDATE_MARK_FACTOR * ids.numel():
+            rows, index = torch.unique(ids, sorted=True, return_inverse=True)
+        else:
+            used = torch.zeros(self.num_items, dtype=torch.bool, device=ids.device).index_fill_(0, ids, True)
+            rows, index = used.nonzero().squeeze(1), used.cumsum(0).sub_(1).index_select(0, ids)
+        c = columns.numel()
+        return rows, index[:c], (None if items is None else index[c:])
 
     def _item_table_gradients(
         self, rows: torch.Tensor, column_candidate: torch.Tensor, g_weight: torch.Tensor, g_bias: torch.Tensor,
