@@ -413,8 +413,8 @@ def _train_py_epoch(overrides: list[str], out: Path, epochs: int) -> tuple[float
 
 def _bare_epoch(overrides: list[str], out: Path) -> tuple[float, int, Any, Any]:
     """An epoch of the same data and model without Lightning: the training loader's chunks as they are drawn
-    (negatives included), loss and gradients → optimiser per step (:func:`_plain_step`); the second of two epochs is timed (the
-    first warms up, as in train.py). (seconds, events or rows, dm, model)."""
+    (negatives included), loss and gradients → optimiser per step (:func:`_plain_step`); the second of two
+    epochs is timed (the first warms up, as in train.py). (seconds, events or rows, dm, model)."""
     import torch
 
     from recsys.builders import build_datamodule, build_model
@@ -446,9 +446,9 @@ def bench_train_epoch(args: argparse.Namespace) -> list[Row]:
     """Graph (LightGCN on Gowalla by default): a training epoch of ``train.py`` (the median of the ``--epochs``
     epochs between the first and the last, which validates; no test) beside (a) the naive floor = batches × L
     whole-graph CSR products forward + L backward (NGCF: the whole-graph encoder forward + backward), (b) the
-    bare step loop: an epoch of the same loader and model without Lightning; then the full-ranking test of all users beside its floor (the score products into a
-    buffer + top-50). Session (``experiment=gru4rec_rsc15``): a train.py training epoch beside the bare step loop.
-    ``--repeat`` applies to the floors."""
+    bare step loop: an epoch of the same loader and model without Lightning; then the full-ranking test of all
+    users beside its floor (the score products into a buffer + top-50). Session (``experiment=gru4rec_rsc15``):
+    a train.py training epoch beside the bare step loop. ``--repeat`` applies to the floors."""
     import json
     import logging
 

@@ -14,9 +14,9 @@ class AdagradM(torch.optim.Optimizer):
     ``acc += g²``; ``u = g / sqrt(acc + eps)``; without momentum ``p −= lr · u``, with momentum
     ``m = momentum · m − lr · u``, ``p += m``. The state ``sum`` holds ``eps + acc``: ``eps`` is added once, when
     the state is created (changing ``eps`` later leaves existing state as it is; a state saved by an earlier
-    release, ``acc`` alone, is converted on the first step; earlier releases cannot read this one's). Dense parameters on the CPU without momentum take torch's fused Adagrad kernel (one pass over
-    each tensor); other dense parameters are updated together with ``torch._foreach_*`` ops, sparse ones row by
-    row.
+    release, ``acc`` alone, is converted on the first step; earlier releases cannot read this one's). Dense
+    parameters on the CPU without momentum take torch's fused Adagrad kernel (one pass over each tensor); other
+    dense parameters are updated together with ``torch._foreach_*`` ops, sparse ones row by row.
     """
 
     supports_sparse_gradients = True

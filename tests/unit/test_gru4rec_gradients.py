@@ -159,8 +159,8 @@ def test_candidates_are_the_sorted_distinct_items_either_way(monkeypatch, mark_f
 
 
 def test_cross_entropy_weights_do_not_underflow_in_half_precision():
-    """With supports of ~10⁸ and logq 1 the column weights 1/supp underflow float16 (to 0): they are formed in float32, so a
-    16-true step's loss and gradient match float64's to half precision."""
+    """With supports of ~10⁸ and logq 1 the column weights 1/supp underflow float16 (to 0): they are formed in
+    float32, so a 16-true step's loss and gradient match float64's to half precision."""
     step = steps(8)[0]
     got = make_model("cross-entropy", "shared", [6], 8, "false", torch.float16, support_max=10**8, logq=1.0)
     want = make_model("cross-entropy", "shared", [6], 8, "false", torch.float64, support_max=10**8, logq=1.0)

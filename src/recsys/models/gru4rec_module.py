@@ -111,12 +111,7 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
     def step_loss(self, scores: torch.Tensor, targets: torch.Tensor, neg_log_q: torch.Tensor | None) -> torch.Tensor:
         """Per-lane losses ``(b,)`` of a step's score matrix (targets on the diagonal)."""
         if self.loss_name == "cross-entropy":
-            log_q = None
-            if self.logq > 0:
-                log_q = self.log_support[targets]
-                if neg_log_q is not None:
-                    log_q = torch.cat([log_q, neg_log_q])
-            return session_xe_loss(scores, log_q, self.logq)
+            return session_xe_loss(scores, self.column_log_q(targets, neg_log_q), self.logq)
         if self.loss_name == "bpr-max":
             return bpr_max_loss(scores, self.bpreg, self.elu_param)
         if self.loss_name == "top1":
@@ -124,6 +119,14 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
         if self.loss_name == "bpr":
             return session_bpr_loss(scores)
         return top1_max_loss(scores)
+
+    def column_log_q(self, targets: torch.Tensor, neg_log_q: torch.Tensor | None) -> torch.Tensor | None:
+        """``log Q`` of a step's columns for the logQ correction (None when ``logq`` is 0): the support of the
+        in-batch targets, then the extra negatives' log-proposal."""
+        if self.logq == 0:
+            return None
+        log_q = self.log_support.index_select(0, targets)
+        return log_q if neg_log_q is None else torch.cat([log_q.to(neg_log_q.dtype), neg_log_q])
 
     def batch_loss(self, step: dict[str, torch.Tensor]) -> tuple[torch.Tensor]:
         """The loss of one session-parallel step (a zero that touches every parameter for a DDP padding step)."""
@@ -166,10 +169,8 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
         if self.loss_name == "cross-entropy":  # column weights exp(−logq · log Q), added up per candidate
             dtype = torch.promote_types(scores.dtype, torch.float32)  # 16-bit weights underflow
             shift = None
-            if self.logq > 0:
-                log_q = self.log_support.index_select(0, targets)
-                if neg_log_q is not None:
-                    log_q = torch.cat([log_q.to(neg_log_q.dtype), neg_log_q])
+            log_q = self.column_log_q(targets, neg_log_q)
+            if log_q is not None:
                 log_q = log_q.to(dtype)
                 column_weights = log_q.mul(-self.logq).exp_()
                 shift = log_q[:lanes].mul(self.logq)

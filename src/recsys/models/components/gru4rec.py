@@ -72,7 +72,8 @@ def gru_cell_backward(
     d_gi[:, : 2 * hidden].mul_(torch.addcmul(rz, rz, rz, value=-1.0))  # s − s²
     d_gh = d_gi.clone()
     d_gh[:, 2 * hidden :].mul_(rz[:, :hidden])
-    grads = {cell.weight_ih: d_gi.T @ x, cell.weight_hh: d_gh.T @ h, cell.bias_ih: d_gi.sum(0), cell.bias_hh: d_gh.sum(0)}
+    grads = {cell.weight_ih: d_gi.T @ x, cell.weight_hh: d_gh.T @ h,
+             cell.bias_ih: d_gi.sum(0), cell.bias_hh: d_gh.sum(0)}
     return d_gi @ cell.weight_ih, grads
 
 
