@@ -297,11 +297,13 @@ def _session_setup(path: str, n_sample: int, device: str):
 
 def _plain_step(model, opt, step) -> None:
     """One optimiser step as train.py's plain path takes it (recsys.models.chunked): the module's own gradients
-    where it has them, else autograd."""
+    where it has them, else autograd; the optimiser's step without torch's hook wrapper."""
+    from recsys.models.chunked import unhooked_step
+
     if model.batch_gradients(step) is None:
         opt.zero_grad()
         model.batch_loss(step)[0].backward()
-    opt.step()
+    unhooked_step(opt)()
 
 
 def _session_loop(model, chunks, device: str) -> Callable[[int, int], None]:

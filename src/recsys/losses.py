@@ -82,21 +82,21 @@ def session_xe_loss(scores: torch.Tensor, log_q: torch.Tensor | None = None, log
 
 
 def weighted_xe_loss_and_grad(
-    scores: torch.Tensor, weights: torch.Tensor, targets: torch.Tensor, target_shift: torch.Tensor | None = None
+    scores: torch.Tensor, log_weights: torch.Tensor, targets: torch.Tensor, target_shift: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy over candidates with multiplicities, and the gradient of its sum, in closed form:
-    ``loss_b = log Σ_k w_k exp(s_bk) − s_b,t_b + shift_b``, ``∂/∂s_bk = w_k exp(s_bk) / Σ_j w_j exp(s_bj) − [k = t_b]``.
+    ``loss_b = log Σ_k w_k exp(s_bk) − s_b,t_b + shift_b``, ``∂/∂s_bk = w_k exp(s_bk) / Σ_j w_j exp(s_bj) − [k = t_b]``,
+    given ``log_weights = log w``.
 
     :func:`session_xe_loss` over ``C`` columns is this over the distinct column items with
     ``w_k = Σ_{columns j of item k} exp(−logq · log Q_j)`` and ``shift_b = logq · log Q`` of row b's target column.
-    Computed in at least float32 (``weights`` float32 or wider). Candidates of weight 0 take no part (gradient
-    exactly 0). The exponents ``s_bk + log w_k`` are taken from the row's largest and clamped to [−80, 0]: no
-    overflow and no denormals (whose ``exp`` takes a slow path on the CPU); the clamp raises the terms by at most
-    ``K e⁻⁸⁰`` in all against a sum of at least 1, a relative error under ``K · 2·10⁻³⁵``."""
-    log_w = weights.log()
-    z = scores + log_w
+    Computed in at least float32 (``log_weights`` float32 or wider). Candidates of weight 0 (log-weight −inf) take
+    no part (gradient exactly 0). The exponents ``s_bk + log w_k`` are taken from the row's largest and clamped to
+    [−80, 0]: no overflow and no denormals (whose ``exp`` takes a slow path on the CPU); the clamp raises the terms
+    by at most ``K e⁻⁸⁰`` in all against a sum of at least 1, a relative error under ``K · 2·10⁻³⁵``."""
+    z = scores + log_weights
     top = z.amax(1, keepdim=True)
-    p = (z - top).clamp_(-80.0, 0.0).exp_().masked_fill_(log_w == -torch.inf, 0.0)
+    p = (z - top).clamp_(-80.0, 0.0).exp_().masked_fill_(log_weights == -torch.inf, 0.0)
     total = p.sum(1)
     loss = top.squeeze(1) + total.log() - scores.gather(1, targets[:, None]).squeeze(1).to(z.dtype)
     if target_shift is not None:

@@ -8,11 +8,13 @@ checked to 1e-6).
 
 from __future__ import annotations
 
+import functools
 from functools import partial
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from recsys.data.graph_datamodule import GraphDataModule
 from recsys.data.session_datamodule import SessionDataModule
@@ -210,3 +212,38 @@ def test_lightning_steps_needed(trainer_kwargs, module_class, needed):
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, **trainer_kwargs)
     assert lightning_steps_needed(trainer, model) is needed
+
+
+@pytest.mark.parametrize("optimizer_class", [AdagradM, torch.optim.Adam])
+def test_unhooked_step_updates_as_step_and_yields_to_hooks_and_the_profiler(optimizer_class):
+    """Without hooks or a profiler the bare step gives the same parameters and state as ``optimizer.step()``, bit
+    for bit; with a step hook (the optimiser's or a global one) or under torch's profiler it is ``step`` itself."""
+    from recsys.models.chunked import unhooked_step
+
+    def make() -> tuple[torch.nn.Parameter, torch.optim.Optimizer]:
+        p = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 12).view(3, 4))
+        return p, optimizer_class([p], lr=0.1)
+
+    (p, opt), (q, ref) = make(), make()
+    for k in range(3):
+        p.grad, q.grad = torch.full_like(p, 0.5 + k), torch.full_like(q, 0.5 + k)
+        step = unhooked_step(opt)
+        assert isinstance(step, functools.partial)  # the wrapper left out
+        step()
+        ref.step()
+    assert torch.equal(p, q)
+    assert all(torch.equal(a, b) for a, b in zip(opt.state[p].values(), ref.state[q].values(), strict=True))
+
+    calls = []
+    handle = opt.register_step_pre_hook(lambda *args: calls.append("own"))
+    unhooked_step(opt)()
+    handle.remove()
+    handle = register_optimizer_step_post_hook(lambda *args: calls.append("global"))
+    unhooked_step(opt)()
+    handle.remove()
+    assert calls == ["own", "global"]
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        unhooked_step(opt)()
+    assert any(e.name.startswith("Optimizer.step#") for e in prof.events())
+    unhooked_step(opt)()
+    assert calls == ["own", "global"]  # hooks removed: not called again

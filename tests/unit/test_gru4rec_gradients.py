@@ -3,6 +3,7 @@ the network's own forward (``nn.GRUCell``, ``score_columns``) and the losses of 
 
 from __future__ import annotations
 
+import io
 from functools import partial
 
 import numpy as np
@@ -14,6 +15,7 @@ from recsys.data.session_datamodule import SessionInfo
 from recsys.losses import SESSION_LOSSES, session_xe_loss, weighted_xe_loss_and_grad
 from recsys.models.components.gru4rec import gru_cell_backward, gru_cell_forward
 from recsys.models.gru4rec_module import GRU4Rec
+from recsys.models.session_recommender import one_step_chunk
 from recsys.optim import AdagradM
 
 N = 40
@@ -54,7 +56,7 @@ def test_weighted_cross_entropy_equals_the_column_softmax_with_duplicates(logq):
     want.sum().backward()
     want_grad = torch.zeros_like(scores).index_add_(1, column_candidate, columns.grad)
     weights = torch.zeros(k, dtype=torch.float64).index_add_(0, column_candidate, torch.exp(-logq * log_q))
-    got, grad = weighted_xe_loss_and_grad(scores.clone(), weights, column_candidate[:b], logq * log_q[:b])
+    got, grad = weighted_xe_loss_and_grad(scores.clone(), weights.log(), column_candidate[:b], logq * log_q[:b])
     torch.testing.assert_close(got, want.detach(), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(grad, want_grad, rtol=1e-12, atol=1e-12)
     assert torch.isfinite(got).all() and grad[:, 5].abs().max() == 0
@@ -144,18 +146,59 @@ def test_batch_gradients_equal_autograd_through_batch_loss(loss, embedding, laye
             torch.testing.assert_close(h, r, **tol)
 
 
-@pytest.mark.parametrize("mark_factor", [0, 10**9])  # always sort / always mark the catalogue
-def test_candidates_are_the_sorted_distinct_items_either_way(monkeypatch, mark_factor):
-    from recsys.models.components import gru4rec
+@pytest.mark.parametrize("mark_factor", [0, 10**9])  # always sort / always mark the (T · N) table
+@pytest.mark.parametrize("with_items", [True, False])
+def test_chunk_candidates_are_each_steps_sorted_distinct_items_either_way(monkeypatch, mark_factor, with_items):
+    """Per step: the distinct items of its targets, negatives (and inputs) in order, every id's index among them;
+    the flat column positions address the same rows; a step without events keeps its negatives' rows."""
+    from recsys.models.components import step_candidates
 
-    monkeypatch.setattr(gru4rec, "CANDIDATE_MARK_FACTOR", mark_factor)
-    net = make_model("cross-entropy", "shared", [4], 0, "false").net
-    columns, items = torch.tensor([7, 3, 7, 39, 0, 3]), torch.tensor([5, 3, 5])
-    rows, column_candidate, item_candidate = net._candidates(columns, items)
-    assert rows.tolist() == [0, 3, 5, 7, 39]
-    assert torch.equal(rows[column_candidate], columns) and torch.equal(rows[item_candidate], items)
-    rows, column_candidate, none = net._candidates(columns, None)
-    assert rows.tolist() == [0, 3, 7, 39] and torch.equal(rows[column_candidate], columns) and none is None
+    monkeypatch.setattr(step_candidates, "CANDIDATE_MARK_FACTOR", mark_factor)
+    g = torch.Generator().manual_seed(3)
+    ptr = torch.tensor([0, 3, 3, 8, 10])  # step 1 is empty (DDP padding)
+    targets, inputs = torch.randint(N, (10,), generator=g), torch.randint(N, (10,), generator=g)
+    negatives = torch.randint(N, (4, 6), generator=g)
+    negatives[2, :2] = targets[3]  # a target drawn again as a negative
+    got = step_candidates.chunk_candidates(N, ptr, targets, negatives, inputs if with_items else None)
+    for t in range(4):
+        lo, hi = int(ptr[t]), int(ptr[t + 1])
+        ids = torch.cat([targets[lo:hi], negatives[t]] + ([inputs[lo:hi]] if with_items else []))
+        step = got.step(t)
+        assert step.rows.tolist() == sorted(set(ids.tolist()))
+        assert torch.equal(step.rows[step.targets], targets[lo:hi])
+        assert torch.equal(step.rows[step.negatives], negatives[t])
+        assert torch.equal(step.rows[step.columns], torch.cat([targets[lo:hi], negatives[t]]))
+        assert (step.items is None) != with_items
+        if with_items:
+            assert torch.equal(step.rows[step.items], inputs[lo:hi])
+    columns = torch.cat([targets, negatives.view(-1)])
+    assert torch.equal(got.rows[got.flat_columns], columns)
+    assert got.size == sum(got.step(t).rows.numel() for t in range(4))
+
+
+def test_chunk_steps_equal_the_steps_taken_one_by_one():
+    """A chunk's steps with their candidates and column weights prepared at once train as the same steps one by
+    one (each its own chunk of one): the same losses and parameters, bit for bit."""
+    chunk = {k: torch.cat([a[k], b[k]]) for a, b in [steps(8)] for k in ("inputs", "targets", "lanes", "reset")}
+    first, second = steps(8)
+    chunk.update(ptr=torch.tensor([0, 5, 9]), negatives=torch.stack([first["negatives"], second["negatives"]]),
+                 neg_log_q=torch.stack([first["neg_log_q"], second["neg_log_q"]]))
+
+    def train(model: GRU4Rec, batches) -> list[torch.Tensor]:
+        model.on_train_epoch_start()
+        optimizer = model.configure_optimizers()
+        torch.manual_seed(5)
+        losses = []
+        for step in batches:
+            losses.append(model.batch_gradients(step)[0])
+            optimizer.step()
+        return losses
+
+    chunked, single = (make_model("cross-entropy", "shared", [6], 8, "false", logq=1.0, dropout_embed=0.2)
+                       for _ in range(2))
+    assert train(chunked, chunked.with_candidates(chunk)) == train(single, steps(8))
+    for p, q in zip(chunked.parameters(), single.parameters(), strict=True):
+        assert torch.equal(p, q)
 
 
 def test_cross_entropy_weights_do_not_underflow_in_half_precision():
@@ -165,11 +208,12 @@ def test_cross_entropy_weights_do_not_underflow_in_half_precision():
     got = make_model("cross-entropy", "shared", [6], 8, "false", torch.float16, support_max=10**8, logq=1.0)
     want = make_model("cross-entropy", "shared", [6], 8, "false", torch.float64, support_max=10**8, logq=1.0)
     got.on_train_epoch_start(), want.on_train_epoch_start()
-    scores = torch.randn(5, 20, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    column_candidate = torch.arange(5 + 8) % 20
-    args = (column_candidate, step["targets"], step["neg_log_q"] + 17.0)  # every column's weight under 6e-8
-    loss16, grad16 = got._loss_and_grad(scores.half(), *args)
-    loss64, grad64 = want._loss_and_grad(scores.clone(), *args)
+    step["neg_log_q"] = step["neg_log_q"] + 17.0  # every column's weight under 6e-8
+    step16, step64 = (next(m.with_candidates(one_step_chunk(step))) for m in (got, want))
+    scores = torch.randn(5, step16["candidates"].rows.numel(), generator=torch.Generator().manual_seed(0),
+                         dtype=torch.float64)
+    loss16, grad16 = got._loss_and_grad(scores.half(), step16)
+    loss64, grad64 = want._loss_and_grad(scores.clone(), step64)
     assert grad16.dtype == torch.float16 and loss16.item() > 0
     torch.testing.assert_close(loss16.double(), loss64, rtol=1e-2, atol=1e-3)
     torch.testing.assert_close(grad16.double(), grad64, rtol=1e-2, atol=1e-3)
@@ -186,3 +230,27 @@ def test_batch_gradients_leave_the_one_hot_layer_and_autocast_to_autograd():
     padding = {"inputs": torch.zeros(0, dtype=torch.long), "targets": torch.zeros(0, dtype=torch.long),
                "lanes": torch.zeros(0, dtype=torch.long), "reset": torch.zeros(0, dtype=torch.bool)}
     assert model.batch_gradients(padding) is None
+
+
+@pytest.mark.parametrize("sparse", ["false", "true"])
+def test_written_out_steps_mix_with_autograd_and_optimiser_steps(sparse):
+    """``train_step`` runs in inference mode (dense) or under no_grad (row-sparse): what it leaves behind — lane
+    states, gradients, the loss — works with autograd steps, ``AdagradM`` (dense and row-sparse updates) and a
+    checkpoint afterwards; no inference tensor ends up in the module's or the optimiser's state."""
+    model = make_model("cross-entropy", "shared", [6], 8, sparse, torch.float32, logq=1.0)
+    optimizer = model.configure_optimizers()
+    model.on_train_epoch_start()
+    first, second = steps(8)
+    losses = []
+    for step in (first, second, first):
+        losses.append(model.batch_gradients(step)[0])
+        optimizer.step()
+        optimizer.zero_grad()
+        model.batch_loss(second)[0].backward()
+        optimizer.step()
+    assert torch.isfinite(torch.stack(losses)).all()
+    assert not any(t.is_inference() for t in model._train_state.tensors)
+    assert not any(v.is_inference() for state in optimizer.state.values() for v in state.values())
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
+    assert buffer.tell() > 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 from pytorch_lightning.strategies import SingleDeviceStrategy
@@ -20,7 +20,14 @@ from recsys.losses import (
 )
 from recsys.models.chunked import ChunkedTraining
 from recsys.models.components.gru4rec import GRU4RecNet
-from recsys.models.session_recommender import SESSION_METRICS, LaneState, SessionRecommender, session_steps
+from recsys.models.components.step_candidates import chunk_candidates
+from recsys.models.session_recommender import (
+    SESSION_METRICS,
+    LaneState,
+    SessionRecommender,
+    one_step_chunk,
+    session_steps,
+)
 from recsys.optim import AdagradM
 
 
@@ -103,7 +110,40 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
         self._train_state.clear()
 
     def chunk_steps(self, chunk: dict[str, torch.Tensor]) -> Iterable[dict[str, torch.Tensor]]:
-        return session_steps(chunk)
+        """The chunk's session-parallel steps; on the plain path (:meth:`batch_gradients`) each with what its
+        written-out gradients read, computed for the whole chunk at once (:meth:`with_candidates`)."""
+        if self._lightning_steps or self.net.onehot is not None:
+            return session_steps(chunk)
+        return self.with_candidates(chunk)
+
+    def with_candidates(self, chunk: dict[str, torch.Tensor]) -> Iterator[dict[str, torch.Tensor]]:
+        """The steps of ``chunk``, each with ``candidates`` (:class:`~recsys.models.components.step_candidates.StepCandidates`: the item rows it reads) and,
+        for cross-entropy, ``log_weights`` (``(K,)``, log of each candidate's column weight: its columns'
+        ``exp(−logq · log Q)`` added up, −inf for an input-only row) and ``target_shift`` (``logq · log Q`` of
+        each lane's target column, None without logQ), for all steps with one pass of tensor ops."""
+        targets, negatives, neg_log_q = chunk["targets"], chunk.get("negatives"), chunk.get("neg_log_q")
+        shared = self.net.input_embedding is None
+        candidates = chunk_candidates(self.num_items, chunk["ptr"], targets, negatives,
+                                      chunk["inputs"] if shared else None)
+        log_weights = shift = None
+        if self.loss_name == "cross-entropy":  # 16-bit weights underflow: at least float32
+            dtype = torch.promote_types(self.net.output_weight.dtype, torch.float32)
+            log_q = self.column_log_q(targets, None if neg_log_q is None else neg_log_q.reshape(-1))
+            if log_q is None:
+                column_weights = torch.ones(candidates.flat_columns.numel(), dtype=dtype, device=targets.device)
+            else:
+                log_q = log_q.to(dtype)
+                column_weights = log_q.mul(-self.logq).exp_()
+                shift = log_q[: targets.numel()].mul_(self.logq)
+            log_weights = column_weights.new_zeros(candidates.size).index_add_(
+                0, candidates.flat_columns, column_weights).log_()
+        offsets, ptr = candidates.offsets, candidates.ptr
+        for t, step in enumerate(session_steps(chunk)):
+            step["candidates"] = candidates.step(t)
+            if log_weights is not None:
+                step["log_weights"] = log_weights[offsets[t] : offsets[t + 1]]
+                step["target_shift"] = None if shift is None else shift[ptr[t] : ptr[t + 1]]
+            yield step
 
     def step_weight(self, step: dict[str, torch.Tensor]) -> float:
         return 1.0 if step["inputs"].numel() else 0.0  # the mean runs over real steps (not DDP padding)
@@ -144,45 +184,34 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
     def batch_gradients(self, step: dict[str, torch.Tensor]) -> tuple[torch.Tensor] | None:
         """:meth:`batch_loss` with every parameter's ``.grad`` set by :meth:`GRU4RecNet.train_step` (gradients
         written out, no autograd graph); None where that does not apply (one-hot input layer, autocast, a DDP
-        padding step)."""
-        inputs, targets = step["inputs"], step["targets"]
+        padding step). A step without ``candidates`` (:meth:`with_candidates`) is taken as a chunk of one."""
+        inputs = step["inputs"]
         if inputs.numel() == 0 or self.net.onehot is not None or torch.is_autocast_enabled(inputs.device.type):
             return None
+        if "candidates" not in step:
+            step = next(self.with_candidates(one_step_chunk(step)))
         hidden = self._train_state.gather(step["lanes"], step["reset"])
-        negatives = step.get("negatives")
-        columns = targets if negatives is None else torch.cat([targets, negatives])
-        loss, new_hidden, grads = self.net.train_step(
-            inputs, hidden, columns,
-            lambda scores, column_candidate: self._loss_and_grad(scores, column_candidate, targets,
-                                                                 step.get("neg_log_q")))
+        loss, new_hidden, grads = self.net.train_step(inputs, hidden, step["candidates"],
+                                                      lambda scores: self._loss_and_grad(scores, step))
         self._train_state.scatter(step["lanes"], new_hidden)
         for p, grad in grads.items():  # every parameter of the network, i.e. of this module
             p.grad = grad
         return (loss,)
 
-    def _loss_and_grad(self, scores: torch.Tensor, column_candidate: torch.Tensor, targets: torch.Tensor,
-                       neg_log_q: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _loss_and_grad(self, scores: torch.Tensor, step: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The step loss (sum over lanes / batch size) and its gradient w.r.t. the candidates' scores ``(b, K)``
-        (:meth:`GRU4RecNet.train_step`): cross-entropy's in closed form over the candidates with multiplicities
-        (:func:`~recsys.losses.weighted_xe_loss_and_grad`), the other losses' by autograd over the loss alone."""
-        lanes = targets.numel()
-        if self.loss_name == "cross-entropy":  # column weights exp(−logq · log Q), added up per candidate
-            dtype = torch.promote_types(scores.dtype, torch.float32)  # 16-bit weights underflow
-            shift = None
-            log_q = self.column_log_q(targets, neg_log_q)
-            if log_q is not None:
-                log_q = log_q.to(dtype)
-                column_weights = log_q.mul(-self.logq).exp_()
-                shift = log_q[:lanes].mul(self.logq)
-            else:
-                column_weights = torch.ones_like(column_candidate, dtype=dtype)
-            weights = scores.new_zeros(scores.shape[1], dtype=dtype).index_add_(0, column_candidate, column_weights)
-            rows, grad = weighted_xe_loss_and_grad(scores, weights, column_candidate[:lanes], shift)
+        (:meth:`GRU4RecNet.train_step`): cross-entropy's in closed form over the candidates with their column
+        weights (:func:`~recsys.losses.weighted_xe_loss_and_grad`), the other losses' by autograd over the loss
+        alone."""
+        candidates = step["candidates"]
+        if self.loss_name == "cross-entropy":
+            rows, grad = weighted_xe_loss_and_grad(scores, step["log_weights"], candidates.targets,
+                                                   step["target_shift"])
             return rows.sum() / self.batch_size, grad.div_(self.batch_size).to(scores.dtype)
-        columns = scores.index_select(1, column_candidate)
-        with torch.enable_grad():
-            columns.requires_grad_()
-            loss = self.step_loss(columns, targets, neg_log_q).sum() / self.batch_size
+        column_candidate = candidates.columns
+        with torch.inference_mode(False), torch.enable_grad():  # (train_step runs in inference mode)
+            columns = scores.index_select(1, column_candidate).requires_grad_()
+            loss = self.step_loss(columns, step["targets"], step.get("neg_log_q")).sum() / self.batch_size
             (grad,) = torch.autograd.grad(loss, columns)
         return loss.detach(), torch.zeros_like(scores).index_add_(1, column_candidate, grad)
 

@@ -1,0 +1,117 @@
+"""The item rows a GRU4Rec training step reads (its *candidates*), found for a chunk of steps at once.
+
+A session-parallel step scores its columns (the lanes' targets, then the shared extra negatives) and, with the
+shared embedding, looks up its input items in the same table. :meth:`GRU4RecNet.train_step
+<recsys.models.components.gru4rec.GRU4RecNet.train_step>` reads each distinct item once: the step's candidates
+are the distinct items of its columns (and inputs) in item order, and every column (and input) is an index
+among them. :func:`chunk_candidates` finds them for all T steps of a chunk with one pass of tensor ops over keys
+``t · N + item`` (a few per chunk instead of ten per step); :meth:`ChunkCandidates.step` hands out one step's
+as views.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+#: mark a (T · N) table of the chunk's keys up to this many entries per key, else sort the keys (torch.unique)
+CANDIDATE_MARK_FACTOR = 16
+
+
+class StepCandidates(NamedTuple):
+    """One step's candidates: ``rows`` ``(K,)`` the distinct items, ascending; ``targets`` ``(b,)``,
+    ``negatives`` ``(S,)`` (None without extra negatives) and ``items`` ``(b,)`` (None without the shared
+    embedding): the index among ``rows`` of every target, extra negative and input item."""
+
+    rows: torch.Tensor
+    targets: torch.Tensor
+    negatives: torch.Tensor | None
+    items: torch.Tensor | None
+
+    @property
+    def columns(self) -> torch.Tensor:
+        """The index among ``rows`` of every score column (targets, then the extra negatives)."""
+        return self.targets if self.negatives is None else torch.cat([self.targets, self.negatives])
+
+
+@dataclass(frozen=True)
+class ChunkCandidates:
+    """The candidates of a chunk's steps laid end to end: step ``t``'s are flat positions
+    ``offsets[t]:offsets[t+1]``. ``flat_columns``: the flat position of every column, the targets ``(E,)`` then
+    the extra negatives ``(T · S,)`` step by step (to add up per-candidate column weights for the chunk at once);
+    ``targets``/``negatives``/``items``: the same as step-local indices (:class:`StepCandidates`)."""
+
+    rows: torch.Tensor
+    offsets: list[int]
+    ptr: list[int]
+    flat_columns: torch.Tensor
+    targets: torch.Tensor
+    negatives: torch.Tensor | None
+    items: torch.Tensor | None
+
+    @property
+    def size(self) -> int:
+        """The number of candidates of all steps together."""
+        return self.offsets[-1]
+
+    def step(self, t: int) -> StepCandidates:
+        lo, hi = self.ptr[t], self.ptr[t + 1]
+        return StepCandidates(
+            self.rows[self.offsets[t] : self.offsets[t + 1]],
+            self.targets[lo:hi],
+            None if self.negatives is None else self.negatives[t],
+            None if self.items is None else self.items[lo:hi],
+        )
+
+
+def chunk_candidates(
+    num_items: int,
+    ptr: torch.Tensor,
+    targets: torch.Tensor,
+    negatives: torch.Tensor | None = None,
+    items: torch.Tensor | None = None,
+) -> ChunkCandidates:
+    """The candidates of T steps: step ``t`` has targets (and inputs) ``targets[ptr[t]:ptr[t+1]]`` (``items``
+    likewise) and the extra negatives ``negatives[t]`` (``(T, S)``). Candidates are the distinct items of each
+    step's targets, negatives and ``items`` (pass ``items`` only where the step looks them up in the same table).
+
+    The keys ``t · N + item`` of every step are marked in a ``T · N`` table (its running count numbers them) while
+    that table is within :data:`CANDIDATE_MARK_FACTOR` × the keys, else sorted (``torch.unique``)."""
+    device = targets.device
+    num_steps = ptr.numel() - 1
+    steps = torch.arange(num_steps, device=device)
+    step_of_event = torch.repeat_interleave(steps, ptr.diff(), output_size=targets.numel())
+    key_steps = [step_of_event]
+    keys = [step_of_event * num_items + targets]
+    if negatives is not None:
+        key_steps.append(steps.repeat_interleave(negatives.shape[1]))
+        keys.append((steps[:, None] * num_items + negatives).view(-1))
+    if items is not None:
+        key_steps.append(step_of_event)
+        keys.append(step_of_event * num_items + items)
+    all_keys = torch.cat(keys)
+    if num_steps * num_items > CANDIDATE_MARK_FACTOR * all_keys.numel():
+        flat_keys, position = torch.unique(all_keys, sorted=True, return_inverse=True)
+        per_step = torch.bincount(torch.div(flat_keys, num_items, rounding_mode="floor"), minlength=num_steps)
+    else:
+        used = torch.zeros(num_steps * num_items, dtype=torch.bool, device=device).index_fill_(0, all_keys, True)
+        flat_keys = used.nonzero().squeeze(1)
+        position = used.cumsum(0).sub_(1).index_select(0, all_keys)
+        per_step = used.view(num_steps, num_items).sum(1)
+    offsets = torch.zeros(num_steps + 1, dtype=torch.long, device=device)
+    torch.cumsum(per_step, 0, out=offsets[1:])
+    local = position - offsets.index_select(0, torch.cat(key_steps))
+    sizes = [k.numel() for k in keys]
+    parts = list(local.split(sizes))
+    num_columns = sizes[0] + (sizes[1] if negatives is not None else 0)
+    return ChunkCandidates(
+        rows=flat_keys.remainder(num_items),
+        offsets=offsets.tolist(),
+        ptr=ptr.tolist(),
+        flat_columns=position[:num_columns],
+        targets=parts[0],
+        negatives=None if negatives is None else parts[1].view(num_steps, -1),
+        items=None if items is None else parts[-1],
+    )
