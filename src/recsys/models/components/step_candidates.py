@@ -92,13 +92,15 @@ def chunk_candidates(
         key_steps.append(step_of_event)
         keys.append(step_of_event * num_items + items)
     all_keys = torch.cat(keys)
-    if num_steps * num_items > CANDIDATE_MARK_FACTOR * all_keys.numel():
+    if num_steps * num_items >= CANDIDATE_MARK_FACTOR * all_keys.numel():  # (also: nothing to mark)
         flat_keys, position = torch.unique(all_keys, sorted=True, return_inverse=True)
         per_step = torch.bincount(torch.div(flat_keys, num_items, rounding_mode="floor"), minlength=num_steps)
     else:
         used = torch.zeros(num_steps * num_items, dtype=torch.bool, device=device).index_fill_(0, all_keys, True)
-        flat_keys = used.nonzero().squeeze(1)
-        position = used.cumsum(0).sub_(1).index_select(0, all_keys)
+        rank = used.cumsum(0)
+        position = rank.index_select(0, all_keys).sub_(1)
+        # the marked keys in order, each written by its own keys (cheaper than nonzero over the whole table)
+        flat_keys = all_keys.new_empty(int(rank[-1])).index_put_((position,), all_keys)
         per_step = used.view(num_steps, num_items).sum(1)
     offsets = torch.zeros(num_steps + 1, dtype=torch.long, device=device)
     torch.cumsum(per_step, 0, out=offsets[1:])
