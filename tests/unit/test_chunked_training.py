@@ -177,6 +177,7 @@ def test_gru4rec_plain_steps_write_their_gradients_and_train_as_autograd_does(mo
                              enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                              limit_val_batches=0, callbacks=[listener] if listener else [])
         trainer.fit(model, datamodule=dm)
+        assert all(p.grad is None for p in model.parameters())  # no (read-only) written-out gradient outlives the epoch
         steps = trainer.global_step
         assert steps == EPOCHS * dm.train_dataloader().sampler.num_steps
         assert calls == ({"gradients": steps, "loss": 0} if listener is None else {"gradients": 0, "loss": steps})
@@ -247,3 +248,18 @@ def test_unhooked_step_updates_as_step_and_yields_to_hooks_and_the_profiler(opti
     assert any(e.name.startswith("Optimizer.step#") for e in prof.events())
     unhooked_step(opt)()
     assert calls == ["own", "global"]  # hooks removed: not called again
+    class Decorated(optimizer_class):  # a step of its own over torch's wrapped one: not left out
+        @functools.wraps(optimizer_class.step)
+        def step(self, closure=None):
+            calls.append("decorated")
+            return super().step(closure)
+
+    r, _ = make()
+    r.grad = torch.ones_like(r)
+    decorated = Decorated([r], lr=0.1)
+    unhooked_step(decorated)()
+    assert calls[-1] == "decorated"
+    scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=1)  # it wraps the instance's step to count calls
+    unhooked_step(opt)()
+    assert getattr(opt, "_opt_called", False)
+    scheduler.step()

@@ -254,3 +254,19 @@ def test_written_out_steps_mix_with_autograd_and_optimiser_steps(sparse):
     buffer = io.BytesIO()
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
     assert buffer.tell() > 0
+
+
+def test_written_out_gradients_are_cleared_before_autograd_accumulates():
+    """Dense written-out gradients are inference tensors (read-only outside inference mode): the chunk-size probe,
+    which runs autograd on a model that may hold them (a second fit), clears them first."""
+    from recsys.utils.chunk_size import StepsPerChunk
+
+    model = make_model("cross-entropy", "shared", [6], 8, "false", torch.float32, logq=1.0)
+    optimizer = model.configure_optimizers()
+    model.on_train_epoch_start()
+    first, second = steps(8)
+    model.batch_gradients(first)
+    optimizer.step()
+    assert all(p.grad is not None and p.grad.is_inference() for p in model.parameters())
+    assert StepsPerChunk(repeats=1).step_seconds(model, one_step_chunk(second)) > 0
+    assert all(p.grad is None for p in model.parameters())

@@ -54,15 +54,23 @@ def lightning_steps_needed(trainer: pl.Trainer, module: pl.LightningModule) -> b
     )
 
 
+#: the code of the wrapper torch puts around every optimiser class's ``step`` (``Optimizer.profile_hook_step``)
+_TORCH_STEP_WRAPPER = torch.optim.Optimizer.profile_hook_step(lambda *args, **kwargs: None).__code__
+
+
 def unhooked_step(optimizer: torch.optim.Optimizer) -> Callable[[], Any]:
     """``optimizer.step`` without torch's per-call wrapper (``Optimizer.profile_hook_step``: a profiler range and
     the loops over step hooks, ~40 µs a call on the CPU) while no step hook is registered (on the optimiser or
-    globally) and no torch profiler runs: the same update. Otherwise ``optimizer.step`` itself."""
+    globally), no torch profiler runs and nothing replaced the instance's ``step`` (as an LR scheduler does to
+    count the calls): the same update. Otherwise ``optimizer.step`` itself."""
     step = type(optimizer).step
+    if getattr(step, "__code__", None) is not _TORCH_STEP_WRAPPER:  # only torch's own wrapper is left out
+        return optimizer.step
     hooks = (optimizer_hooks._global_optimizer_pre_hooks, optimizer_hooks._global_optimizer_post_hooks,
              getattr(optimizer, "_optimizer_step_pre_hooks", None), getattr(optimizer, "_optimizer_step_post_hooks", None))
     inner = getattr(step, "__wrapped__", None)
-    if inner is None or any(h is None or len(h) for h in hooks) or torch.autograd.profiler._is_profiler_enabled:
+    if (inner is None or "step" in vars(optimizer) or any(h is None or len(h) for h in hooks)
+            or torch.autograd.profiler._is_profiler_enabled):
         return optimizer.step
     return functools.partial(inner, optimizer)
 

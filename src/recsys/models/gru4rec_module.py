@@ -109,18 +109,24 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
         super().on_train_epoch_start()
         self._train_state.clear()
 
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        self.zero_grad(set_to_none=True)  # written-out gradients are inference tensors (read-only): none outlives it
+
     def chunk_steps(self, chunk: dict[str, torch.Tensor]) -> Iterable[dict[str, torch.Tensor]]:
         """The chunk's session-parallel steps; on the plain path (:meth:`batch_gradients`) each with what its
         written-out gradients read, computed for the whole chunk at once (:meth:`with_candidates`)."""
-        if self._lightning_steps or self.net.onehot is not None:
+        autocast = torch.is_autocast_enabled(chunk["inputs"].device.type)
+        if self._lightning_steps or self.net.onehot is not None or autocast:
             return session_steps(chunk)
         return self.with_candidates(chunk)
 
     def with_candidates(self, chunk: dict[str, torch.Tensor]) -> Iterator[dict[str, torch.Tensor]]:
-        """The steps of ``chunk``, each with ``candidates`` (:class:`~recsys.models.components.step_candidates.StepCandidates`: the item rows it reads) and,
-        for cross-entropy, ``log_weights`` (``(K,)``, log of each candidate's column weight: its columns'
-        ``exp(−logq · log Q)`` added up, −inf for an input-only row) and ``target_shift`` (``logq · log Q`` of
-        each lane's target column, None without logQ), for all steps with one pass of tensor ops."""
+        """The steps of ``chunk``, each with ``candidates`` (the item rows it reads,
+        :class:`~recsys.models.components.step_candidates.StepCandidates`) and, for cross-entropy,
+        ``log_weights`` (``(K,)``, log of each candidate's column weight: its columns' ``exp(−logq · log Q)``
+        added up, −inf for an input-only row) and ``target_shift`` (``logq · log Q`` of each lane's target column,
+        None without logQ), for all steps with one pass of tensor ops."""
         targets, negatives, neg_log_q = chunk["targets"], chunk.get("negatives"), chunk.get("neg_log_q")
         shared = self.net.input_embedding is None
         candidates = chunk_candidates(self.num_items, chunk["ptr"], targets, negatives,
@@ -184,7 +190,9 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
     def batch_gradients(self, step: dict[str, torch.Tensor]) -> tuple[torch.Tensor] | None:
         """:meth:`batch_loss` with every parameter's ``.grad`` set by :meth:`GRU4RecNet.train_step` (gradients
         written out, no autograd graph); None where that does not apply (one-hot input layer, autocast, a DDP
-        padding step). A step without ``candidates`` (:meth:`with_candidates`) is taken as a chunk of one."""
+        padding step). A step without ``candidates`` (:meth:`with_candidates`) is taken as a chunk of one. Dense
+        gradients come out of inference mode: they can be read (by any optimiser) but not changed in place (no
+        ``backward()`` into them, ``zero_grad(set_to_none=False)`` or clipping); set them to None first."""
         inputs = step["inputs"]
         if inputs.numel() == 0 or self.net.onehot is not None or torch.is_autocast_enabled(inputs.device.type):
             return None
