@@ -82,11 +82,13 @@ def session_xe_loss(scores: torch.Tensor, log_q: torch.Tensor | None = None, log
 
 
 def weighted_xe_loss_and_grad(
-    scores: torch.Tensor, log_weights: torch.Tensor, targets: torch.Tensor, target_shift: torch.Tensor | None = None
+    scores: torch.Tensor, log_weights: torch.Tensor, targets: torch.Tensor, target_shift: torch.Tensor | None = None,
+    grad_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy over candidates with multiplicities, and the gradient of its sum, in closed form:
-    ``loss_b = log Σ_k w_k exp(s_bk) − s_b,t_b + shift_b``, ``∂/∂s_bk = w_k exp(s_bk) / Σ_j w_j exp(s_bj) − [k = t_b]``,
-    given ``log_weights = log w``.
+    """Cross-entropy over candidates with multiplicities, and the gradient of ``grad_scale ·`` its sum, in closed
+    form: ``loss_b = log Σ_k w_k exp(s_bk) − s_b,t_b + shift_b``,
+    ``∂/∂s_bk = w_k exp(s_bk) / Σ_j w_j exp(s_bj) − [k = t_b]``, given ``log_weights = log w``. ``scores`` may be
+    overwritten.
 
     :func:`session_xe_loss` over ``C`` columns is this over the distinct column items with
     ``w_k = Σ_{columns j of item k} exp(−logq · log Q_j)`` and ``shift_b = logq · log Q`` of row b's target column.
@@ -94,15 +96,17 @@ def weighted_xe_loss_and_grad(
     no part (gradient exactly 0). The exponents ``s_bk + log w_k`` are taken from the row's largest and clamped to
     [−80, 0]: no overflow and no denormals (whose ``exp`` takes a slow path on the CPU); the clamp raises the terms
     by at most ``K e⁻⁸⁰`` in all against a sum of at least 1, a relative error under ``K · 2·10⁻³⁵``."""
-    z = scores + log_weights
+    target_scores = scores.gather(1, targets[:, None])
+    dtype = torch.promote_types(scores.dtype, log_weights.dtype)
+    z = scores.add_(log_weights) if scores.dtype == dtype else scores + log_weights  # (in place where it may)
     top = z.amax(1, keepdim=True)
-    p = (z - top).clamp_(-80.0, 0.0).exp_().masked_fill_(log_weights == -torch.inf, 0.0)
-    total = p.sum(1)
-    loss = top.squeeze(1) + total.log() - scores.gather(1, targets[:, None]).squeeze(1).to(z.dtype)
+    p = z.sub_(top).clamp_(-80.0, 0.0).exp_().masked_fill_(log_weights == -torch.inf, 0.0)
+    total = p.sum(1, keepdim=True)
+    loss = (top + total.log()).squeeze(1) - target_scores.squeeze(1).to(dtype)
     if target_shift is not None:
         loss = loss + target_shift
-    grad = p.div_(total[:, None])
-    grad.scatter_add_(1, targets[:, None], torch.full_like(loss[:, None], -1.0))
+    grad = p.div_(total / grad_scale if grad_scale != 1.0 else total)
+    grad.scatter_add_(1, targets[:, None], torch.full_like(target_scores, -grad_scale, dtype=dtype))
     return loss, grad
 
 

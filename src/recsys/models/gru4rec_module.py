@@ -214,8 +214,8 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
         candidates = step["candidates"]
         if self.loss_name == "cross-entropy":
             rows, grad = weighted_xe_loss_and_grad(scores, step["log_weights"], candidates.targets,
-                                                   step["target_shift"])
-            return rows.sum() / self.batch_size, grad.div_(self.batch_size).to(scores.dtype)
+                                                   step["target_shift"], grad_scale=1.0 / self.batch_size)
+            return rows.sum() / self.batch_size, grad.to(scores.dtype)
         column_candidate = candidates.columns
         with torch.inference_mode(False), torch.enable_grad():  # (train_step runs in inference mode)
             columns = scores.index_select(1, column_candidate).requires_grad_()
