@@ -80,40 +80,38 @@ def chunk_candidates(
     The keys ``t · N + item`` of every step are marked in a ``T · N`` table (its running count numbers them) while
     that table is within :data:`CANDIDATE_MARK_FACTOR` × the keys, else sorted (``torch.unique``)."""
     device = targets.device
-    num_steps = ptr.numel() - 1
+    num_steps, num_events = ptr.numel() - 1, targets.numel()
     steps = torch.arange(num_steps, device=device)
-    step_of_event = torch.repeat_interleave(steps, ptr.diff(), output_size=targets.numel())
-    key_steps = [step_of_event]
-    keys = [step_of_event * num_items + targets]
+    step_of_event = torch.repeat_interleave(steps, ptr.diff(), output_size=num_events)
+    event_base = step_of_event * num_items
+    keys = [event_base + targets]
     if negatives is not None:
-        key_steps.append(steps.repeat_interleave(negatives.shape[1]))
-        keys.append((steps[:, None] * num_items + negatives).view(-1))
+        keys.append((negatives + (steps * num_items)[:, None]).view(-1))
     if items is not None:
-        key_steps.append(step_of_event)
-        keys.append(step_of_event * num_items + items)
+        keys.append(event_base + items)
     all_keys = torch.cat(keys)
+    offsets = torch.zeros(num_steps + 1, dtype=torch.long, device=device)
     if num_steps * num_items >= CANDIDATE_MARK_FACTOR * all_keys.numel():  # (also: nothing to mark)
         flat_keys, position = torch.unique(all_keys, sorted=True, return_inverse=True)
         per_step = torch.bincount(torch.div(flat_keys, num_items, rounding_mode="floor"), minlength=num_steps)
+        torch.cumsum(per_step, 0, out=offsets[1:])
     else:
         used = torch.zeros(num_steps * num_items, dtype=torch.bool, device=device).index_fill_(0, all_keys, True)
-        rank = used.cumsum(0)
+        rank = used.cumsum(0)  # marked keys up to each table entry: at every step's last entry, its end offset
+        offsets[1:] = rank.view(num_steps, num_items)[:, -1]
         position = rank.index_select(0, all_keys).sub_(1)
         # the marked keys in order, each written by its own keys (cheaper than nonzero over the whole table)
-        flat_keys = all_keys.new_empty(int(rank[-1])).index_put_((position,), all_keys)
-        per_step = used.view(num_steps, num_items).sum(1)
-    offsets = torch.zeros(num_steps + 1, dtype=torch.long, device=device)
-    torch.cumsum(per_step, 0, out=offsets[1:])
-    local = position - offsets.index_select(0, torch.cat(key_steps))
-    sizes = [k.numel() for k in keys]
-    parts = list(local.split(sizes))
-    num_columns = sizes[0] + (sizes[1] if negatives is not None else 0)
+        flat_keys = all_keys.new_empty(int(offsets[-1])).index_put_((position,), all_keys)
+    rows = flat_keys - torch.repeat_interleave(steps * num_items, offsets.diff(), output_size=flat_keys.numel())
+    start = offsets[:-1]  # each step's first flat position: flat − start = the index within the step
+    event_start = start.index_select(0, step_of_event)
+    num_columns = num_events + (negatives.numel() if negatives is not None else 0)
     return ChunkCandidates(
-        rows=flat_keys.remainder(num_items),
+        rows=rows,
         offsets=offsets.tolist(),
         ptr=ptr.tolist(),
         flat_columns=position[:num_columns],
-        targets=parts[0],
-        negatives=None if negatives is None else parts[1].view(num_steps, -1),
-        items=None if items is None else parts[-1],
+        targets=position[:num_events] - event_start,
+        negatives=None if negatives is None else position[num_events:num_columns].view(num_steps, -1) - start[:, None],
+        items=None if items is None else position[num_columns:] - event_start,
     )
