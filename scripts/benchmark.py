@@ -266,12 +266,13 @@ def _evaluate_graph(model, evalset, metric, device: str) -> None:
 def _session_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--path", default="synthetic",
                    help="'synthetic' (embedded default, B=64) or a folder of RSC15 prepared files (train_full → test, B=32)")
-    p.add_argument("--steps", type=int, default=300, help="timed training steps")
+    p.add_argument("--steps", type=int, default=320, help="timed training steps (whole chunks of --chunk)")
+    p.add_argument("--chunk", type=int, default=64, help="steps per chunk (train.py's auto picks ~60)")
     p.add_argument("--n-sample", type=int, default=2048, help="extra shared negatives")
     p.add_argument("--device", default="cpu")
 
 
-def _session_setup(path: str, n_sample: int, device: str):
+def _session_setup(path: str, n_sample: int, device: str, steps_per_chunk: int = 1):
     """(datamodule, GRU4Rec model with its optimiser configured, batch size) as ``experiment=gru4rec_rsc15``."""
     from functools import partial
 
@@ -288,7 +289,8 @@ def _session_setup(path: str, n_sample: int, device: str):
     source = SyntheticSessionSource(seed=0) if synthetic else PreparedSessionSource(path=path)
     batch_size = 64 if synthetic else 32
     dm = SessionDataModule(source, batch_size=batch_size, eval_batch_size=512, validate_on_test=True,
-                           negative_sampler=SessionNegativeSampler(n_sample=n_sample, alpha=0.75), steps_per_chunk=1)
+                           negative_sampler=SessionNegativeSampler(n_sample=n_sample, alpha=0.75),
+                           steps_per_chunk=steps_per_chunk)
     dm.setup()
     torch.manual_seed(0)
     model = GRU4Rec(dm.info, partial(AdagradM, lr=0.1), logq=1.0, dropout_embed=0.1).to(device)
@@ -307,16 +309,15 @@ def _plain_step(model, opt, step) -> None:
 
 
 def _session_loop(model, chunks, device: str) -> Callable[[int, int], None]:
-    """The bare step loop: loss and gradients → AdagradM per session-parallel step, no Lightning."""
-    from recsys.models.session_recommender import session_steps
-
+    """The bare step loop: loss and gradients → AdagradM per session-parallel step, no Lightning; ``train(n,
+    offset)`` runs the steps of ``n`` chunks as train.py's plain path takes them (``model.chunk_steps``)."""
     opt = model.configure_optimizers()
     model.on_train_epoch_start()
 
     def train(n: int, offset: int = 0) -> None:
         for k in range(n):
             chunk = {key: v.to(device) for key, v in chunks[(offset + k) % len(chunks)].items()}
-            for step in session_steps(chunk):
+            for step in model.chunk_steps(chunk):
                 _plain_step(model, opt, step)
 
     return train
@@ -330,19 +331,22 @@ def bench_session(args: argparse.Namespace) -> list[Row]:
     from recsys.data.session_batches import plan_session_parallel
 
     device = args.device
-    dm, model, batch_size = _session_setup(args.path, args.n_sample, device)
+    dm, model, batch_size = _session_setup(args.path, args.n_sample, device, args.chunk)
     splits = dm.splits
     note = (f"{splits.num_items:,} items, {splits.train.num_events:,} train events, B={batch_size}, "
             f"n_sample={args.n_sample}, {torch.get_num_threads()} threads, {device}")
     rows = [Row("plan one epoch of session-parallel steps", _time(lambda: plan_session_parallel(splits.train, batch_size), args.repeat), None, note)]
 
-    chunks = list(dm.train_dataloader())  # one step per chunk
+    chunks = list(dm.train_dataloader())  # args.chunk steps per chunk
+    n = max(1, min(len(chunks) - 1, round(args.steps / args.chunk)))
     train = _session_loop(model, chunks, device)
-    train(20)
-    t = _time(lambda: train(args.steps, 20), args.repeat, device)
-    events = sum(int(c["ptr"][-1]) for c in chunks[20 : 20 + args.steps])
-    rows.append(Row(f"{args.steps} training steps (forward + backward + Adagrad)", t, None,
-                    f"{args.steps / t:.0f} steps/s, {events / t:,.0f} events/s; {len(chunks)} steps per epoch"))
+    train(1)
+    t = _time(lambda: train(n, 1), args.repeat, device)
+    steps = sum(c["ptr"].numel() - 1 for c in chunks[1 : 1 + n])
+    events = sum(int(c["ptr"][-1]) for c in chunks[1 : 1 + n])
+    rows.append(Row(f"{steps} training steps in chunks of {args.chunk} (forward + backward + Adagrad)", t, None,
+                    f"{steps / t:.0f} steps/s, {events / t:,.0f} events/s; "
+                    f"{sum(c['ptr'].numel() - 1 for c in chunks)} steps per epoch"))
 
     test_chunks = [{k: v.to(device) for k, v in b.items()} for b in dm.test_dataloader()]
     model.eval()

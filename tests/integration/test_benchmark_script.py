@@ -21,8 +21,8 @@ def _bench(*args: str) -> str:
     ("graph-train-eval", ["--path", "synthetic", "--num-layers", "1", "--device", "cpu"],
      ["build normalised adjacency", "training step LightGCN (1 layers)", "custom CSR autograd",
       "full-ranking test evaluation, all test users"]),
-    ("session-gru4rec", ["--steps", "3", "--n-sample", "16", "--device", "cpu"],
-     ["plan one epoch", "3 training steps", "next-item test evaluation"]),
+    ("session-gru4rec", ["--steps", "4", "--chunk", "2", "--n-sample", "16", "--device", "cpu"],
+     ["plan one epoch", "4 training steps in chunks of 2", "next-item test evaluation"]),
 ])
 def test_benchmark_section_prints_a_row_per_phase(section, args, phases):
     out = _bench(section, "--repeat", "1", *args)
