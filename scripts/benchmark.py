@@ -272,7 +272,7 @@ def _session_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
 
 
-def _session_setup(path: str, n_sample: int, device: str, steps_per_chunk: int = 1):
+def _session_setup(path: str, n_sample: int, device: str, steps_per_chunk: int):
     """(datamodule, GRU4Rec model with its optimiser configured, batch size) as ``experiment=gru4rec_rsc15``."""
     from functools import partial
 

@@ -35,36 +35,33 @@ class AdagradM(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             lr, momentum, eps = group["lr"], group["momentum"], group["eps"]
-            fused: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] = ([], [], [])
+            fused: list[torch.Tensor] = []
             dense: list[torch.Tensor] = []
             for p in group["params"]:
-                grad = p.grad
-                if grad is None:
+                if p.grad is None:
                     continue
                 state = self.state[p]
-                total = state.get("sum")
-                if total is None:  # checkpoints of earlier releases hold "acc" = Σg², without eps
-                    total = state["sum"] = state.pop("acc", torch.zeros_like(p)) + eps
+                if "sum" not in state:  # checkpoints of earlier releases hold "acc" = Σg², without eps
+                    state["sum"] = state.pop("acc", torch.zeros_like(p)) + eps
                 if momentum > 0 and "mom" not in state:
                     state["mom"] = torch.zeros_like(p)
-                if grad.is_sparse:
+                if p.grad.is_sparse:
                     self._sparse_update(p, state, lr, momentum)
-                elif momentum == 0 and p.device.type == "cpu" and p.is_contiguous() and total.is_contiguous():
-                    fused[0].append(p)
-                    fused[1].append(grad.contiguous())  # the fused kernel walks memory linearly
-                    fused[2].append(total)
+                elif momentum == 0 and p.device.type == "cpu" and p.is_contiguous() and state["sum"].is_contiguous():
+                    fused.append(p)
                 else:
                     dense.append(p)
-            if fused[0]:
-                self._fused_update(*fused, lr)
+            if fused:
+                self._fused_update(fused, lr)
             if dense:
                 self._foreach_update(dense, lr, momentum)
         return loss
 
-    def _fused_update(self, params: list[torch.Tensor], grads: list[torch.Tensor], sums: list[torch.Tensor],
-                      lr: float) -> None:
+    def _fused_update(self, params: list[torch.Tensor], lr: float) -> None:
         """torch's fused CPU Adagrad kernel (that of ``torch.optim.Adagrad(fused=True)``), one pass per tensor:
-        ``sum += g²``, ``p −= lr · g / (sqrt(sum) + 0)``; every tensor contiguous."""
+        ``sum += g²``, ``p −= lr · g / (sqrt(sum) + 0)``. It walks memory linearly: every tensor contiguous."""
+        grads = [p.grad.contiguous() for p in params]
+        sums = [self.state[p]["sum"] for p in params]
         steps = [self._no_step] * len(params)  # read only for lr_decay, which is 0
         torch._fused_adagrad_(params, grads, sums, steps, lr=lr, lr_decay=0.0, weight_decay=0.0, eps=0.0,
                               maximize=False)

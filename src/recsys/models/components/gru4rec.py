@@ -247,39 +247,32 @@ class GRU4RecNet(nn.Module):
         if self.onehot is not None:
             raise ValueError("train_step: not for embedding='onehot'")
         with torch.no_grad() if self.sparse else torch.inference_mode():
-            return self._train_step(items, hidden, candidates, score_gradient)
-
-    def _train_step(
-        self,
-        items: torch.Tensor,
-        hidden: list[torch.Tensor],
-        candidates: StepCandidates,
-        score_gradient: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-    ) -> tuple[torch.Tensor, list[torch.Tensor], dict[nn.Parameter, torch.Tensor]]:
-        shared = self.input_embedding is None
-        rows = candidates.rows
-        weight = self.output_weight.index_select(0, rows)
-        bias = self.output_bias.squeeze(1).index_select(0, rows)
-        x = weight.index_select(0, candidates.items) if shared else self.input_embedding.index_select(0, items)
-        x, embed_mask = _dropout(x, self.dropout_embed)
-        saved, new = [], []
-        for cell, h in zip(self.cells, hidden, strict=True):
-            x, cell_saved = gru_cell_forward(cell, x, h)
-            x, mask = _dropout(x, self.dropout_hidden)
-            saved.append((cell_saved, mask))
-            new.append(x)
-        loss, grad = score_gradient(torch.mm(x, weight.T).add_(bias))
-        g_x = grad @ weight
-        g_weight, g_bias = grad.T @ x, grad.sum(0)
-        grads: dict[nn.Parameter, torch.Tensor] = {}
-        for cell, (cell_saved, mask) in zip(reversed(self.cells), reversed(saved), strict=True):
-            g_x, cell_grads = gru_cell_backward(cell, _dropout_backward(g_x, mask, self.dropout_hidden), cell_saved)
-            grads.update(cell_grads)
-        g_x = _dropout_backward(g_x, embed_mask, self.dropout_embed)
-        if shared:  # index_put_ with accumulate: for a few rows ~4× faster than index_add_ on the CPU
-            g_weight.index_put_((candidates.items,), g_x, accumulate=True)
-        grads.update(self._item_table_gradients(candidates, g_weight, g_bias, items, g_x))
-        return loss, new, grads
+            shared = self.input_embedding is None
+            rows = candidates.rows
+            weight = self.output_weight.index_select(0, rows)
+            bias = self.output_bias.squeeze(1).index_select(0, rows)
+            table, lookup = (weight, candidates.items) if shared else (self.input_embedding, items)
+            x = table.index_select(0, lookup)
+            x, embed_mask = _dropout(x, self.dropout_embed)
+            saved, new = [], []
+            for cell, h in zip(self.cells, hidden, strict=True):
+                x, cell_saved = gru_cell_forward(cell, x, h)
+                x, mask = _dropout(x, self.dropout_hidden)
+                saved.append((cell_saved, mask))
+                new.append(x)
+            loss, grad = score_gradient(torch.mm(x, weight.T).add_(bias))
+            g_x = grad @ weight
+            g_weight, g_bias = grad.T @ x, grad.sum(0)
+            grads: dict[nn.Parameter, torch.Tensor] = {}
+            for cell, (cell_saved, mask) in zip(reversed(self.cells), reversed(saved), strict=True):
+                g_x = _dropout_backward(g_x, mask, self.dropout_hidden)
+                g_x, cell_grads = gru_cell_backward(cell, g_x, cell_saved)
+                grads.update(cell_grads)
+            g_x = _dropout_backward(g_x, embed_mask, self.dropout_embed)
+            if shared:  # index_put_ with accumulate: for a few rows ~4× faster than index_add_ on the CPU
+                g_weight.index_put_((candidates.items,), g_x, accumulate=True)
+            grads.update(self._item_table_gradients(candidates, g_weight, g_bias, items, g_x))
+            return loss, new, grads
 
     def _item_table_gradients(
         self, candidates: StepCandidates, g_weight: torch.Tensor, g_bias: torch.Tensor, items: torch.Tensor,
