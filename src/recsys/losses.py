@@ -124,6 +124,55 @@ def bpr_max_loss(scores: torch.Tensor, bpreg: float = 1.0, elu_param: float = 0.
     return -torch.log(ranked + 1e-24) + bpreg * (s * scores.pow(2)).sum(1)
 
 
+def bpr_max_loss_and_grad(
+    scores: torch.Tensor, multiplicities: torch.Tensor, targets: torch.Tensor, bpreg: float = 1.0,
+    elu_param: float = 0.0, grad_scale: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`bpr_max_loss` over ``C ≥ 2`` columns computed over their distinct items (candidates), and the
+    gradient of ``grad_scale ·`` its sum in closed form. ``scores`` ``(b, K)`` may be overwritten.
+
+    ``multiplicities`` ``(K,)``: how many columns hold each candidate (0: none); row b's negatives are all columns
+    but its own target column, so candidate k counts ``m_bk = m_k − [k = t_b]`` times. With ``o = ELU(x)`` (when
+    ``elu_param > 0``), ``s_bk = m_bk e^{o_bk} / Σ_j m_bj e^{o_bj}``, ``σ_bk = σ(o_bt − o_bk)``,
+    ``R_b = Σ_k s_bk σ_bk`` and ``Q_b = Σ_k s_bk o_bk²``: ``loss_b = −log(R_b + 10⁻²⁴) + bpreg · Q_b``,
+    ``∂loss_b/∂o_bk = s_bk [(R_b − σ_bk²) / (R_b + 10⁻²⁴) + bpreg (o_bk² + 2 o_bk − Q_b)]`` plus
+    ``−(R_b − Σ_k s_bk σ_bk²) / (R_b + 10⁻²⁴)`` at the target (through ``o_bt`` in every ``σ_bk``); ELU's
+    derivative is 1 for ``x > 0``, ``o + elu_param`` else. The exponents are taken from the row's largest negative
+    score and clamped at −80 (as in :func:`weighted_xe_loss_and_grad`: no denormals, a relative error under
+    ``C e⁻⁸⁰``). Computed in at least the dtype of ``multiplicities`` (float32 or wider)."""
+    dtype = torch.promote_types(scores.dtype, multiplicities.dtype)
+    x = scores if scores.dtype == dtype else scores.to(dtype)
+    o = F.elu_(x, alpha=elu_param) if elu_param > 0 else x
+    t = targets[:, None]
+    pos = o.gather(1, t)
+    m = multiplicities.to(dtype)
+    m_t = m.index_select(0, targets)[:, None]
+    # the largest negative score of each row: candidates without a column, and the target when its own column is
+    # its only one, left out
+    top = o.masked_fill(m == 0, -torch.inf)
+    top.scatter_(1, t, pos.masked_fill(m_t == 1, -torch.inf))
+    top = top.amax(1, keepdim=True)
+    e = torch.sub(o, top).clamp_(-80.0, 0.0).exp_()
+    e_t = e.gather(1, t)
+    s = e.mul_(m).scatter_add_(1, t, e_t.neg_())  # m_bk e^{o_bk − top} (exactly 0 where m_bk = 0)
+    s = s.div_(s.sum(1, keepdim=True))
+    sigma = torch.sub(pos, o).sigmoid_()
+    s_sigma = s * sigma
+    ranked = s_sigma.sum(1, keepdim=True)
+    ranked_sq = s_sigma.mul_(sigma).sum(1, keepdim=True)  # Σ s σ²
+    o_sq = o * o
+    reg = (s * o_sq).sum(1, keepdim=True)
+    loss = (bpreg * reg - torch.log(ranked + 1e-24)).squeeze(1)
+    inv = grad_scale / (ranked + 1e-24)
+    grad = torch.addcmul(ranked * inv, sigma.mul_(sigma), inv, value=-1.0)  # (R − σ²) / (R + ε), scaled
+    if bpreg != 0:
+        grad.add_(o_sq.add_(o, alpha=2.0).sub_(reg), alpha=bpreg * grad_scale)
+    grad.mul_(s).scatter_add_(1, t, (ranked_sq - ranked) * inv)
+    if elu_param > 0:
+        grad = torch.ops.aten.elu_backward(grad, elu_param, 1, 1, True, o)
+    return loss, grad
+
+
 def top1_loss(scores: torch.Tensor) -> torch.Tensor:
     """TOP1 (Theano GRU4Rec): ``mean_j [σ(o_bj − o_bb) + σ(o_bj²)] − σ(o_bb²) / C`` (the mean runs over all C
     columns; the last term removes the positive's own regularisation term)."""

@@ -12,7 +12,13 @@ import torch
 
 from recsys.data.session_data import SessionSequences
 from recsys.data.session_datamodule import SessionInfo
-from recsys.losses import SESSION_LOSSES, session_xe_loss, weighted_xe_loss_and_grad
+from recsys.losses import (
+    SESSION_LOSSES,
+    bpr_max_loss,
+    bpr_max_loss_and_grad,
+    session_xe_loss,
+    weighted_xe_loss_and_grad,
+)
 from recsys.models.components.gru4rec import gru_cell_backward, gru_cell_forward
 from recsys.models.gru4rec_module import GRU4Rec
 from recsys.models.session_recommender import one_step_chunk
@@ -57,6 +63,31 @@ def test_weighted_cross_entropy_equals_the_column_softmax_with_duplicates(logq):
     want_grad = torch.zeros_like(scores).index_add_(1, column_candidate, columns.grad)
     weights = torch.zeros(k, dtype=torch.float64).index_add_(0, column_candidate, torch.exp(-logq * log_q))
     got, grad = weighted_xe_loss_and_grad(scores.clone(), weights.log(), column_candidate[:b], logq * log_q[:b])
+    torch.testing.assert_close(got, want.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, want_grad, rtol=1e-12, atol=1e-12)
+    assert torch.isfinite(got).all() and grad[:, 5].abs().max() == 0
+
+
+@pytest.mark.parametrize("elu_param", [0.0, 0.5])
+@pytest.mark.parametrize("bpreg", [0.0, 1.95])
+def test_bpr_max_over_candidates_equals_the_column_loss_with_duplicates(elu_param, bpreg):
+    """BPR-max over candidates with multiplicities gives bpr_max_loss over the columns (a target drawn again as a
+    negative, duplicate negatives, a target whose only column is its own) and its autograd gradient summed per
+    candidate, also when a candidate without a column or a row's own target scores far above its negatives."""
+    g = torch.Generator().manual_seed(3)
+    b, k = 3, 6
+    scores = torch.randn(b, k, generator=g, dtype=torch.float64) * 3
+    scores[0, 5] = 500.0  # candidate 5: no column (an input-only row), far above the others
+    scores[2, 4] = 300.0  # row 2's target: its own column is its only one, far above its negatives
+    scores[1, 3] = -300.0  # a negative far below the row's best one
+    column_candidate = torch.tensor([2, 0, 4, 1, 2, 2, 3, 0])  # targets 2, 0, 4, then the negatives
+    columns = scores[:, column_candidate].clone().requires_grad_()
+    want = bpr_max_loss(columns, bpreg, elu_param)
+    (want.sum() * 0.25).backward()
+    want_grad = torch.zeros_like(scores).index_add_(1, column_candidate, columns.grad)
+    multiplicities = torch.zeros(k, dtype=torch.float64).index_add_(
+        0, column_candidate, torch.ones(column_candidate.numel(), dtype=torch.float64))
+    got, grad = bpr_max_loss_and_grad(scores.clone(), multiplicities, column_candidate[:b], bpreg, elu_param, 0.25)
     torch.testing.assert_close(got, want.detach(), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(grad, want_grad, rtol=1e-12, atol=1e-12)
     assert torch.isfinite(got).all() and grad[:, 5].abs().max() == 0

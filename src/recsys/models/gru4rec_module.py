@@ -12,6 +12,7 @@ from recsys.errors import ConfigError
 from recsys.losses import (
     SESSION_LOSSES,
     bpr_max_loss,
+    bpr_max_loss_and_grad,
     session_bpr_loss,
     session_xe_loss,
     top1_loss,
@@ -126,28 +127,33 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
         :class:`~recsys.models.components.step_candidates.StepCandidates`) and, for cross-entropy,
         ``log_weights`` (``(K,)``, log of each candidate's column weight: its columns' ``exp(−logq · log Q)``
         added up, −inf for an input-only row) and ``target_shift`` (``logq · log Q`` of each lane's target column,
-        None without logQ), for all steps with one pass of tensor ops."""
+        None without logQ), for BPR-max ``multiplicities`` (``(K,)``, each candidate's number of columns), for all
+        steps with one pass of tensor ops."""
         targets, negatives, neg_log_q = chunk["targets"], chunk.get("negatives"), chunk.get("neg_log_q")
         shared = self.net.input_embedding is None
         candidates = chunk_candidates(self.num_items, chunk["ptr"], targets, negatives,
                                       chunk["inputs"] if shared else None)
-        log_weights = shift = None
-        if self.loss_name == "cross-entropy":  # 16-bit weights underflow: at least float32
+        weights = shift = None
+        if self.loss_name in ("cross-entropy", "bpr-max"):  # 16-bit weights underflow: at least float32
             dtype = torch.promote_types(self.net.output_weight.dtype, torch.float32)
-            log_q = self.column_log_q(targets, None if neg_log_q is None else neg_log_q.reshape(-1))
+            xe = self.loss_name == "cross-entropy"
+            log_q = self.column_log_q(targets, None if neg_log_q is None else neg_log_q.reshape(-1)) if xe else None
             if log_q is None:
                 column_weights = torch.ones(candidates.flat_columns.numel(), dtype=dtype, device=targets.device)
             else:
                 log_q = log_q.to(dtype)
                 column_weights = log_q.mul(-self.logq).exp_()
                 shift = log_q[: targets.numel()].mul_(self.logq)
-            log_weights = column_weights.new_zeros(candidates.size).index_add_(
-                0, candidates.flat_columns, column_weights).log_()
+            weights = column_weights.new_zeros(candidates.size).index_add_(0, candidates.flat_columns, column_weights)
+            if xe:
+                weights = weights.log_()
+        key = "log_weights" if self.loss_name == "cross-entropy" else "multiplicities"
         offsets, ptr = candidates.offsets, candidates.ptr
         for t, step in enumerate(session_steps(chunk)):
             step["candidates"] = candidates.step(t)
-            if log_weights is not None:
-                step["log_weights"] = log_weights[offsets[t] : offsets[t + 1]]
+            if weights is not None:
+                step[key] = weights[offsets[t] : offsets[t + 1]]
+            if key == "log_weights":
                 step["target_shift"] = None if shift is None else shift[ptr[t] : ptr[t + 1]]
             yield step
 
@@ -208,13 +214,18 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
 
     def _loss_and_grad(self, scores: torch.Tensor, step: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The step loss (sum over lanes / batch size) and its gradient w.r.t. the candidates' scores ``(b, K)``
-        (:meth:`GRU4RecNet.train_step`): cross-entropy's in closed form over the candidates with their column
-        weights (:func:`~recsys.losses.weighted_xe_loss_and_grad`), the other losses' by autograd over the loss
-        alone."""
+        (:meth:`GRU4RecNet.train_step`): cross-entropy's and BPR-max's in closed form over the candidates with
+        their column weights (:func:`~recsys.losses.weighted_xe_loss_and_grad`,
+        :func:`~recsys.losses.bpr_max_loss_and_grad`), the other losses' (and BPR-max's over a single column) by
+        autograd over the loss alone."""
         candidates = step["candidates"]
         if self.loss_name == "cross-entropy":
             rows, grad = weighted_xe_loss_and_grad(scores, step["log_weights"], candidates.targets,
                                                    step["target_shift"], grad_scale=1.0 / self.batch_size)
+            return rows.sum() / self.batch_size, grad.to(scores.dtype)
+        if self.loss_name == "bpr-max" and candidates.num_columns >= 2:
+            rows, grad = bpr_max_loss_and_grad(scores, step["multiplicities"], candidates.targets, self.bpreg,
+                                               self.elu_param, grad_scale=1.0 / self.batch_size)
             return rows.sum() / self.batch_size, grad.to(scores.dtype)
         column_candidate = candidates.columns
         with torch.inference_mode(False), torch.enable_grad():  # (train_step runs in inference mode)

@@ -31,6 +31,10 @@ class StepCandidates(NamedTuple):
     items: torch.Tensor | None
 
     @property
+    def num_columns(self) -> int:
+        return self.targets.numel() + (0 if self.negatives is None else self.negatives.numel())
+
+    @property
     def columns(self) -> torch.Tensor:
         """The index among ``rows`` of every score column (targets, then the extra negatives)."""
         return self.targets if self.negatives is None else torch.cat([self.targets, self.negatives])
