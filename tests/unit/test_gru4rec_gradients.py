@@ -207,9 +207,10 @@ def test_chunk_candidates_are_each_steps_sorted_distinct_items_either_way(monkey
     assert got.size == sum(got.step(t).rows.numel() for t in range(4))
 
 
-def test_chunk_steps_equal_the_steps_taken_one_by_one():
+@pytest.mark.parametrize("loss", ["cross-entropy", "bpr-max"])
+def test_chunk_steps_equal_the_steps_taken_one_by_one(loss):
     """A chunk's steps with their candidates and column weights prepared at once train as the same steps one by
-    one (each its own chunk of one): the same losses and parameters, bit for bit."""
+    one (each its own chunk of one): the same losses and parameters, bit for bit (BPR-max ignores logq)."""
     chunk = {k: torch.cat([a[k], b[k]]) for a, b in [steps(8)] for k in ("inputs", "targets", "lanes", "reset")}
     first, second = steps(8)
     chunk.update(ptr=torch.tensor([0, 5, 9]), negatives=torch.stack([first["negatives"], second["negatives"]]),
@@ -225,8 +226,7 @@ def test_chunk_steps_equal_the_steps_taken_one_by_one():
             optimizer.step()
         return losses
 
-    chunked, single = (make_model("cross-entropy", "shared", [6], 8, "false", logq=1.0, dropout_embed=0.2)
-                       for _ in range(2))
+    chunked, single = (make_model(loss, "shared", [6], 8, "false", logq=1.0, dropout_embed=0.2) for _ in range(2))
     assert train(chunked, chunked.with_candidates(chunk)) == train(single, steps(8))
     for p, q in zip(chunked.parameters(), single.parameters(), strict=True):
         assert torch.equal(p, q)
