@@ -139,8 +139,8 @@ def bpr_max_loss_and_grad(
     ``−(R_b − Σ_k s_bk σ_bk²) / (R_b + 10⁻²⁴)`` at the target (through ``o_bt`` in every ``σ_bk``); ELU's
     derivative is 1 for ``x > 0``, ``o + elu_param`` else. The exponents are taken from the row's largest negative
     score and clamped at −80 (as in :func:`weighted_xe_loss_and_grad`: no denormals; the clamp raises the softmax
-    weights by at most ``C e⁻⁸⁰`` in all, against a denominator of at least 1). Computed in at least the dtype of ``multiplicities``
-    (float32 or wider)."""
+    weights by at most ``C e⁻⁸⁰`` in all, against a denominator of at least 1). Computed in at least the dtype of
+    ``multiplicities`` (float32 or wider)."""
     dtype = torch.promote_types(scores.dtype, multiplicities.dtype)
     x = scores if scores.dtype == dtype else scores.to(dtype)
     o = F.elu_(x, alpha=elu_param) if elu_param > 0 else x

@@ -133,10 +133,10 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
         shared = self.net.input_embedding is None
         candidates = chunk_candidates(self.num_items, chunk["ptr"], targets, negatives,
                                       chunk["inputs"] if shared else None)
+        xe = self.loss_name == "cross-entropy"
         weights = shift = None
-        if self.loss_name in ("cross-entropy", "bpr-max"):  # 16-bit weights underflow: at least float32
+        if xe or self.loss_name == "bpr-max":  # 16-bit weights underflow: at least float32
             dtype = torch.promote_types(self.net.output_weight.dtype, torch.float32)
-            xe = self.loss_name == "cross-entropy"
             log_q = self.column_log_q(targets, None if neg_log_q is None else neg_log_q.reshape(-1)) if xe else None
             if log_q is None:
                 column_weights = torch.ones(candidates.flat_columns.numel(), dtype=dtype, device=targets.device)
@@ -147,14 +147,14 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
             weights = column_weights.new_zeros(candidates.size).index_add_(0, candidates.flat_columns, column_weights)
             if xe:
                 weights = weights.log_()
-        key = "log_weights" if self.loss_name == "cross-entropy" else "multiplicities"
         offsets, ptr = candidates.offsets, candidates.ptr
         for t, step in enumerate(session_steps(chunk)):
             step["candidates"] = candidates.step(t)
-            if weights is not None:
-                step[key] = weights[offsets[t] : offsets[t + 1]]
-            if key == "log_weights":
+            if xe:
+                step["log_weights"] = weights[offsets[t] : offsets[t + 1]]
                 step["target_shift"] = None if shift is None else shift[ptr[t] : ptr[t + 1]]
+            elif weights is not None:
+                step["multiplicities"] = weights[offsets[t] : offsets[t + 1]]
             yield step
 
     def step_weight(self, step: dict[str, torch.Tensor]) -> float:

@@ -32,6 +32,7 @@ class StepCandidates(NamedTuple):
 
     @property
     def num_columns(self) -> int:
+        """The number of score columns (targets and extra negatives)."""
         return self.targets.numel() + (0 if self.negatives is None else self.negatives.numel())
 
     @property
