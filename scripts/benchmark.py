@@ -298,19 +298,15 @@ def _session_setup(path: str, n_sample: int, device: str, steps_per_chunk: int):
 
 
 def _plain_step(model, opt, step) -> None:
-    """One optimiser step as train.py's plain path takes it (recsys.models.chunked): the module's own gradients
-    where it has them, else autograd; the optimiser's step without torch's hook wrapper."""
-    from recsys.models.chunked import unhooked_step
-
-    if model.batch_gradients(step) is None:
-        opt.zero_grad()
-        model.batch_loss(step)[0].backward()
-    unhooked_step(opt)()
+    """One optimiser step of the model's own loss: ``batch_loss`` → backward → the optimiser (no Lightning)."""
+    opt.zero_grad()
+    model.batch_loss(step)[0].backward()
+    opt.step()
 
 
 def _session_loop(model, chunks, device: str) -> Callable[[int, int], None]:
     """The bare step loop: loss and gradients → AdagradM per session-parallel step, no Lightning; ``train(n,
-    offset)`` runs the steps of ``n`` chunks as train.py's plain path takes them (``model.chunk_steps``)."""
+    offset)`` runs the steps of ``n`` chunks in order (``model.chunk_steps``)."""
     opt = model.configure_optimizers()
     model.on_train_epoch_start()
 

@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from recsys.builders import build_datamodule, build_model
+from recsys.models.chunked import ChunkedTraining
 from recsys.utils.allocator import retain_freed_memory
 from recsys.utils.callbacks import (
     BestMetricTracker,
@@ -23,7 +24,7 @@ from recsys.utils.callbacks import (
 from recsys.utils.chunk_size import StepsPerChunk
 from recsys.utils.dashboards import log_summary
 from recsys.utils.ddp import ResetMetricStates
-from recsys.utils.devices import resolve_trainer_config
+from recsys.utils.devices import resolve_trainer_config, step_options
 from recsys.utils.instantiators import instantiate_callbacks, instantiate_loggers
 from recsys.utils.loggers import CSVLogger
 from recsys.utils.plots import csv_logger, curves_at_end
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train ``cfg.model`` on ``cfg.data``; return the flat metrics written to ``metrics.json``."""
     trainer_cfg = resolve_trainer_config(cfg.trainer)  # fails fast on impossible device requests
+    steps = step_options(cfg.trainer)  # accumulation and clipping, taken by the chunked training loop
     # ckpt_path=last / a run folder / a file -> the checkpoint to resume from (recsys.utils.resume)
     resume_from = fit_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir) if cfg.get("train") else None
     if cfg.get("seed") is not None:
@@ -45,6 +47,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(cfg)
     validate_against_data(cfg, datamodule)  # K <= number of items of the loaded data
     model = build_model(cfg, datamodule)
+    if isinstance(model, ChunkedTraining):
+        model.step_options = steps
     num_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     tracker = BestMetricTracker(cfg.monitor.metric, cfg.monitor.mode)

@@ -97,11 +97,6 @@ RULES: tuple[Rule, ...] = (
     Rule("data.eval_batch_size", positive_int, "an integer > 0"),
     Rule("data.num_workers", non_negative_int, "an integer >= 0"),
     Rule("data.steps_per_chunk", lambda v: v == "auto" or positive_int(v), "auto or an integer > 0"),
-    # recsys trains with manual optimisation (chunks of steps): Lightning's automatic-loop features are unavailable
-    Rule("trainer.gradient_clip_val", lambda v: v is None or v == 0, "null (not available: recsys trains in chunks "
-         "with manual optimisation)"),
-    Rule("trainer.accumulate_grad_batches", lambda v: v is None or v == 1, "1 (not available: recsys trains in "
-         "chunks with manual optimisation; raise data.batch_size instead)"),
     Rule("model.topk", list_of(positive_int), "a non-empty list of integers > 0, e.g. [10,20]"),
     Rule("model.embedding_dim", positive_int, "an integer > 0"),
     Rule("model.num_layers", non_negative_int, "an integer >= 0 (0 = no propagation, MF)"),
@@ -234,13 +229,14 @@ def check_topk(cfg: DictConfig, num_items: int, where: str) -> None:
 
 
 def _check_devices(cfg: DictConfig) -> None:
-    from recsys.utils.devices import resolve_trainer_config
+    from recsys.utils.devices import resolve_trainer_config, step_options
 
     trainer = cfg.get("trainer")
     if not isinstance(trainer, DictConfig):
         return
     keys = [k for k in ("gpus", "accelerator", "devices", "strategy") if k in trainer]
     resolve_trainer_config(OmegaConf.masked_copy(trainer, keys))
+    step_options(trainer)  # accumulation and clipping settings
 
 
 def validate_config(cfg: DictConfig, task: str = "train") -> None:

@@ -10,7 +10,7 @@ from recsys.data.bpr_batches import BPREpochSampler
 from recsys.data.graph_datamodule import GraphDataModule
 from recsys.data.interactions import UserItemCSR
 from recsys.data.sources.synthetic import SyntheticGraphSource
-from recsys.models.chunked import lightning_steps_needed
+from recsys.models.chunked import StepOptions
 from recsys.models.components.lightgcn import LightGCNEncoder
 from recsys.models.graph_module import GraphRecommender
 from recsys.sampling import (
@@ -77,32 +77,37 @@ def test_exact_fallback_draws_on_the_gpu():
         assert (batch["neg_items"][rows] == 49).all()
 
 
-def test_sixteen_bit_mixed_precision_steps_go_through_lightning():
-    """16-mixed scales the loss (GradScaler): the chunked steps must keep Lightning's wrappers."""
+def test_sixteen_bit_mixed_precision_trains_with_clipping():
+    """16-mixed scales the loss (GradScaler); clipping runs on the unscaled gradients; training moves the weights."""
     dm = GraphDataModule(SyntheticGraphSource(num_users=50, num_items=40, min_interactions=3, max_interactions=20,
-                                              seed=2), batch_size=16, cache_dir=None)
+                                              seed=2), batch_size=16, cache_dir=None, steps_per_chunk=4)
     dm.setup("fit")
     model = GraphRecommender(dm.info, encoder=LightGCNEncoder, optimizer=torch.optim.Adam, embedding_dim=4)
-    trainer = pl.Trainer(accelerator="gpu", devices=1, precision="16-mixed", logger=False, enable_checkpointing=False)
-    assert lightning_steps_needed(trainer, model)
+    model.step_options = StepOptions(gradient_clip_val=0.1)
+    before = model.encoder.ego().detach().clone()
+    trainer = pl.Trainer(accelerator="gpu", devices=1, precision="16-mixed", logger=False, enable_checkpointing=False,
+                         max_epochs=1, limit_val_batches=0, enable_progress_bar=False)
+    trainer.fit(model, datamodule=dm)
+    assert trainer.global_step == dm.epoch_sampler().num_batches()
+    assert not torch.equal(model.encoder.ego().detach().cpu(), before)
 
 
 @pytest.mark.parametrize("loss", ["cross-entropy", "bpr-max"])
-def test_gru4rec_written_out_gradients_on_the_gpu(loss):
-    """GRU4Rec's written-out gradients equal autograd's on the device, dropout draws included."""
-    from tests.unit.test_gru4rec_gradients import make_model, steps
+def test_gru4rec_step_on_the_gpu_equals_the_column_loss(loss):
+    """GRU4Rec's loss over distinct candidates equals the column loss on the device, gradients included."""
+    from tests.unit.test_gru4rec_step import column_loss, make_model, steps
 
-    manual = make_model(loss, "shared", [6], 8, "false", dropout_embed=0.2, logq=1.0).cuda()
-    reference = make_model(loss, "shared", [6], 8, "false", dropout_embed=0.2, logq=1.0).cuda()
-    manual.on_train_epoch_start(), reference.on_train_epoch_start()
+    got_model = make_model(loss, "shared", [6], 8, "false", dropout_embed=0.2, logq=1.0).cuda()
+    ref_model = make_model(loss, "shared", [6], 8, "false", dropout_embed=0.2, logq=1.0).cuda()
+    got_model.on_train_epoch_start(), ref_model.on_train_epoch_start()
     for step in steps(8):
         step = {k: v.cuda() for k, v in step.items()}
         torch.cuda.manual_seed(3)
-        (got,) = manual.batch_gradients(step)
+        (got,) = got_model.batch_loss(step)
         torch.cuda.manual_seed(3)
-        (want,) = reference.batch_loss(step)
-        reference.zero_grad()
-        want.backward()
-        torch.testing.assert_close(got, want.detach(), rtol=1e-10, atol=1e-12)
-        for p, q in zip(manual.parameters(), reference.parameters(), strict=True):
+        want = column_loss(ref_model, step)
+        got_model.zero_grad(), ref_model.zero_grad()
+        got.backward(), want.backward()
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+        for p, q in zip(got_model.parameters(), ref_model.parameters(), strict=True):
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-8, atol=1e-10)

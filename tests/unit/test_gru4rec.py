@@ -187,8 +187,8 @@ class ReferenceAdagradM:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("momentum", [0.0, 0.3])
 def test_adagradm_dense_update_matches_the_per_tensor_formula(momentum, dtype):
-    """Several dense parameters of different shapes (updated together: the fused kernel without momentum, the
-    ``_foreach`` ops with it or for a non-contiguous parameter), several steps, one parameter without a gradient
+    """Several dense parameters of different shapes (updated together: torch's fused Adagrad kernel without momentum,
+    its foreach one for a non-contiguous parameter, tensor by tensor with momentum), several steps, one parameter without a gradient
     at some steps, some gradients non-contiguous (the fused kernel reads memory linearly): every tensor equals the
     per-tensor reference."""
     g = torch.Generator().manual_seed(0)
@@ -218,32 +218,6 @@ def test_adagradm_dense_update_matches_the_per_tensor_formula(momentum, dtype):
             if momentum > 0:
                 np.testing.assert_allclose(opt.state[p]["mom"].double().numpy(), ref.mom[k], rtol=1e-6, atol=1e-7)
     assert all(p.dtype == dtype for p in params)
-
-
-def test_adagradm_resumes_from_a_state_of_an_earlier_release():
-    """Checkpoints written before the accumulator held ``eps`` store ``acc`` = Σg²: loading one continues the same
-    trajectory as an uninterrupted run."""
-    g = torch.Generator().manual_seed(3)
-    start = torch.randn(4, 3, generator=g, dtype=torch.float64)
-    grads = [torch.randn(4, 3, generator=g, dtype=torch.float64) for _ in range(4)]
-    p = torch.nn.Parameter(start.clone())
-    opt = AdagradM([p], lr=0.1)
-    for grad in grads:
-        p.grad = grad.clone()
-        opt.step()
-    q = torch.nn.Parameter(start.clone())
-    old = AdagradM([q], lr=0.1)
-    for grad in grads[:2]:
-        q.grad = grad.clone()
-        old.step()
-    saved = old.state_dict()
-    saved["state"][0] = {"acc": saved["state"][0]["sum"] - 1e-6}  # the earlier layout
-    resumed = AdagradM([q], lr=0.1)
-    resumed.load_state_dict(saved)
-    for grad in grads[2:]:
-        q.grad = grad.clone()
-        resumed.step()
-    torch.testing.assert_close(q, p, rtol=1e-12, atol=1e-12)
 
 
 def test_adagradm_mixes_dense_and_sparse_parameters_and_param_groups():
@@ -333,8 +307,9 @@ def test_logq_uses_support_for_in_batch_columns_and_support_pow_alpha_for_sample
     sampler = SessionNegativeSampler(n_sample=4, alpha=0.25).bind(item_counts=info.item_support)
     draws, log_q = StepNegatives(sampler, seed=0, epoch=0).steps(0, 1)  # what the training loader puts in a step
     targets, negatives = torch.tensor([3, 8]), draws[0]
-    scores = torch.zeros(2, 6)
-    got = model.step_loss(scores, targets, log_q[0])
+    candidates, column_item = torch.unique(torch.cat([targets, negatives]), return_inverse=True)
+    scores = torch.zeros(2, candidates.numel())  # the step's distinct column items
+    got = model.step_loss(scores, column_item, {"targets": targets, "neg_log_q": log_q[0]})
     q = torch.cat([info.item_support[targets].double(), info.item_support[negatives].double() ** 0.25])
     logits = -torch.log(q)
     expected = -(logits - torch.logsumexp(logits, 0))[:2]

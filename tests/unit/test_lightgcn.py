@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from recsys.data.interactions import DatasetInfo, UserItemCSR
-from recsys.models import chunked
 from recsys.models.components.adjacency import SparseAdjacency, normalized_adjacency
 from recsys.models.components.lightgcn import LightGCNEncoder
 from recsys.models.graph_module import GraphRecommender
@@ -500,8 +499,7 @@ def test_graph_recommender_training_step_loss(monkeypatch, num_negatives):
     model.zero_grad()
     monkeypatch.setattr(model, "optimizers", lambda: opt)
     monkeypatch.setattr(model, "manual_backward", lambda value: value.backward())
-    model._trainer = type("FakeTrainer", (), {"strategy": _IdentityReduce()})()
-    monkeypatch.setattr(chunked, "lightning_steps_needed", lambda trainer, module: True)  # the patched wrappers
+    model._trainer = type("FakeTrainer", (), {"strategy": _IdentityReduce(), "num_training_batches": 1})()
     model.on_train_epoch_start()
     step_losses = model.training_step([batch], 0)
     assert step_losses.shape == (1,)
@@ -575,16 +573,3 @@ def test_propagation_follows_the_input_dtype_outside_autocast(dtype):
         torch.testing.assert_close(x.grad.double(), want_grad, rtol=1e-2, atol=1e-2)
 
 
-@pytest.mark.parametrize("encoder", ["lightgcn", "ngcf"])
-def test_checkpoints_with_separate_user_and_item_tables_still_load(encoder):
-    """State dicts from before the single node table (user_embedding / item_embedding) load into it."""
-    from recsys.models.components.ngcf import NGCFEncoder
-
-    make = (lambda: LightGCNEncoder(3, 4, embedding_dim=2)) if encoder == "lightgcn" else (
-        lambda: NGCFEncoder(3, 4, embedding_dim=2, num_layers=1))
-    users, items = torch.randn(3, 2), torch.randn(4, 2)
-    state = {k: v for k, v in make().state_dict().items() if k != "embedding.weight"}
-    state.update({"user_embedding.weight": users, "item_embedding.weight": items})
-    enc = make()
-    enc.load_state_dict(state)
-    assert torch.equal(enc.embedding.weight.data, torch.cat([users, items]))

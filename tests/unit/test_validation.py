@@ -65,8 +65,9 @@ def test_shipped_configs_are_valid(overrides):
     (["sampler.n_sample=-2"], "sampler.n_sample=-2"),
     (["data.steps_per_chunk=0"], "data.steps_per_chunk=0"),
     (["data.steps_per_chunk=fast"], "data.steps_per_chunk=fast"),
-    (["+trainer.gradient_clip_val=1.0"], "trainer.gradient_clip_val=1.0"),
-    (["+trainer.accumulate_grad_batches=4"], "trainer.accumulate_grad_batches=4"),
+    (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1"),
+    (["trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches=0"),
+    (["trainer.gradient_clip_algorithm=max"], "trainer.gradient_clip_algorithm=max"),
 ])
 def test_each_rule_names_key_and_value(overrides, needle):
     message = error_of(*overrides)

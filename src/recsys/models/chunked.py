@@ -1,18 +1,22 @@
 """Training in chunks of optimiser steps: one Lightning ``training_step`` runs T steps (manual optimisation).
 
-Lightning's automatic loop costs a fixed toll per batch (callback and module hooks, a closure, the progress
-bar, the loader and the batch transfer). For small steps (GRU4Rec's session-parallel steps, BPR steps on a
-small graph) that toll is as large as the math, so the loaders yield *chunks* of T steps
-(``data.steps_per_chunk``) and :meth:`ChunkedTraining.training_step` runs them one after the other with one
-``zero_grad → backward → optimiser step`` each, in the same order as T = 1: the same draws, the same
-updates, the same results. Under DDP T = 1 (DDP allows one backward per forward of the wrapped module).
+Lightning's automatic loop costs a fixed toll per batch (the loader, the batch transfer, the progress bar, the
+per-batch callback and module hooks). For small steps (GRU4Rec's session-parallel steps, BPR steps on a small
+graph) that toll is as large as the math, so the loaders yield *chunks* of T steps (``data.steps_per_chunk``,
+like Keras' ``steps_per_execution``) and :meth:`ChunkedTraining.training_step` runs them one after the other, in
+the same order as T = 1: the same draws, the same updates, the same results.
 
-Each step goes through Lightning's ``manual_backward`` and ``LightningOptimizer.step`` (its callback and module
-hooks, the precision plugin, the strategy) only when something needs them (:func:`lightning_steps_needed`):
-otherwise ``loss.backward()`` and the optimiser's own ``step`` (:func:`unhooked_step`) do the same work without
-~0.5 ms of hook dispatch per step, and the trainer still counts the optimiser steps (``global_step``). On that
-path a module may also set its gradients itself (:meth:`ChunkedTraining.batch_gradients`; GRU4Rec does) instead
-of running autograd.
+A model defines the loss of one step (:meth:`ChunkedTraining.batch_loss`); autograd does the rest. Every step
+goes through Lightning's public manual-optimisation API: ``manual_backward`` and the ``LightningOptimizer``'s
+``step``, so every callback and module hook, the precision plugin, the strategy and the profiler see every
+optimiser step, and ``trainer.global_step`` counts them. On top of that the mixin gives what Lightning's
+automatic loop gives and manual optimisation leaves to the module (:class:`StepOptions`, set from the trainer
+config by :func:`recsys.utils.devices.step_options`):
+
+* gradient accumulation over ``k`` steps: each step's loss is divided by ``k`` and the optimiser steps after
+  every ``k`` steps and after the epoch's last one (as Lightning's ``accumulate_grad_batches``);
+* gradient clipping by norm or value in ``on_before_optimizer_step`` (after the precision plugin has unscaled
+  the gradients, before the update, as Lightning's ``gradient_clip_val``).
 
 The training loss is summed on the device over the epoch and logged once, at the epoch end, as the mean over
 every step of every process (``train/loss`` and whatever else :meth:`batch_loss` returns, named by
@@ -21,65 +25,45 @@ every step of every process (``train/loss`` and whatever else :meth:`batch_loss`
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-import torch.optim.optimizer as optimizer_hooks
-from pytorch_lightning.plugins.precision import DoublePrecision, HalfPrecision, MixedPrecision, Precision
-from pytorch_lightning.profilers import PassThroughProfiler
-from pytorch_lightning.strategies import SingleDeviceStrategy
-from pytorch_lightning.utilities.model_helpers import is_overridden
 
-#: the hooks Lightning runs around every manual optimiser step
-STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+from recsys.errors import ConfigError
+
+CLIP_ALGORITHMS = ("norm", "value")
 
 
-def lightning_steps_needed(trainer: pl.Trainer, module: pl.LightningModule) -> bool:
-    """Whether optimiser steps must go through ``manual_backward`` / ``LightningOptimizer.step``: a strategy
-    other than one device (DDP prepares its reduction in ``pre_backward``), a precision plugin that scales the
-    loss or wraps the step (``16-mixed``'s GradScaler, DeepSpeed, FSDP, …), a profiler, a custom
-    ``LightningModule.backward``, or a callback or module that overrides a per-step hook (:data:`STEP_HOOKS`)."""
-    precision = trainer.precision_plugin
-    plain_precision = type(precision) in (Precision, HalfPrecision, DoublePrecision) or (
-        type(precision) is MixedPrecision and precision.scaler is None)
-    return (
-        type(trainer.strategy) is not SingleDeviceStrategy
-        or not plain_precision
-        or not isinstance(trainer.profiler, PassThroughProfiler)
-        or any(is_overridden(h, module, pl.LightningModule) for h in ("backward", *STEP_HOOKS))
-        or any(is_overridden(h, cb, pl.Callback) for cb in trainer.callbacks for h in STEP_HOOKS)
-    )
+@dataclass(frozen=True)
+class StepOptions:
+    """How optimiser steps are taken: ``accumulate_grad_batches`` steps per update, gradients clipped at
+    ``gradient_clip_val`` (None or 0: no clipping) by ``gradient_clip_algorithm`` (``norm``: the global 2-norm
+    of all gradients; ``value``: each element)."""
 
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = None
+    gradient_clip_algorithm: str = "norm"
 
-#: the code of the wrapper torch puts around every optimiser class's ``step`` (``Optimizer.profile_hook_step``)
-_TORCH_STEP_WRAPPER = torch.optim.Optimizer.profile_hook_step(lambda *args, **kwargs: None).__code__
-
-
-def unhooked_step(optimizer: torch.optim.Optimizer) -> Callable[[], Any]:
-    """``optimizer.step`` without torch's per-call wrapper (``Optimizer.profile_hook_step``: a profiler range and
-    the loops over step hooks, ~40 µs a call on the CPU) while no step hook is registered (on the optimiser or
-    globally), no torch profiler runs and nothing replaced the instance's ``step`` (as an LR scheduler does to
-    count the calls): the same update. Otherwise ``optimizer.step`` itself."""
-    step = type(optimizer).step
-    if getattr(step, "__code__", None) is not _TORCH_STEP_WRAPPER:  # only torch's own wrapper is left out
-        return optimizer.step
-    hooks = (optimizer_hooks._global_optimizer_pre_hooks, optimizer_hooks._global_optimizer_post_hooks,
-             getattr(optimizer, "_optimizer_step_pre_hooks", None), getattr(optimizer, "_optimizer_step_post_hooks", None))
-    inner = getattr(step, "__wrapped__", None)
-    if (inner is None or "step" in vars(optimizer) or any(h is None or len(h) for h in hooks)
-            or torch.autograd.profiler._is_profiler_enabled):
-        return optimizer.step
-    return functools.partial(inner, optimizer)
+    def __post_init__(self) -> None:
+        k = self.accumulate_grad_batches
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigError(f"trainer.accumulate_grad_batches={k!r}: must be an integer >= 1")
+        clip = self.gradient_clip_val
+        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip >= 0):
+            raise ConfigError(f"trainer.gradient_clip_val={clip!r}: must be a number >= 0 (or null: no clipping)")
+        if self.gradient_clip_algorithm not in CLIP_ALGORITHMS:
+            raise ConfigError(f"trainer.gradient_clip_algorithm={self.gradient_clip_algorithm}: must be one of "
+                              f"{', '.join(CLIP_ALGORITHMS)}")
 
 
 class ChunkedTraining:
     """Mixin for a LightningModule: manual optimisation over chunks (module docstring).
 
     To implement: :meth:`batch_loss` (``(loss, *more)`` of one step) and, unless a chunk is a list of step
-    batches, :meth:`chunk_steps`.
+    batches, :meth:`chunk_steps`. A subclass that overrides ``on_before_optimizer_step`` calls ``super()``'s
+    (the clipping lives there).
     """
 
     #: names under which ``batch_loss``'s values are logged (``train/<name>``)
@@ -90,19 +74,14 @@ class ChunkedTraining:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.automatic_optimization = False
+        self.step_options = StepOptions()
         self._loss_sums: torch.Tensor | None = None
-        self._lightning_steps = True
+        self._accumulated = 0  # steps whose gradients wait for the next optimiser step
 
     # -- to implement ----------------------------------------------------------------------------
     def batch_loss(self, batch: Any) -> tuple[torch.Tensor, ...]:
         """``(loss, *logged)`` of one step; ``loss`` is what is minimised."""
         raise NotImplementedError
-
-    def batch_gradients(self, batch: Any) -> tuple[torch.Tensor, ...] | None:
-        """Optional: :meth:`batch_loss`'s values with every parameter's ``.grad`` set by the module itself (its
-        gradients written out); None (the default) lets autograd do it. Used where Lightning's step wrappers are
-        not needed (:func:`lightning_steps_needed`)."""
-        return None
 
     def chunk_steps(self, chunk: Any) -> Iterable[Any]:
         """The step batches of a chunk, in order (default: a chunk is a list of them)."""
@@ -115,31 +94,26 @@ class ChunkedTraining:
     # -- Lightning hooks -------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
         self._loss_sums = None
-        # (the benchmark's bare loops call this hook without a trainer: nothing to step through)
-        self._lightning_steps = self._trainer is not None and lightning_steps_needed(self._trainer, self)
+        self._accumulated = 0
 
     def training_step(self, chunk: Any, batch_idx: int) -> torch.Tensor:
-        """One optimiser step per step batch of ``chunk``; returns the steps' losses ``(T,)`` (detached), which
-        the finite-loss check reads."""
+        """One backward per step batch of ``chunk``, an optimiser step after every ``accumulate_grad_batches``
+        of them and after the epoch's last; returns the steps' losses ``(T,)`` (detached), which the finite-loss
+        check reads."""
         optimizer = self.optimizers()
-        plain = not self._lightning_steps
-        optimizer_step = unhooked_step(optimizer.optimizer) if plain else optimizer.step
+        k = self.step_options.accumulate_grad_batches
+        steps = list(self.chunk_steps(chunk))
+        last_chunk = batch_idx + 1 >= self.trainer.num_training_batches
         values, weights = [], []
-        for batch in self.chunk_steps(chunk):
-            step_values = self.batch_gradients(batch) if plain else None
-            if step_values is None:
-                step_values = self.batch_loss(batch)
+        for t, batch in enumerate(steps):
+            if self._accumulated == 0:
                 optimizer.zero_grad()
-                if plain:
-                    step_values[0].backward()
-                else:
-                    self.manual_backward(step_values[0])
-            if plain:  # what manual_backward and optimizer.step() do here, without their hook dispatch
-                optimizer._on_before_step()  # the trainer's step count (global_step)
-                optimizer_step()
-                optimizer._on_after_step()
-            else:
-                optimizer_step()
+            step_values = self.batch_loss(batch)
+            self.manual_backward(step_values[0] / k if k > 1 else step_values[0])
+            self._accumulated += 1
+            if self._accumulated == k or (last_chunk and t == len(steps) - 1):
+                optimizer.step()
+                self._accumulated = 0
             values.append(torch.stack(step_values).detach())
             weights.append(self.step_weight(batch))
         if not values:
@@ -149,6 +123,13 @@ class ChunkedTraining:
         total = torch.cat([w @ stacked, w.sum()[None]])
         self._loss_sums = total if self._loss_sums is None else self._loss_sums + total
         return stacked[:, 0]
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Clip the gradients (``step_options``), after the precision plugin has unscaled them."""
+        clip = self.step_options.gradient_clip_val
+        if clip:
+            self.clip_gradients(optimizer, gradient_clip_val=clip,
+                                gradient_clip_algorithm=self.step_options.gradient_clip_algorithm)
 
     def on_train_epoch_end(self) -> None:
         """``train/<name>``: the weighted mean over every step of every process. Each process joins the sum,

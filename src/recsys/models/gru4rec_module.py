@@ -1,8 +1,9 @@
-"""GRU4Rec's LightningModule: session-parallel training with 1-step BPTT (algorithms.md §3)."""
+"""GRU4Rec's LightningModule: session-parallel training with 1-step BPTT (Hidasi et al., ICLR'16; Hidasi &
+Karatzoglou, CIKM'18)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from pytorch_lightning.strategies import SingleDeviceStrategy
@@ -12,28 +13,19 @@ from recsys.errors import ConfigError
 from recsys.losses import (
     SESSION_LOSSES,
     bpr_max_loss,
-    bpr_max_loss_and_grad,
     session_bpr_loss,
-    session_xe_loss,
     top1_loss,
     top1_max_loss,
-    weighted_xe_loss_and_grad,
+    weighted_xe_loss,
 )
 from recsys.models.chunked import ChunkedTraining
 from recsys.models.components.gru4rec import GRU4RecNet
-from recsys.models.components.step_candidates import chunk_candidates
-from recsys.models.session_recommender import (
-    SESSION_METRICS,
-    LaneState,
-    SessionRecommender,
-    one_step_chunk,
-    session_steps,
-)
+from recsys.models.session_recommender import SESSION_METRICS, LaneState, SessionRecommender, session_steps
 from recsys.optim import AdagradM
 
 
 class GRU4Rec(ChunkedTraining, SessionRecommender):
-    """GRU4Rec trained on session-parallel mini-batches with 1-step BPTT (algorithms.md §3).
+    """GRU4Rec trained on session-parallel mini-batches with 1-step BPTT (Hidasi et al., ICLR'16; Hidasi & Karatzoglou, CIKM'18).
 
     Per session-parallel step (one optimiser step, as the official code; the loader hands them over in chunks,
     :class:`~recsys.models.chunked.ChunkedTraining`): gather the lanes' hidden states, zero those of lanes
@@ -50,9 +42,9 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
             ``bpr`` or ``top1-max`` (:mod:`recsys.losses`).
         layers, embedding, dropout_embed, dropout_hidden: the network (:class:`GRU4RecNet`).
         sparse_gradients: ``auto`` (row-sparse item-table gradients when the optimiser supports them, the model
-            is not wrapped in DDP and either momentum is on — the official semantics: rows without a gradient do
-            not move — or the catalogue is large; without momentum dense Adagrad gives the same result), ``true``
-            (a ``ConfigError`` under DDP) or ``false``.
+            is not wrapped in DDP, gradients are not clipped and either momentum is on — the official semantics:
+            rows without a gradient do not move — or the catalogue is large; without momentum dense Adagrad gives
+            the same result), ``true`` (a ``ConfigError`` under DDP or with clipping) or ``false``.
         tie_mode, topk, metrics: evaluation (:mod:`recsys.models.session_recommender`).
     """
 
@@ -110,67 +102,38 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
         super().on_train_epoch_start()
         self._train_state.clear()
 
-    def on_train_epoch_end(self) -> None:
-        super().on_train_epoch_end()
-        self.zero_grad(set_to_none=True)  # written-out gradients are inference tensors (read-only): none outlives it
-
     def chunk_steps(self, chunk: dict[str, torch.Tensor]) -> Iterable[dict[str, torch.Tensor]]:
-        """The chunk's session-parallel steps; on the plain path (:meth:`batch_gradients`) each with what its
-        written-out gradients read, computed for the whole chunk at once (:meth:`with_candidates`)."""
-        autocast = torch.is_autocast_enabled(chunk["inputs"].device.type)
-        if self._lightning_steps or self.net.onehot is not None or autocast:
-            return session_steps(chunk)
-        return self.with_candidates(chunk)
-
-    def with_candidates(self, chunk: dict[str, torch.Tensor]) -> Iterator[dict[str, torch.Tensor]]:
-        """The steps of ``chunk``, each with ``candidates`` (the item rows it reads,
-        :class:`~recsys.models.components.step_candidates.StepCandidates`) and, for cross-entropy,
-        ``log_weights`` (``(K,)``, log of each candidate's column weight: its columns' ``exp(−logq · log Q)``
-        added up, −inf for an input-only row) and ``target_shift`` (``logq · log Q`` of each lane's target column,
-        None without logQ), for BPR-max ``multiplicities`` (``(K,)``, each candidate's number of columns), for all
-        steps with one pass of tensor ops."""
-        targets, negatives, neg_log_q = chunk["targets"], chunk.get("negatives"), chunk.get("neg_log_q")
-        shared = self.net.input_embedding is None
-        candidates = chunk_candidates(self.num_items, chunk["ptr"], targets, negatives,
-                                      chunk["inputs"] if shared else None)
-        xe = self.loss_name == "cross-entropy"
-        weights = shift = None
-        if xe or self.loss_name == "bpr-max":  # 16-bit weights underflow: at least float32
-            dtype = torch.promote_types(self.net.output_weight.dtype, torch.float32)
-            log_q = self.column_log_q(targets, None if neg_log_q is None else neg_log_q.reshape(-1)) if xe else None
-            if log_q is None:
-                column_weights = torch.ones(candidates.flat_columns.numel(), dtype=dtype, device=targets.device)
-            else:
-                log_q = log_q.to(dtype)
-                column_weights = log_q.mul(-self.logq).exp_()
-                shift = log_q[: targets.numel()].mul_(self.logq)
-            weights = column_weights.new_zeros(candidates.size).index_add_(0, candidates.flat_columns, column_weights)
-            if xe:
-                weights = weights.log_()
-        offsets, ptr = candidates.offsets, candidates.ptr
-        for t, step in enumerate(session_steps(chunk)):
-            step["candidates"] = candidates.step(t)
-            if xe:
-                step["log_weights"] = weights[offsets[t] : offsets[t + 1]]
-                step["target_shift"] = None if shift is None else shift[ptr[t] : ptr[t + 1]]
-            elif weights is not None:
-                step["multiplicities"] = weights[offsets[t] : offsets[t + 1]]
-            yield step
+        return session_steps(chunk)
 
     def step_weight(self, step: dict[str, torch.Tensor]) -> float:
         return 1.0 if step["inputs"].numel() else 0.0  # the mean runs over real steps (not DDP padding)
 
-    def step_loss(self, scores: torch.Tensor, targets: torch.Tensor, neg_log_q: torch.Tensor | None) -> torch.Tensor:
-        """Per-lane losses ``(b,)`` of a step's score matrix (targets on the diagonal)."""
+    def step_loss(self, scores: torch.Tensor, column_item: torch.Tensor, step: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-lane losses ``(b,)`` of a step, given the scores ``(b, K)`` of its distinct column items and the
+        candidate of every column ``column_item`` ``(C,)`` (the lanes' targets first: row b's positive is column
+        b). Cross-entropy runs over the candidates with their column weights (:func:`~recsys.losses.weighted_xe_loss`,
+        the same value as over the columns); the other losses over the columns."""
+        b = step["targets"].numel()
         if self.loss_name == "cross-entropy":
-            return session_xe_loss(scores, self.column_log_q(targets, neg_log_q), self.logq)
+            dtype = torch.promote_types(scores.dtype, torch.float32)  # 16-bit weights underflow
+            log_q = self.column_log_q(step["targets"], step.get("neg_log_q"))
+            if log_q is None:
+                column_weight = torch.ones(column_item.numel(), dtype=dtype, device=scores.device)
+                shift = None
+            else:
+                log_q = log_q.to(dtype)
+                column_weight = log_q.mul(-self.logq).exp_()
+                shift = self.logq * log_q[:b]
+            weights = column_weight.new_zeros(scores.shape[1]).index_add_(0, column_item, column_weight)
+            return weighted_xe_loss(scores, weights.log_(), column_item[:b], shift)
+        columns = scores.index_select(1, column_item)  # (b, C), the lanes' targets on the diagonal
         if self.loss_name == "bpr-max":
-            return bpr_max_loss(scores, self.bpreg, self.elu_param)
+            return bpr_max_loss(columns, self.bpreg, self.elu_param)
         if self.loss_name == "top1":
-            return top1_loss(scores)
+            return top1_loss(columns)
         if self.loss_name == "bpr":
-            return session_bpr_loss(scores)
-        return top1_max_loss(scores)
+            return session_bpr_loss(columns)
+        return top1_max_loss(columns)
 
     def column_log_q(self, targets: torch.Tensor, neg_log_q: torch.Tensor | None) -> torch.Tensor | None:
         """``log Q`` of a step's columns for the logQ correction (None when ``logq`` is 0): the support of the
@@ -181,7 +144,10 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
         return log_q if neg_log_q is None else torch.cat([log_q.to(neg_log_q.dtype), neg_log_q])
 
     def batch_loss(self, step: dict[str, torch.Tensor]) -> tuple[torch.Tensor]:
-        """The loss of one session-parallel step (a zero that touches every parameter for a DDP padding step)."""
+        """The loss of one session-parallel step: the lanes' hidden states (reset where a session starts) → the
+        GRU on the input items → scores of the step's distinct column items (each scored once however many
+        columns hold it) → the loss summed over lanes / the batch size (a zero that touches every parameter for a
+        DDP padding step)."""
         inputs, targets = step["inputs"], step["targets"]
         if inputs.numel() == 0:
             return (sum(p.sum() for p in self.parameters()) * 0.0,)
@@ -190,49 +156,9 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
         self._train_state.scatter(step["lanes"], new_hidden)
         negatives = step.get("negatives")
         columns = targets if negatives is None else torch.cat([targets, negatives])
-        scores = self.net.score_columns(output, columns)
-        return (self.step_loss(scores, targets, step.get("neg_log_q")).sum() / self.batch_size,)
-
-    def batch_gradients(self, step: dict[str, torch.Tensor]) -> tuple[torch.Tensor] | None:
-        """:meth:`batch_loss` with every parameter's ``.grad`` set by :meth:`GRU4RecNet.train_step` (gradients
-        written out, no autograd graph); None where that does not apply (one-hot input layer, autocast, a DDP
-        padding step). A step without ``candidates`` (:meth:`with_candidates`) is taken as a chunk of one. Dense
-        gradients come out of inference mode: they can be read (by any optimiser) but not changed in place (no
-        ``backward()`` into them, ``zero_grad(set_to_none=False)`` or clipping); set them to None first."""
-        inputs = step["inputs"]
-        if inputs.numel() == 0 or self.net.onehot is not None or torch.is_autocast_enabled(inputs.device.type):
-            return None
-        if "candidates" not in step:
-            step = next(self.with_candidates(one_step_chunk(step)))
-        hidden = self._train_state.gather(step["lanes"], step["reset"])
-        loss, new_hidden, grads = self.net.train_step(inputs, hidden, step["candidates"],
-                                                      lambda scores: self._loss_and_grad(scores, step))
-        self._train_state.scatter(step["lanes"], new_hidden)
-        for p, grad in grads.items():  # every parameter of the network, i.e. of this module
-            p.grad = grad
-        return (loss,)
-
-    def _loss_and_grad(self, scores: torch.Tensor, step: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The step loss (sum over lanes / batch size) and its gradient w.r.t. the candidates' scores ``(b, K)``
-        (:meth:`GRU4RecNet.train_step`): cross-entropy's and BPR-max's in closed form over the candidates with
-        their column weights (:func:`~recsys.losses.weighted_xe_loss_and_grad`,
-        :func:`~recsys.losses.bpr_max_loss_and_grad`), the other losses' (and BPR-max's over a single column) by
-        autograd over the loss alone."""
-        candidates = step["candidates"]
-        if self.loss_name == "cross-entropy":
-            rows, grad = weighted_xe_loss_and_grad(scores, step["log_weights"], candidates.targets,
-                                                   step["target_shift"], grad_scale=1.0 / self.batch_size)
-            return rows.sum() / self.batch_size, grad.to(scores.dtype)
-        if self.loss_name == "bpr-max" and candidates.num_columns >= 2:
-            rows, grad = bpr_max_loss_and_grad(scores, step["multiplicities"], candidates.targets, self.bpreg,
-                                               self.elu_param, grad_scale=1.0 / self.batch_size)
-            return rows.sum() / self.batch_size, grad.to(scores.dtype)
-        column_candidate = candidates.columns
-        with torch.inference_mode(False), torch.enable_grad():  # (train_step runs in inference mode)
-            columns = scores.index_select(1, column_candidate).requires_grad_()
-            loss = self.step_loss(columns, step["targets"], step.get("neg_log_q")).sum() / self.batch_size
-            (grad,) = torch.autograd.grad(loss, columns)
-        return loss.detach(), torch.zeros_like(scores).index_add_(1, column_candidate, grad)
+        candidates, column_item = torch.unique(columns, return_inverse=True)
+        scores = self.net.score_columns(output, candidates)
+        return (self.step_loss(scores, column_item, step).sum() / self.batch_size,)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         optimizer = self.optimizer_factory(params=self.parameters())
@@ -250,11 +176,17 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
                 f"model.sparse_gradients=true is not possible with {type(self.trainer.strategy).__name__} (DDP "
                 "reduces dense gradients only); set model.sparse_gradients=false (or auto)"
             )
+        clipping = bool(self.step_options.gradient_clip_val)  # torch clips dense gradients only
+        if self.sparse_gradients == "true" and clipping:
+            raise ConfigError(
+                "model.sparse_gradients=true cannot be combined with trainer.gradient_clip_val (torch clips dense "
+                "gradients only); set model.sparse_gradients=false (or auto)"
+            )
         momentum = float(optimizer.param_groups[0].get("momentum", 0.0) or 0.0)
         # auto: the official row-sparse updates when they change the result (momentum) or save work (many items)
         worth_it = momentum > 0 or self.num_items > 2 * (self.batch_size + self.n_sample)
         sparse = self.sparse_gradients == "true" or (
-            self.sparse_gradients == "auto" and supports and not data_parallel and worth_it
+            self.sparse_gradients == "auto" and supports and not data_parallel and not clipping and worth_it
         )
         self.net.set_sparse(sparse)
         return optimizer

@@ -35,14 +35,6 @@ def session_steps(chunk: dict[str, torch.Tensor]) -> Iterator[dict[str, torch.Te
         yield step
 
 
-def one_step_chunk(step: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A step of :func:`session_steps` as a chunk of one step (its inverse)."""
-    chunk = {k: step[k] for k in STEP_KEYS}
-    chunk["ptr"] = torch.tensor([0, step["inputs"].numel()], device=step["inputs"].device)
-    chunk.update({k: step[k][None] for k in ("negatives", "neg_log_q") if k in step})
-    return chunk
-
-
 class SessionRecommender(TopKRecommender):
     """Base class: next-item evaluation over session-parallel steps with per-lane state.
 

@@ -6,6 +6,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from recsys.errors import ConfigError
+from recsys.models.chunked import StepOptions
+
+#: trainer keys of Lightning's automatic loop that recsys's chunked steps implement (:class:`StepOptions`)
+STEP_KEYS = ("accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm")
 
 
 def visible_gpus() -> int:
@@ -13,7 +17,9 @@ def visible_gpus() -> int:
 
 
 def resolve_trainer_config(trainer_cfg: DictConfig) -> DictConfig:
-    """Copy of the trainer config with ``gpus`` translated and device requests checked up front.
+    """Copy of the trainer config with ``gpus`` translated, device requests checked up front and the
+    :data:`STEP_KEYS` left out (Lightning refuses them under manual optimisation; :func:`step_options` hands them
+    to the model).
 
     ``trainer.gpus=N`` → ``accelerator=gpu, devices=N`` and ``strategy=ddp`` when N > 1 (unless a
     strategy was chosen). Asking for more GPUs than are visible fails here, before any data is loaded.
@@ -21,6 +27,8 @@ def resolve_trainer_config(trainer_cfg: DictConfig) -> DictConfig:
     cfg = OmegaConf.create(OmegaConf.to_container(trainer_cfg, resolve=True))
     with open_dict(cfg):
         gpus = cfg.pop("gpus", None)
+        for key in STEP_KEYS:
+            cfg.pop(key, None)
     if gpus is not None:
         if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
             raise ConfigError(f"trainer.gpus must be a positive number of GPUs, got {gpus!r}")
@@ -39,3 +47,13 @@ def resolve_trainer_config(trainer_cfg: DictConfig) -> DictConfig:
                 f"{'is' if have <= 1 else 'are'} visible; train on CPU with trainer=cpu (or drop trainer.gpus)"
             )
     return cfg
+
+
+def step_options(trainer_cfg: DictConfig) -> StepOptions:
+    """``trainer.accumulate_grad_batches``, ``trainer.gradient_clip_val`` and ``trainer.gradient_clip_algorithm``
+    as the chunked training loop takes them (:class:`~recsys.models.chunked.StepOptions`; Lightning's defaults
+    where unset)."""
+    given = {k: trainer_cfg.get(k) for k in STEP_KEYS if trainer_cfg.get(k) is not None}
+    if "gradient_clip_algorithm" in given:
+        given["gradient_clip_algorithm"] = str(given["gradient_clip_algorithm"]).lower()
+    return StepOptions(**given)

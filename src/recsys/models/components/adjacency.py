@@ -8,9 +8,8 @@ from an edge list (``users``, ``items``) and the sizes, as PyG builds ``edge_ind
 * ``sym_self_loop``:  ``D̃^{-1/2} (A + I) D̃^{-1/2}`` (``D̃`` counts the loop);
 * ``rw_self_loop``:   ``D̃^{-1} (A + I)`` (the official NGCF code's ``norm`` adjacency).
 
-Zero-degree rows stay 0. Products use CSR (``torch.sparse.mm``) inside a custom autograd function whose
-backward multiplies by the transpose: the matrix itself when it is symmetric (``sym*``), a prebuilt CSR
-transpose otherwise. :meth:`SparseAdjacency.rows` gives ``Â[R, :]`` for a set of rows ``R``, whose product
+Zero-degree rows stay 0. Products are CSR products (:mod:`recsys.ops`) whose backward multiplies by the
+transpose: the matrix itself when it is symmetric (``sym*``), a prebuilt CSR transpose otherwise. :meth:`SparseAdjacency.rows` gives ``Â[R, :]`` for a set of rows ``R``, whose product
 ``Â[R, :] x`` costs the rows' edges only (forward and backward).
 """
 
@@ -19,6 +18,8 @@ from __future__ import annotations
 import warnings
 
 import torch
+
+from recsys.ops import csr_product, row_slice_product
 
 NORMALIZATIONS = ("sym", "sym_self_loop", "rw_self_loop")
 
@@ -90,7 +91,7 @@ class SparseAdjacency:
         return self.with_values(self.values * keep / (1.0 - p))
 
     def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
-        return _CSRMatmul.apply(x, self.matrix, self.matrix_t)
+        return csr_product(self.matrix, self.matrix_t, x)
 
     def rows(self, rows: torch.Tensor) -> RowSlice:
         """``Â[rows, :]`` as a :class:`RowSlice` (its product costs the selected rows' edges)."""
@@ -126,7 +127,7 @@ class RowSlice:
         return self._matrix_t
 
     def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
-        return _RowSliceMatmul.apply(x, self)
+        return row_slice_product(self, x)
 
 
 def _row_pointers(sorted_rows: torch.Tensor, n: int) -> torch.Tensor:
@@ -149,50 +150,6 @@ def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: int
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         # the callers pass row-sorted, in-range indices: skip torch's O(nnz) invariant check
         return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
-
-
-class _CSRMatmul(torch.autograd.Function):
-    """``y = A x`` with ``dL/dx = Aᵀ dL/dy`` from a prebuilt transpose (no grad w.r.t. A).
-
-    Computed in ``promote(x.dtype, A.dtype)`` (at least the adjacency's float32) with autocast off, and
-    returned in ``x``'s dtype: under mixed precision autocast would cast the sparse matrix (CPU has no
-    bfloat16 CSR kernel, and low-precision neighbourhood sums lose accuracy on high-degree nodes);
-    ``64-true`` propagates in float64.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, a: torch.Tensor, a_t: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.a_t = a_t
-        return sparse_mm(a, x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        return sparse_mm(ctx.a_t, grad), None, None
-
-
-class _RowSliceMatmul(torch.autograd.Function):
-    """``y = S x`` for a row slice ``S`` (``|R| × n``); ``dL/dx = Sᵀ dL/dy``."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, s: RowSlice) -> torch.Tensor:  # type: ignore[override]
-        ctx.s, ctx.dtype = s, x.dtype
-        return sparse_mm(s.matrix, x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        return sparse_mm(ctx.s.matrix_t, grad).to(ctx.dtype), None
-
-
-def sparse_mm(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``a @ x`` for a CSR ``a``, in ``promote(x, a)`` with autocast off, returned in ``x``'s dtype.
-
-    Written by ``addmm(out, a, x, beta=0, out=out)`` into an uninitialised result (``beta = 0``: never read): the
-    same numbers as ``torch.sparse.mm``, without its zero-filled result and the copy back (~1.5× faster on CPU)."""
-    dtype = torch.promote_types(x.dtype, a.dtype)
-    a = a if a.dtype == dtype else a.to(dtype)
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        out = torch.empty(a.shape[0], x.shape[1], dtype=dtype, device=x.device)
-        return torch.addmm(out, a, x.to(dtype), beta=0, out=out).to(x.dtype)
 
 
 def normalized_adjacency(users: torch.Tensor, items: torch.Tensor, num_users: int, num_items: int,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recsys.models.components.adjacency import RowSlice, SparseAdjacency, sparse_mm
+from recsys.models.components.adjacency import SparseAdjacency
 
 
 def init_embedding(weight: torch.Tensor, init: str, std: float) -> None:
@@ -45,14 +45,6 @@ class NodeEmbedding(nn.Module):
         return nodes[: self.num_users], nodes[self.num_users :]
 
 
-def merge_separate_tables(state_dict: dict, prefix: str, *args) -> None:
-    """A load pre-hook of the encoders: checkpoints written before the node table (``<encoder>.user_embedding.weight``
-    and ``<encoder>.item_embedding.weight``) load as ``<encoder>.embedding.weight`` (users first)."""
-    old = (f"{prefix}user_embedding.weight", f"{prefix}item_embedding.weight")
-    if f"{prefix}embedding.weight" not in state_dict and all(k in state_dict for k in old):
-        state_dict[f"{prefix}embedding.weight"] = torch.cat([state_dict.pop(old[0]), state_dict.pop(old[1])])
-
-
 class LightGCNEncoder(nn.Module):
     """Ego embeddings + K parameter-free propagation layers; ``forward(adj, rows) -> final node embeddings``."""
 
@@ -82,7 +74,6 @@ class LightGCNEncoder(nn.Module):
         self.num_layers = num_layers
         self.edge_dropout = edge_dropout
         self.embedding = NodeEmbedding(num_users, num_items, embedding_dim, init, init_std)
-        self._register_load_state_dict_pre_hook(merge_separate_tables)
         # no logits without propagation: softmax of one weight is 1, and a parameter that never gets a
         # gradient breaks DDP (the reduction of the step never finishes)
         learned = layer_weights == "learned" and num_layers > 0
@@ -107,47 +98,13 @@ class LightGCNEncoder(nn.Module):
             return x if rows is None else x.index_select(0, rows)
         if self.training and self.edge_dropout > 0:
             adj = adj.edge_dropout(self.edge_dropout)
-        return _LayerCombination.apply(x, self.layer_weights(), adj, None if rows is None else adj.rows(rows), rows)
-
-
-class _LayerCombination(torch.autograd.Function):
-    """``out = Σ_{k≤K} α_k Âᵏ E⁽⁰⁾`` of all nodes, or of the rows ``R`` only (then the last layer is
-    ``Â[R, :] Âᴷ⁻¹ E⁽⁰⁾``), with the gradient written out (the propagation is linear). With ``g = dL/dout`` and
-    ``Ē = g`` (all nodes) or ``g`` placed at rows ``R`` of an ``n × d`` zero matrix:
-    ``G_{K−1} = α_K Lᵀ g + α_{K−1} Ē`` (``L = Â`` or ``Â[R, :]``) and ``G_{k−1} = Âᵀ G_k + α_{k−1} Ē`` down to
-    ``dL/dE⁽⁰⁾ = G_0``: K products each way and no intermediate layer kept, but the layers' rows when ``α`` is
-    learned (``dL/dα_k = Σ g ⊙ (Âᵏ E⁽⁰⁾)[R]``). ``R`` holds distinct rows."""
-
-    @staticmethod
-    def forward(ctx, x0: torch.Tensor, alpha: torch.Tensor, adj: SparseAdjacency,  # type: ignore[override]
-                last: RowSlice | None, rows: torch.Tensor | None) -> torch.Tensor:
+        alpha = self.layer_weights()
+        last = None if rows is None else adj.rows(rows)
         pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))
-        weights = alpha.tolist()
-        keep = alpha.requires_grad
-        picked = [pick(x0)]
-        out = picked[0] * weights[0]
-        x = x0
-        for k in range(1, len(weights)):
-            x = sparse_mm(adj.matrix if last is None or k < len(weights) - 1 else last.matrix, x)
-            layer = x if last is not None and k == len(weights) - 1 else pick(x)
-            out.add_(layer, alpha=weights[k])
-            if keep:
-                picked.append(layer)
-        ctx.adj, ctx.last, ctx.weights, ctx.shape = adj, last, weights, x0.shape
-        ctx.save_for_backward(*([] if rows is None else [rows]), *(picked if keep else ()))
-        ctx.has_rows = rows is not None
+        out = alpha[0] * pick(x)
+        for k in range(1, self.num_layers + 1):
+            if last is not None and k == self.num_layers:  # the last layer at the rows only: Â[R, :] E⁽ᴷ⁻¹⁾
+                return out + alpha[k] * (last @ x)
+            x = adj @ x
+            out = out + alpha[k] * pick(x)
         return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        saved = list(ctx.saved_tensors)
-        rows = saved.pop(0) if ctx.has_rows else None
-        weights = ctx.weights
-        spread = grad if rows is None else torch.zeros(ctx.shape, dtype=grad.dtype, device=grad.device).index_copy_(
-            0, rows, grad)
-        last_t = ctx.adj.matrix_t if ctx.last is None else ctx.last.matrix_t
-        g = sparse_mm(last_t, grad).mul_(weights[-1]).add_(spread, alpha=weights[-2])
-        for k in range(len(weights) - 2, 0, -1):
-            g = sparse_mm(ctx.adj.matrix_t, g).add_(spread, alpha=weights[k - 1])
-        grad_alpha = torch.stack([(grad * p).sum() for p in saved]) if saved else None
-        return g, grad_alpha, None, None, None

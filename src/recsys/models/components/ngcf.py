@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys.models.components.adjacency import NORMALIZATIONS, SparseAdjacency
-from recsys.models.components.lightgcn import NodeEmbedding, merge_separate_tables
+from recsys.models.components.lightgcn import NodeEmbedding
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,6 @@ class NGCFEncoder(nn.Module):
         self.normalize_layers = normalize_layers
         self.node_dropout = float(node_dropout)
         self.embedding = NodeEmbedding(num_users, num_items, embedding_dim, init, init_std)
-        self._register_load_state_dict_pre_hook(merge_separate_tables)
         dims = [embedding_dim, *sizes]
         self.layers = nn.ModuleList(
             NGCFLayer(dims[k], dims[k + 1], bias, adj_norm == "sym", activation_per_branch, negative_slope, mess[k])
