@@ -353,19 +353,20 @@ class ValidateConfig(Callback):
         target = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
         if not target.endswith("BasicSweeper"):
             return None
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
         arguments = [f"{k}={v}" for k, v in params.items()]
         arguments += list(OmegaConf.select(config, "hydra.overrides.task", default=None) or [])
-        overrides = OverridesParser.create().parse_overrides(arguments)
-        combos = 1
-        for o in overrides:
-            if o.is_sweep_override():
-                if not o.is_discrete_sweep():
-                    return None
-                combos *= len(list(o.sweep_string_iterator()))
-        if combos > self.max_jobs:
+        choices = []  # per override, its job values (as the basic sweeper: the cartesian product, in order)
+        for o in OverridesParser.create().parse_overrides(arguments):
+            key = o.get_key_element()
+            if not o.is_sweep_override():
+                choices.append([f"{key}={o.get_value_element_as_str()}"])
+            elif o.is_discrete_sweep():
+                choices.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+            else:
+                return None
+        if math.prod(len(c) for c in choices) > self.max_jobs:
             return None
-        return [list(job) for job in itertools.chain.from_iterable(BasicSweeper.split_arguments(overrides, None))]
+        return [list(job) for job in itertools.product(*choices)]
