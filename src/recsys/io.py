@@ -1,7 +1,7 @@
 """Safe file I/O: atomic writes, inter-process file locks and validated ``.npz`` archives.
 
-* :func:`atomic_write` / :func:`atomic_write_text`: the file appears whole or not at all (a temporary file in
-  the same folder, fsynced, then ``os.replace``; a crash leaves only a hidden ``.<name>.*.tmp``);
+* :func:`atomic_write` / :func:`atomic_write_text` / :func:`atomic_copy`: the file appears whole or not at all (a
+  temporary file in the same folder, fsynced, then ``os.replace``; a crash leaves only a hidden ``.<name>.*.tmp``);
 * :func:`file_lock`: one process prepares a file while the others wait;
 * :func:`save_npz` / :func:`load_npz`: named arrays plus string metadata, written atomically and read back
   against a schema (names, dtypes, dimensions, optional entries), never unpickled; anything else raises
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -45,6 +46,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     data = text.encode()
     atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copy the file ``src`` to ``dst`` atomically (:func:`atomic_write`)."""
+    with open(src, "rb") as f:
+        atomic_write(dst, lambda out: shutil.copyfileobj(f, out, 1 << 20))
 
 
 @contextlib.contextmanager

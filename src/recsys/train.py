@@ -85,6 +85,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             trainer.validate(model, datamodule=datamodule)
             tracker.on_validation_end(trainer, model)
         metrics["fit_seconds"] = time.perf_counter() - start
+        # best-k checkpoints of the resumed run found nowhere (recsys.utils.resume.carry_best_k)
+        lost = sorted({p for cb in trainer.checkpoint_callbacks for p in getattr(cb, "lost_on_resume", [])})
+        if lost:
+            metrics["resumed_from_lost"] = lost
         metrics.update(tracker.best_metrics)
         metrics["best_epoch"] = tracker.best_epoch
         metrics["epochs_trained"] = trainer.current_epoch

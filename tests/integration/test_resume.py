@@ -1,5 +1,6 @@
 """Resume: a run SIGKILLed during training and resumed with ``ckpt_path=<run>`` / ``ckpt_path=last`` ends with
-the metrics of the uninterrupted run (deterministic mode), in its own folder; NaN losses stop the run.
+the metrics of the uninterrupted run (deterministic mode), in its own folder or in another one (its best
+checkpoint carried over); from a lone ``last.ckpt`` model selection restarts; NaN losses stop the run.
 
 The kill is a real SIGKILL of the training process, sent by ``tests.integration.killer.KillAt`` (added from the
 command line) at an epoch start (right after the previous epoch's checkpoints) or after a given batch."""
@@ -7,6 +8,7 @@ command line) at an epoch start (right after the previous epoch's checkpoints) o
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,12 @@ MODELS = {
 }
 EPOCHS = 4
 KILL = "+callbacks.killer._target_=tests.integration.killer.KillAt"
+# the best epoch before the kill: gradient ascent from epoch KILL_EPOCH on (validation only gets worse)
+KILL_EPOCH = 2
+WORSE_FROM_KILL = ["+callbacks.worse._target_=tests.integration.killer.ScaleLrAt",
+                   f"+callbacks.worse.epoch={KILL_EPOCH}", "+callbacks.worse.factor=-1"]
+# MF needs a larger step for two epochs to beat the first
+BEST_BEFORE_KILL = {"mf": ["model.optimizer.lr=0.05"], "gru4rec": []}
 SIGKILL_CODES = (-9, 137)
 
 
@@ -99,6 +107,71 @@ def test_sigkilled_run_resumes_in_its_folder_with_the_uninterrupted_metrics(tmp_
     # the CSV log continues: every validated epoch of both parts is there
     assert logged_val_epochs(run_b) == logged_val_epochs(tmp_path / "a")
     assert not list((run_b / "checkpoints").glob(".*.tmp"))
+
+
+def killed_run(tmp_path: Path, args: list[str], run: Path) -> Path:
+    """``run`` SIGKILLed at the start of epoch ``KILL_EPOCH``; its best checkpoint (one, before the kill)."""
+    killed = run_script("train.py", *args, f"hydra.run.dir={run}", KILL, f"+callbacks.killer.epoch={KILL_EPOCH}",
+                        env={"OMP_NUM_THREADS": "1"})
+    assert killed.returncode in SIGKILL_CODES, killed.stderr[-3000:]
+    (best,) = (run / "checkpoints").glob("epoch_*.ckpt")
+    return best.resolve()
+
+
+def assert_tested_the_best_checkpoint(run: Path) -> dict:
+    """metrics.json's best_epoch is the epoch of best_checkpoint, a file of this run folder; the metrics."""
+    metrics = read_metrics(run)
+    best = Path(metrics["best_checkpoint"])
+    assert best.parent == (run / "checkpoints").resolve() and best.is_file()
+    assert torch.load(best, map_location="cpu", weights_only=True)["epoch"] == metrics["best_epoch"]
+    return metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["mf", "gru4rec"])
+def test_killed_after_its_best_epoch_resumes_into_another_folder_or_its_own_with_the_uninterrupted_metrics(
+        tmp_path, model):
+    args = [*MODELS[model], *BEST_BEFORE_KILL[model], *common(tmp_path), "trainer.check_val_every_n_epoch=1",
+            *WORSE_FROM_KILL]
+    env = {"OMP_NUM_THREADS": "1"}
+    full, killed, other = tmp_path / "full", tmp_path / "killed", tmp_path / "other"
+    check(run_script("train.py", *args, f"hydra.run.dir={full}", env=env))
+    assert read_metrics(full)["best_epoch"] < KILL_EPOCH  # the premise: the best comes before the kill
+    best = killed_run(tmp_path, args, killed)
+
+    # into another folder (the killed run still reachable): its best checkpoint is copied over and tested
+    check(run_script("train.py", f"ckpt_path={killed / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={other}",
+                     "~callbacks.killer", env=env))
+    assert_same_metrics(full, other)
+    metrics = assert_tested_the_best_checkpoint(other)
+    assert Path(metrics["best_checkpoint"]).name == best.name and "resumed_from_lost" not in metrics
+    assert best.read_bytes() == Path(metrics["best_checkpoint"]).read_bytes()  # the original is left in place
+    assert not list((other / "checkpoints").glob(".*.tmp"))
+
+    # in its own folder
+    check(run_script("train.py", f"ckpt_path={killed}", "~callbacks.killer", env=env))
+    assert_same_metrics(full, killed)
+    assert read_metrics(killed)["best_checkpoint"] == str(best)
+
+
+@pytest.mark.slow
+def test_resumed_from_a_lone_last_checkpoint_warns_and_restarts_model_selection(tmp_path):
+    args = [*MODELS["mf"], *BEST_BEFORE_KILL["mf"], *common(tmp_path), "trainer.check_val_every_n_epoch=1",
+            *WORSE_FROM_KILL]
+    best = killed_run(tmp_path, args, tmp_path / "killed")
+    lone = tmp_path / "copied" / "last.ckpt"  # only last.ckpt reached this "machine"
+    lone.parent.mkdir()
+    shutil.copy(tmp_path / "killed" / "checkpoints" / "last.ckpt", lone)
+    shutil.move(tmp_path / "killed", tmp_path / "gone")
+
+    new = tmp_path / "new"
+    proc = check(run_script("train.py", *args, f"ckpt_path={lone}", f"hydra.run.dir={new}",
+                            env={"OMP_NUM_THREADS": "1"}))
+    warnings = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "WARNING" in ln and str(best) in ln]
+    assert len(warnings) == 1 and "not found" in warnings[0], proc.stdout[-3000:] + proc.stderr[-3000:]
+    metrics = assert_tested_the_best_checkpoint(new)
+    assert metrics["best_epoch"] >= KILL_EPOCH  # from this folder's validations only
+    assert metrics["resumed_from"] == str(lone) and metrics["resumed_from_lost"] == [str(best)]
 
 
 @pytest.mark.slow

@@ -1,25 +1,29 @@
-"""recsys.utils.resume (the command line of a resumed run) and the callbacks a resume relies on
-(BestMetricTracker, EpochSeed state, FiniteLossCheck). Expected command lines are written out by hand."""
+"""recsys.utils.resume (the command line of a resumed run, the best-k checkpoints carried into another folder) and
+the callbacks a resume relies on (BestMetricTracker, AtomicModelCheckpoint's restore, EpochSeed state,
+FiniteLossCheck). Expected command lines are written out by hand."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+from pytorch_lightning.trainer.states import TrainerFn
 
 from recsys.errors import ConfigError, RecsysError
 from recsys.utils import resume
 from recsys.utils.callbacks import (
+    AtomicModelCheckpoint,
     BestMetricTracker,
     EpochSeed,
     FiniteLossCheck,
     NonFiniteLossError,
     epoch_seed,
 )
-from recsys.utils.resume import fit_checkpoint, merge_overrides, resume_argv, resume_overrides
+from recsys.utils.resume import carry_best_k, fit_checkpoint, merge_overrides, resume_argv, resume_overrides
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -167,6 +171,103 @@ def test_best_metric_tracker_resumes_from_its_state():
     b.on_validation_end(fake_trainer(2, {"val/recall@20": 0.2, "val/ndcg@20": 0.9}), None)  # worse than epoch 0
     assert b.best_epoch == 0 and b.best_value == pytest.approx(0.3)
     assert b.best_metrics == {"val/recall@20": pytest.approx(0.3), "val/ndcg@20": pytest.approx(0.2)}
+
+
+def checkpoint_state(run: Path, scores: dict[str, float], kth: str = "") -> dict:
+    """A ModelCheckpoint state (mode max) for ``<run>/checkpoints``, writing each named checkpoint (its name as
+    content); ``kth`` defaults to the worst."""
+    folder = run / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in scores:
+        (folder / name).write_text(name)
+    best_k = {str(folder / n): torch.tensor(v) for n, v in scores.items()}
+    best = max(scores, key=scores.get)
+    kth = kth or min(scores, key=scores.get)
+    return {"monitor": "val/recall@20", "dirpath": str(folder), "best_k_models": best_k,
+            "best_model_path": str(folder / best), "best_model_score": torch.tensor(scores[best]),
+            "kth_best_model_path": str(folder / kth), "kth_value": torch.tensor(scores[kth]), "last_model_path": ""}
+
+
+def test_carry_best_k_copies_reachable_checkpoints_into_the_new_folder(tmp_path):
+    state = checkpoint_state(tmp_path / "old", {"epoch_001.ckpt": 0.5, "epoch_003.ckpt": 0.3})
+    new = tmp_path / "new" / "checkpoints"
+    attrs, missing = carry_best_k(state, new, tmp_path / "old" / "checkpoints" / "last.ckpt", "max")
+    assert missing == []
+    assert attrs["best_model_path"] == str(new / "epoch_001.ckpt") and float(attrs["best_model_score"]) == 0.5
+    assert attrs["kth_best_model_path"] == str(new / "epoch_003.ckpt") and float(attrs["kth_value"]) == pytest.approx(0.3)
+    assert {p: float(v) for p, v in attrs["best_k_models"].items()} == {
+        str(new / "epoch_001.ckpt"): 0.5, str(new / "epoch_003.ckpt"): pytest.approx(0.3)}
+    for name in ("epoch_001.ckpt", "epoch_003.ckpt"):  # copied whole, the original run left as it was
+        assert (new / name).read_text() == name == (tmp_path / "old" / "checkpoints" / name).read_text()
+    assert not list(new.glob(".*.tmp"))
+
+
+def test_carry_best_k_finds_a_moved_or_copied_run_folder(tmp_path):
+    state = checkpoint_state(tmp_path / "old", {"epoch_002.ckpt": 0.5})
+    (tmp_path / "old").rename(tmp_path / "moved")  # resumed in its new place: the files are there already
+    moved = tmp_path / "moved" / "checkpoints"
+    before = (moved / "epoch_002.ckpt").stat().st_mtime_ns
+    attrs, missing = carry_best_k(state, moved, moved / "last.ckpt", "max")
+    assert missing == [] and attrs["best_model_path"] == str(moved / "epoch_002.ckpt")
+    assert (moved / "epoch_002.ckpt").stat().st_mtime_ns == before
+    # a copy of the run (another machine) resumed into a third folder: found next to the resumed checkpoint
+    third = tmp_path / "third" / "checkpoints"
+    attrs, missing = carry_best_k(state, third, moved / "last.ckpt", "max")
+    assert missing == [] and (third / "epoch_002.ckpt").read_text() == "epoch_002.ckpt"
+
+
+def test_carry_best_k_without_the_best_restarts_and_without_another_keeps_the_best(tmp_path):
+    state = checkpoint_state(tmp_path / "old", {"epoch_001.ckpt": 0.5, "epoch_003.ckpt": 0.3})
+    old, new = tmp_path / "old" / "checkpoints", tmp_path / "new" / "checkpoints"
+    (old / "epoch_003.ckpt").unlink()
+    attrs, missing = carry_best_k(state, new, None, "max")
+    assert missing == [str(old / "epoch_003.ckpt")]
+    assert list(attrs["best_k_models"]) == [str(new / "epoch_001.ckpt")] == [attrs["kth_best_model_path"]]
+    (old / "epoch_001.ckpt").unlink()
+    attrs, missing = carry_best_k(state, tmp_path / "third", None, "max")
+    assert attrs == {} and sorted(missing) == [str(old / "epoch_001.ckpt"), str(old / "epoch_003.ckpt")]
+    assert not (tmp_path / "third").exists()
+
+
+def restoring_trainer(ckpt: Path) -> SimpleNamespace:
+    """The trainer a ModelCheckpoint sees while a fit restores it (one process)."""
+    return SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.FITTING), is_global_zero=True, ckpt_path=str(ckpt),
+                           strategy=SimpleNamespace(broadcast=lambda obj, src=0: obj))
+
+
+def test_model_checkpoint_resumed_into_another_folder_without_its_best_warns_and_restarts(tmp_path, caplog):
+    state = checkpoint_state(tmp_path / "old", {"epoch_001.ckpt": 0.5})
+    gone = tmp_path / "old" / "checkpoints" / "epoch_001.ckpt"
+    gone.unlink()
+    cb = AtomicModelCheckpoint(dirpath=tmp_path / "new", monitor="val/recall@20", mode="max", save_top_k=1)
+    cb.on_load_checkpoint(restoring_trainer(tmp_path / "elsewhere" / "last.ckpt"), None, {})
+    with caplog.at_level(logging.WARNING, logger="recsys.utils.callbacks"):
+        cb.load_state_dict(state)
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"the best checkpoint {gone} of the original run is not found" in record.getMessage()
+    assert cb.lost_on_resume == [str(gone)]
+    assert cb.best_k_models == {} and cb.best_model_path == "" and cb.best_model_score is None
+
+    # the tracker's restored best goes with it: best_epoch is then that of this run's best checkpoint
+    tracker = BestMetricTracker("val/recall@20", "max")
+    tracker.load_state_dict({"best_value": 0.5, "best_epoch": 1, "best_metrics": {"val/recall@20": 0.5}})
+    tracker.on_train_start(SimpleNamespace(checkpoint_callbacks=[cb]), None)
+    assert tracker.best_epoch is None and tracker.best_value is None and tracker.best_metrics == {}
+    tracker.on_validation_end(fake_trainer(2, {"val/recall@20": 0.2}), None)  # worse than the lost one: best now
+    assert tracker.best_epoch == 2
+
+
+def test_best_metric_tracker_keeps_its_best_while_the_checkpoints_hold_it(tmp_path):
+    state = checkpoint_state(tmp_path / "old", {"epoch_001.ckpt": 0.5})
+    cb = AtomicModelCheckpoint(dirpath=tmp_path / "new", monitor="val/recall@20", mode="max", save_top_k=1)
+    cb.on_load_checkpoint(restoring_trainer(tmp_path / "old" / "checkpoints" / "last.ckpt"), None, {})
+    cb.load_state_dict(state)
+    assert cb.best_model_path == str(tmp_path / "new" / "epoch_001.ckpt") and cb.lost_on_resume == []
+    tracker = BestMetricTracker("val/recall@20", "max")
+    tracker.load_state_dict({"best_value": 0.5, "best_epoch": 1, "best_metrics": {"val/recall@20": 0.5}})
+    for callbacks in ([cb], []):  # carried over; no checkpointing at all
+        tracker.on_train_start(SimpleNamespace(checkpoint_callbacks=callbacks), None)
+        assert tracker.best_epoch == 1
 
 
 def test_epoch_seed_makes_the_global_rng_a_function_of_the_epoch():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import time
@@ -14,8 +15,12 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.trainer.states import TrainerFn
 
 from recsys.errors import RecsysError
+from recsys.utils.resume import carry_best_k
+
+log = logging.getLogger(__name__)
 
 
 class EpochTimer(pl.Callback):
@@ -49,6 +54,17 @@ class BestMetricTracker(pl.Callback):
             self.best_metrics = {
                 k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/") and torch.is_tensor(v) and v.numel() == 1
             }
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """A best restored from a checkpoint is kept only while the checkpoint callbacks selecting on the same
+        metric still hold best-k checkpoints: a resume that lost them restarts model selection, here as well
+        (so ``best_epoch`` is the epoch of the best checkpoint)."""
+        selecting = [cb for cb in trainer.checkpoint_callbacks
+                     if isinstance(cb, ModelCheckpoint) and cb.monitor == self.monitor and cb.save_top_k != 0]
+        if self.best_epoch is not None and selecting and not any(cb.best_k_models for cb in selecting):
+            log.info("The best checkpoint of epoch %d was not restored: the best %s restarts from this run's "
+                     "validations", self.best_epoch, self.monitor)
+            self.best_value, self.best_epoch, self.best_metrics = None, None, {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_value": self.best_value, "best_epoch": self.best_epoch, "best_metrics": self.best_metrics}
@@ -112,7 +128,49 @@ class AtomicModelCheckpoint(ModelCheckpoint):
     temporary file next to the target (``.<name>.tmp``), which rank 0 fsyncs and renames over the target.
     (Lightning's own ``_atomic_save`` goes through an fsspec transaction whose temporary file lives in the
     system temp folder: across file systems its "move" is a copy that a kill can leave truncated.)
-    Remote (``scheme://``) paths use Lightning's writer unchanged."""
+    Remote (``scheme://``) paths use Lightning's writer unchanged.
+
+    A fit resumed from a checkpoint saved for another ``dirpath`` (resumed into another run folder, a moved or
+    copied run) keeps its best-k state: rank 0 copies the original best-k checkpoints into ``dirpath``
+    (:func:`~recsys.utils.resume.carry_best_k`), where Lightning would restore only ``best_model_path`` (the
+    first validation would then become the best). When the best checkpoint is found nowhere, one warning names
+    it, model selection restarts with this run's validations and ``lost_on_resume`` lists the missing files.
+    A checkpoint loaded to validate or test does not change the state."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lost_on_resume: list[str] = []  # best-k checkpoints of the resumed run that were not found
+        self._restoring: pl.Trainer | None = None
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._restoring = trainer  # for load_state_dict, which Lightning calls next with this callback's state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        trainer, self._restoring = self._restoring, None
+        if trainer is not None and trainer.state.fn != TrainerFn.FITTING:
+            return  # a checkpoint loaded to validate/test/predict: nothing is saved, this run's state stays
+        stored_dir = state_dict.get("dirpath", self.dirpath)
+        if trainer is None or stored_dir == self.dirpath or "://" in f"{stored_dir}{self.dirpath}":
+            return super().load_state_dict(state_dict)
+        if self.monitor is None:  # the newest file (e.g. last.ckpt), nothing selected: Lightning's restore, quietly
+            self.best_model_path = state_dict["best_model_path"]
+            return None
+        found: tuple[dict[str, Any], list[str]] = ({}, [])
+        if trainer.is_global_zero:
+            found = carry_best_k(state_dict, self.dirpath, trainer.ckpt_path, self.mode)
+        attributes, self.lost_on_resume = trainer.strategy.broadcast(found)  # after rank 0's copies
+        for name, value in attributes.items():
+            setattr(self, name, value)
+        if self.lost_on_resume and trainer.is_global_zero:
+            gone = ", ".join(self.lost_on_resume)
+            if attributes:
+                what = f"the top-{self.save_top_k} checkpoint {gone}", f"keeping the others (best: {self.best_model_path})"
+            else:
+                what = f"the best checkpoint {gone}", ("model selection restarts with this run's validations "
+                                                       "(best_epoch, best_checkpoint and val/ metrics of metrics.json)")
+            log.warning("Resuming %s into %s: %s of the original run is not found (nor next to the resumed "
+                        "checkpoint): %s", trainer.ckpt_path, self.dirpath, *what)
+        return None
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         if "://" in str(filepath):

@@ -15,16 +15,24 @@ new ones (e.g. ``trainer.max_epochs=300``) win. Lightning then restores the weig
 counters and the callbacks' states (best checkpoint, early stopping, ``BestMetricTracker``, ``EpochSeed``),
 the CSV log is appended to and ``metrics.json`` rewritten at the end. A checkpoint outside a run folder's
 ``checkpoints/`` is left to Lightning (training continues from it in a new run folder).
+
+Resuming into another folder (an explicit ``hydra.run.dir``, a moved or copied run folder, a checkpoint outside a
+run folder): Lightning restores a ``ModelCheckpoint``'s best-k state only when its ``dirpath`` is unchanged.
+:func:`carry_best_k` (used by :class:`~recsys.utils.callbacks.AtomicModelCheckpoint`) copies the original run's
+best-k checkpoints into the new ``checkpoints/`` and restores the state for them; when the best one is gone, model
+selection restarts with the new folder's validations (and ``BestMetricTracker`` with it).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from recsys.errors import ConfigError
+from recsys.io import atomic_copy
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +136,52 @@ def stored_overrides(ckpt: Path, run: Path) -> list[str]:
         return [str(o) for o in OmegaConf.load(path)]
     log.warning("%s has no stored overrides and %s is missing: resuming with this command line's config", ckpt, path)
     return []
+
+
+def _find_file(stored: Path, relative: Path, folders: Sequence[Path]) -> Path | None:
+    """``stored`` if it is a file, else ``<folder>/<relative>`` of the first of ``folders`` that has it."""
+    for candidate in (stored, *(folder / relative for folder in folders)):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def carry_best_k(state: Mapping[str, Any], dirpath: str | os.PathLike, resumed_from: str | os.PathLike | None,
+                 mode: str) -> tuple[dict[str, Any], list[str]]:
+    """Carry the best-k state of a ``ModelCheckpoint`` saved for the folder ``state["dirpath"]`` over to one that
+    writes to ``dirpath``: ``(attributes, missing)``.
+
+    Each checkpoint of ``best_k_models`` is looked up at its stored path, else under the same name next to
+    ``resumed_from`` (the checkpoint being resumed: a copied run folder) or in ``dirpath`` (a moved one), and
+    copied atomically into ``dirpath`` unless it is there already. ``attributes`` are the ``ModelCheckpoint``
+    attributes for the carried files (``best_k_models``, ``best_model_path``, ``best_model_score``,
+    ``kth_best_model_path``, ``kth_value``); ``missing`` the stored paths found nowhere. When the best one is
+    missing ``attributes`` is empty: model selection restarts (the callback keeps its initial state)."""
+    old_dir, new_dir = Path(str(state.get("dirpath") or dirpath)), Path(dirpath)
+    folders = ([Path(resumed_from).resolve().parent] if resumed_from else []) + [new_dir]
+    carried: dict[str, Any] = {}
+    renamed: dict[str, str] = {}
+    missing: list[str] = []
+    for stored, score in dict(state.get("best_k_models") or {}).items():
+        path = Path(stored)
+        relative = path.relative_to(old_dir) if old_dir in path.parents else Path(path.name)
+        source = _find_file(path, relative, folders)
+        if source is None:
+            missing.append(stored)
+            continue
+        target = new_dir / relative
+        if not (target.is_file() and target.samefile(source)):
+            atomic_copy(source, target)
+        renamed[stored] = str(target)
+        carried[str(target)] = score
+    best = renamed.get(str(state.get("best_model_path") or ""))
+    if best is None:
+        return {}, missing
+    kth = renamed.get(str(state.get("kth_best_model_path") or ""))
+    if kth is None:  # the k-th best is gone (or the top k were not full yet): the worst one carried
+        kth = (max if mode == "min" else min)(carried, key=lambda p: float(carried[p]))
+    return {"best_k_models": carried, "best_model_path": best, "best_model_score": state.get("best_model_score"),
+            "kth_best_model_path": kth, "kth_value": carried[kth]}, missing
 
 
 def _log_dir(overrides: Sequence[str], config_dir: Path, config_name: str) -> tuple[Path, str]:
