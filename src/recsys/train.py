@@ -21,6 +21,7 @@ from recsys.utils.callbacks import (
     FiniteLossCheck,
     ValidateLastEpoch,
 )
+from recsys.utils.checkpoint_io import AtomicCheckpointIO
 from recsys.utils.chunk_size import StepsPerChunk
 from recsys.utils.dashboards import log_summary
 from recsys.utils.ddp import ResetMetricStates
@@ -63,7 +64,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for lg in loggers:  # a resumed run continues its CSV log
         if resume_from and hasattr(lg, "append"):
             lg.append = True
-    trainer: pl.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False,
+                                      plugins=[AtomicCheckpointIO()])  # checkpoints appear whole or not at all
     for lg in loggers:
         lg.log_hyperparams({"cfg": OmegaConf.to_container(cfg, resolve=True), "num_parameters": num_parameters})
 

@@ -135,12 +135,11 @@ NOT_SETTINGS = ("hydra", "optuna")
 def _leaves(node: DictConfig, prefix: str = "") -> Iterator[str]:
     """Dotted keys of every non-mapping value (lists are values), outside ``hydra`` and ``optuna`` (a search
     space of sweep expressions, not settings: each trial's values are validated as that trial's config)."""
-    for key in node:
+    for key, child in node.items_ex(resolve=False):
         path = f"{prefix}{key}"
         if path in NOT_SETTINGS:
             continue
-        child = node._get_node(key)
-        if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
+        if isinstance(child, DictConfig) and child != None and not OmegaConf.is_missing(node, key):  # noqa: E711
             yield from _leaves(child, f"{path}.")
         else:
             yield path

@@ -26,6 +26,7 @@ from recsys.data.interactions import UserItemCSR
 from recsys.metrics import TopKMetrics
 from recsys.sampling import UniformNegativeSampler
 from recsys.utils import ddp
+from recsys.utils import lightning_launchers as launchers
 from tests.integration.conftest import (
     ROOT,
     TINY_DATA,
@@ -172,11 +173,11 @@ def test_job_scope_leaves_a_fresh_process_for_the_next_job(tmp_path, monkeypatch
         torch.set_num_threads(1)
         dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
-        ddp._children.append(child)
+        launchers.children.append(child)
     assert not any(key in os.environ for key in ddp.RENDEZVOUS_ENV)
     assert torch.get_num_threads() == threads
     assert not dist.is_initialized()
-    assert child.returncode == 0 and not ddp._children
+    assert child.returncode == 0 and not launchers.children
 
 
 def test_job_scope_leaves_externally_started_ranks_alone(monkeypatch):

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from recsys.errors import RecsysError
-from recsys.utils.callbacks import AtomicModelCheckpoint, FiniteLossCheck, NonFiniteLossError
+from recsys.utils.callbacks import FiniteLossCheck, NonFiniteLossError, PortableModelCheckpoint
 
 BATCHES = 6  # per epoch
 
@@ -31,8 +31,8 @@ class Blowup(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
-def fit(tmp_path, bad_step: int, check: FiniteLossCheck) -> AtomicModelCheckpoint:
-    last = AtomicModelCheckpoint(dirpath=tmp_path / "checkpoints", filename="last", monitor=None,
+def fit(tmp_path, bad_step: int, check: FiniteLossCheck) -> PortableModelCheckpoint:
+    last = PortableModelCheckpoint(dirpath=tmp_path / "checkpoints", filename="last", monitor=None,
                                  save_on_train_epoch_end=True, enable_version_counter=False)
     trainer = pl.Trainer(max_epochs=4, accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_model_summary=False, callbacks=[check, last], default_root_dir=tmp_path)

@@ -1,5 +1,5 @@
 """recsys.utils.resume (the command line of a resumed run, the best-k checkpoints carried into another folder) and
-the callbacks a resume relies on (BestMetricTracker, AtomicModelCheckpoint's restore, EpochSeed state,
+the callbacks a resume relies on (BestMetricTracker, PortableModelCheckpoint's restore, EpochSeed state,
 FiniteLossCheck). Expected command lines are written out by hand."""
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from pytorch_lightning.trainer.states import TrainerFn
 from recsys.errors import ConfigError, RecsysError
 from recsys.utils import resume
 from recsys.utils.callbacks import (
-    AtomicModelCheckpoint,
     BestMetricTracker,
     EpochSeed,
     FiniteLossCheck,
     NonFiniteLossError,
+    PortableModelCheckpoint,
     epoch_seed,
 )
 from recsys.utils.resume import carry_best_k, fit_checkpoint, merge_overrides, resume_argv, resume_overrides
@@ -239,7 +239,7 @@ def test_model_checkpoint_resumed_into_another_folder_without_its_best_warns_and
     state = checkpoint_state(tmp_path / "old", {"epoch_001.ckpt": 0.5})
     gone = tmp_path / "old" / "checkpoints" / "epoch_001.ckpt"
     gone.unlink()
-    cb = AtomicModelCheckpoint(dirpath=tmp_path / "new", monitor="val/recall@20", mode="max", save_top_k=1)
+    cb = PortableModelCheckpoint(dirpath=tmp_path / "new", monitor="val/recall@20", mode="max", save_top_k=1)
     cb.on_load_checkpoint(restoring_trainer(tmp_path / "elsewhere" / "last.ckpt"), None, {})
     with caplog.at_level(logging.WARNING, logger="recsys.utils.callbacks"):
         cb.load_state_dict(state)
@@ -259,7 +259,7 @@ def test_model_checkpoint_resumed_into_another_folder_without_its_best_warns_and
 
 def test_best_metric_tracker_keeps_its_best_while_the_checkpoints_hold_it(tmp_path):
     state = checkpoint_state(tmp_path / "old", {"epoch_001.ckpt": 0.5})
-    cb = AtomicModelCheckpoint(dirpath=tmp_path / "new", monitor="val/recall@20", mode="max", save_top_k=1)
+    cb = PortableModelCheckpoint(dirpath=tmp_path / "new", monitor="val/recall@20", mode="max", save_top_k=1)
     cb.on_load_checkpoint(restoring_trainer(tmp_path / "old" / "checkpoints" / "last.ckpt"), None, {})
     cb.load_state_dict(state)
     assert cb.best_model_path == str(tmp_path / "new" / "epoch_001.ckpt") and cb.lost_on_resume == []

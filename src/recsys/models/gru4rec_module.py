@@ -165,7 +165,11 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
         supports = isinstance(optimizer, (AdagradM, torch.optim.Adagrad, torch.optim.SparseAdam))
         # DDP (any strategy but a single device, even with one process) reduces dense buckets only: a sparse
         # gradient of a functional embedding fails in the first backward
-        data_parallel = self._trainer is not None and not isinstance(self.trainer.strategy, SingleDeviceStrategy)
+        try:
+            strategy = self.trainer.strategy
+        except RuntimeError:  # not attached to a trainer (built on its own)
+            strategy = None
+        data_parallel = strategy is not None and not isinstance(strategy, SingleDeviceStrategy)
         if self.sparse_gradients == "true" and not supports:
             raise ConfigError(
                 f"model.sparse_gradients=true but {type(optimizer).__name__} does not accept sparse gradients; "

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from weakref import proxy
 
 import numpy as np
 import pytorch_lightning as pl
@@ -123,12 +121,10 @@ class ConfigInCheckpoint(pl.Callback):
             checkpoint["recsys_overrides"] = [str(o) for o in HydraConfig.get().overrides.task]
 
 
-class AtomicModelCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` whose files appear whole or not at all: Lightning writes the checkpoint to a hidden
-    temporary file next to the target (``.<name>.tmp``), which rank 0 fsyncs and renames over the target.
-    (Lightning's own ``_atomic_save`` goes through an fsspec transaction whose temporary file lives in the
-    system temp folder: across file systems its "move" is a copy that a kill can leave truncated.)
-    Remote (``scheme://``) paths use Lightning's writer unchanged.
+class PortableModelCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose run can move: the loggers' files are flushed with every checkpoint, and a fit
+    resumed from another folder keeps its model selection (the files themselves are written atomically by
+    :class:`~recsys.utils.checkpoint_io.AtomicCheckpointIO`).
 
     A fit resumed from a checkpoint saved for another ``dirpath`` (resumed into another run folder, a moved or
     copied run) keeps its best-k state: rank 0 copies the original best-k checkpoints into ``dirpath``
@@ -172,25 +168,11 @@ class AtomicModelCheckpoint(ModelCheckpoint):
                         "checkpoint): %s", trainer.ckpt_path, self.dirpath, *what)
         return None
 
-    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
-        if "://" in str(filepath):
-            return super()._save_checkpoint(trainer, filepath)
-        target = Path(filepath)
-        tmp = target.with_name(f".{target.name}.tmp")
-        if trainer.is_global_zero:  # the logs on disk reach as far as the checkpoint (a resumed run appends)
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """The logs on disk reach as far as the checkpoint (a resumed run appends to them)."""
+        if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.save()
-        trainer.save_checkpoint(tmp, self.save_weights_only)  # every rank calls it; rank 0 writes, then a barrier
-        if trainer.is_global_zero:
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = filepath
-        if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.after_save_checkpoint(proxy(self))
-        return None
 
 
 def epoch_seed(base: int, epoch: int, rank: int = 0) -> int:

@@ -172,7 +172,7 @@ def upload_results(
         run.save(str(table_csv), base_path=str(table_csv.parent), policy="now")
         run_dir = Path(run.dir).parent
     finally:
-        offline_run = run.settings._offline
+        offline_run = run.offline
         run.finish()
     if offline_run:
         print(sync_hint(run_dir), flush=True)

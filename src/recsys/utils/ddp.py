@@ -1,11 +1,12 @@
-"""Lightning DDP inside Hydra runs and sweeps (frameworks.md §3, P1/P2/P5).
+"""Lightning DDP inside Hydra runs and sweeps.
 
 Lightning's ``ddp`` strategy starts ranks ``1..N-1`` by re-running the script
 (``_SubprocessScriptLauncher``). With Hydra it re-uses ``sys.argv`` plus ``hydra.run.dir`` — right for a
 single run, wrong in a multirun: the children get ``-m`` and the whole sweep, so every rank runs its own
 copy of the sweep (right by accident for a fixed grid; with Optuna each rank asks the study for different
-hyper-parameters and the ranks crash on mismatched shapes), in the wrong folder. :func:`install` replaces
-that command by :func:`hydra_subprocess_cmd`: a *single run* of the current job only — the job's own
+hyper-parameters and the ranks crash on mismatched shapes), in the wrong folder. That command is replaced by
+:func:`hydra_subprocess_cmd` (the patch itself: :mod:`recsys.utils.lightning_launchers`): a *single run* of the
+current job only — the job's own
 overrides (``hydra.overrides.task``, i.e. the values the sweeper chose), ``hydra.mode=RUN``, the job's
 output folder as ``hydra.run.dir`` and no ``.hydra`` dump (``hydra.output_subdir=null``). The parent
 process, and only it, talks to the sweeper.
@@ -18,8 +19,8 @@ thread count, and the child processes (waited for, killed if the job failed).
 ``ddp_spawn`` runs every stage in fresh worker processes. Tensors handed to them travel in shared memory
 and Lightning un-shares only parameters and buffers, not torchmetrics states: every rank then adds into
 the *same* state tensors (26 users counted as 52). :class:`ResetMetricStates` resets the metrics once in
-each worker (``reset()`` gives every state a fresh private tensor). :func:`install` also
-carries the callbacks' states and the epoch counter back to the main process
+each worker (``reset()`` gives every state a fresh private tensor). The launcher patches also
+carry the callbacks' states and the epoch counter back to the main process
 (Lightning only carries the checkpoint path, the weights and ``callback_metrics``), so the
 best-validation metrics and epoch count of ``metrics.json`` are those of the workers' fit.
 """
@@ -27,18 +28,18 @@ best-validation metrics and epoch count of ``metrics.json`` are those of the wor
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import subprocess
 import sys
-import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
+
+from recsys.utils import lightning_launchers as launchers
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,6 @@ _SWEEP_ONLY_KEYS = (
 #: command-line flags that choose the primary config (kept, with their value)
 _CONFIG_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
 
-_children: list[subprocess.Popen] = []
-_installed = False
 #: set by child_job(): the job the DDP children must run instead of the current Hydra job
 _child_job: dict[str, Any] | None = None
 
@@ -136,70 +135,6 @@ def child_job(script: str | os.PathLike, overrides: Sequence[str], output_dir: s
         _child_job = previous
 
 
-# -- ddp_spawn: state the workers hand back ---------------------------------------------------------
-def _callback_states(trainer: pl.Trainer) -> dict[str, Any]:
-    return {cb.state_key: cb.state_dict() for cb in trainer.callbacks if cb.state_dict()}
-
-
-def _patched_get_extra_results(original):
-    def get_extra_results(self, trainer: pl.Trainer) -> dict[str, Any]:
-        extra = original(self, trainer)
-        buffer = io.BytesIO()
-        torch.save({"callbacks": _callback_states(trainer), "epoch_progress": trainer.fit_loop.epoch_progress.state_dict()}, buffer)
-        extra["recsys_state_bytes"] = buffer.getvalue()
-        return extra
-
-    return get_extra_results
-
-
-def _patched_update_main_process_results(original):
-    def update_main_process_results(self, trainer: pl.Trainer, extra: dict[str, Any]) -> None:
-        original(self, trainer, extra)
-        if "recsys_state_bytes" not in extra:
-            return
-        state = torch.load(io.BytesIO(extra["recsys_state_bytes"]), weights_only=True)  # plain dicts of numbers
-        for cb in trainer.callbacks:
-            if cb.state_key in state["callbacks"]:
-                cb.load_state_dict(state["callbacks"][cb.state_key])
-        if trainer.state.fn == "fit":
-            trainer.fit_loop.epoch_progress.load_state_dict(state["epoch_progress"])
-
-    return update_main_process_results
-
-
-def _patched_call_children_scripts(original):
-    def _call_children_scripts(self) -> None:
-        original(self)
-        _children.extend(self.procs)
-
-    return _call_children_scripts
-
-
-def install() -> None:
-    """Patch Lightning's launchers (idempotent): Hydra-job-aware child command, child bookkeeping,
-    ``ddp_spawn`` state hand-back; silence Lightning's ``sync_dist`` advice for our already-reduced metrics."""
-    global _installed
-    if _installed:
-        return
-    import lightning_fabric.strategies.launchers.subprocess_script as fabric_subprocess
-    import pytorch_lightning.strategies.launchers.multiprocessing as pl_spawn
-    import pytorch_lightning.strategies.launchers.subprocess_script as pl_subprocess
-
-    # both modules bind the name at import time: patch each
-    fabric_subprocess._hydra_subprocess_cmd = hydra_subprocess_cmd
-    pl_subprocess._hydra_subprocess_cmd = hydra_subprocess_cmd
-    launcher = pl_subprocess._SubprocessScriptLauncher
-    launcher._call_children_scripts = _patched_call_children_scripts(launcher._call_children_scripts)
-    spawn = pl_spawn._MultiProcessingLauncher
-    spawn.get_extra_results = _patched_get_extra_results(spawn.get_extra_results)
-    spawn.update_main_process_results = _patched_update_main_process_results(spawn.update_main_process_results)
-    # TopKMetrics.compute() sums the states over ranks, so every rank logs the same global value
-    # (and GRU4Rec's train/loss is reduced over ranks before it is logged)
-    warnings.filterwarnings("ignore", message=r".*self\.log\('(val|test)/.*sync_dist=True")
-    warnings.filterwarnings("ignore", message=r".*self\.log\('train/.*sync_dist=True")
-    _installed = True
-
-
 # -- one job in a long-lived process ----------------------------------------------------------------
 def _restore_env(saved: dict[str, str | None]) -> None:
     for key, value in saved.items():
@@ -210,8 +145,8 @@ def _restore_env(saved: dict[str, str | None]) -> None:
 
 
 def _reap_children(failed: bool, timeout: float = 120.0) -> None:
-    while _children:
-        proc = _children.pop()
+    while launchers.children:
+        proc = launchers.children.pop()
         if proc.poll() is None and not failed:
             try:
                 proc.wait(timeout=timeout)
@@ -231,7 +166,7 @@ def job_scope() -> Iterator[None]:
     Only what Lightning created inside the job is undone: a process group whose ranks were started
     externally with ``RANK`` / ``LOCAL_RANK`` set (torchrun) is left alone.
     """
-    install()
+    launchers.install(hydra_subprocess_cmd)
     saved_env = {k: os.environ.get(k) for k in RENDEZVOUS_ENV}
     threads = torch.get_num_threads()
     external = saved_env["LOCAL_RANK"] is not None or "RANK" in os.environ
@@ -262,4 +197,4 @@ class ResetMetricStates(pl.Callback):
 
 # Importing this module installs the patches, so they are active in ddp_spawn workers too: a worker is a
 # fresh interpreter that imports recsys.utils.ddp when it unpickles the trainer's ResetMetricStates.
-install()
+launchers.install(hydra_subprocess_cmd)

@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from recsys.errors import DataError
 from recsys.io import atomic_write
+from recsys.utils.loggers import CSVLogger
 
 log = logging.getLogger(__name__)
 
@@ -175,14 +176,14 @@ def plot_folder(folder: str | Path, metric: str | None = None, out_path: str | P
 
 
 def csv_logger(loggers: Sequence[Any]) -> Any | None:
-    """The first Lightning CSV logger among ``loggers`` (None without one)."""
-    from pytorch_lightning.loggers import CSVLogger
+    """The first CSV logger (recsys's or Lightning's) among ``loggers`` (None without one)."""
+    from pytorch_lightning.loggers import CSVLogger as LightningCSVLogger
 
-    return next((lg for lg in loggers if isinstance(lg, CSVLogger)), None)
+    return next((lg for lg in loggers if isinstance(lg, (CSVLogger, LightningCSVLogger))), None)
 
 
 def csv_log_file(loggers: Sequence[Any]) -> Path | None:
-    """``metrics.csv`` of the first Lightning CSV logger among ``loggers`` (None without one)."""
+    """``metrics.csv`` of the first CSV logger among ``loggers`` (None without one)."""
     lg = csv_logger(loggers)
     return Path(lg.log_dir) / "metrics.csv" if lg is not None else None
 

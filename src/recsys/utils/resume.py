@@ -18,7 +18,7 @@ the CSV log is appended to and ``metrics.json`` rewritten at the end. A checkpoi
 
 Resuming into another folder (an explicit ``hydra.run.dir``, a moved or copied run folder, a checkpoint outside a
 run folder): Lightning restores a ``ModelCheckpoint``'s best-k state only when its ``dirpath`` is unchanged.
-:func:`carry_best_k` (used by :class:`~recsys.utils.callbacks.AtomicModelCheckpoint`) copies the original run's
+:func:`carry_best_k` (used by :class:`~recsys.utils.callbacks.PortableModelCheckpoint`) copies the original run's
 best-k checkpoints into the new ``checkpoints/`` and restores the state for them; when the best one is gone, model
 selection restarts with the new folder's validations (and ``BestMetricTracker`` with it).
 """
