@@ -216,3 +216,17 @@ def test_wandb_gets_the_comparison_table(sweep, tmp_path):
     logged = {k: v for row in run["history"] for k, v in row.items()}
     assert logged["comparison/_type"] == "table-file" and logged["comparison/nrows"] == 4 * 2
     assert logged["plots/comparison/_type"] == "image-file"
+
+
+def test_an_eval_run_is_described_by_its_checkpoints_training_run(tmp_path):
+    rng = np.random.default_rng(1)
+    train = write_run(tmp_path / "train", "ngcf", 7, fake_values(rng, 30))
+    evaluated = tmp_path / "eval"
+    (evaluated / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create({"ckpt_path": "x", "task_name": "eval", "seed": 1}), evaluated / ".hydra" / "config.yaml")
+    per_user.write_table(pd.read_parquet(train / "per_user.parquet"), evaluated)
+    metrics = {"ckpt_path": str(train / "checkpoints" / "epoch_003.ckpt"), "data_identity": "synthetic_graph-0"}
+    (evaluated / "metrics.json").write_text(json.dumps(metrics))
+    run = load_run(evaluated)
+    assert run.seed == 7 and "model=ngcf" in run.overrides and run.config["model"]["name"] == "ngcf"
+    assert run.table.equals(load_run(train).table)
