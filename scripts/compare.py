@@ -53,10 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     print(result.files[0].read_text())
     for path in result.files:
         print(f"wrote {path}")
-    if args.upload is not False:
-        run_dir = upload_comparison(args.folders[0], result, args.project, args.group, force=bool(args.upload))
-        if run_dir is not None:
-            print(f"wandb run: {run_dir}")
+    run_dir = upload_comparison(args.folders[0], result, args.upload, args.project, args.group)
+    if run_dir is not None:
+        print(f"wandb run: {run_dir}")
     return 0
 
 

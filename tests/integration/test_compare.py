@@ -230,3 +230,14 @@ def test_an_eval_run_is_described_by_its_checkpoints_training_run(tmp_path):
     run = load_run(evaluated)
     assert run.seed == 7 and "model=ngcf" in run.overrides and run.config["model"]["name"] == "ngcf"
     assert run.table.equals(load_run(train).table)
+
+
+def test_upload_settings_follow_the_sweep_unless_forced(sweep):
+    from recsys.utils.results import upload_settings
+
+    assert upload_settings(sweep) is None and upload_settings(sweep, False) is None  # the sweep did not log to wandb
+    forced = upload_settings(sweep, True, project="p")
+    assert forced == {"project": "p", "entity": None, "group": "sweep", "tags": []}
+    OmegaConf.save(OmegaConf.create({"logger": {"wandb": {"project": "mine"}}, "task_name": "train"}),
+                   sweep / "0" / ".hydra" / "config.yaml")
+    assert upload_settings(sweep)["project"] == "mine" and upload_settings(sweep, False) is None

@@ -429,25 +429,22 @@ class CompareCallback(HydraCallback):
             result = compare([root])
             log.info("Sweep comparison: %s", result.files[0])
             if self.upload:
-                upload_comparison(root, result)
+                upload_comparison(root, result)  # when the sweep logged to wandb
         except RecsysError as err:
             log.warning("No comparison of the sweep's seeds: %s", err)
         except Exception:  # a convenience: never turn a finished sweep into a failure
             log.exception("Comparing the sweep failed; run scripts/compare.py by hand")
 
 
-def upload_comparison(root: Path, result: Written, project: str | None = None, group: str | None = None,
-                      force: bool = False) -> Path | None:
-    """Log ``comparison.csv`` (a ``wandb.Table``) and the plot as a run of the sweep's wandb group, when the sweep
-    logged to wandb (or ``force``); returns the wandb run folder."""
+def upload_comparison(root: Path, result: Written, upload: bool | None = None, project: str | None = None,
+                      group: str | None = None) -> Path | None:
+    """Log ``comparison.csv`` (a ``wandb.Table`` under ``comparison``) and the plot as a run of the sweep's wandb
+    group (``upload``: see :func:`recsys.utils.results.upload_settings`); returns the wandb run folder, or None."""
     from recsys.utils.dashboards import upload_results
-    from recsys.utils.results import sweep_wandb_settings
+    from recsys.utils.results import upload_settings
 
-    settings = sweep_wandb_settings(root.resolve())
-    if settings is None and not force:
+    settings = upload_settings(Path(root), upload, project, group)
+    if settings is None:
         return None
-    settings = settings or {"project": "recsys", "entity": None, "group": root.resolve().name, "tags": []}
-    settings["project"] = project or settings["project"]
-    settings["group"] = group or settings["group"]
     _, csv, png = result.files
     return upload_results(csv, [png], save_dir=csv.parent, key="comparison", **settings)
