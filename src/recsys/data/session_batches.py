@@ -100,7 +100,8 @@ class SessionParallelPlan:
     reset: torch.Tensor
     ptr: torch.Tensor
     num_lanes: int
-    #: session (index in the planned sequences) and 0-based position in it of every row's input event
+    #: with ``event_ids``: session (index in the planned sequences) and 0-based position in it of every row's
+    #: input event
     sessions: torch.Tensor | None = None
     positions: torch.Tensor | None = None
 
@@ -123,8 +124,9 @@ class SessionParallelPlan:
 
 
 
-def plan_session_parallel(sessions: SessionSequences, num_lanes: int) -> SessionParallelPlan:
-    """The whole pass over ``sessions`` with ``num_lanes`` lanes (module docstring), vectorised."""
+def plan_session_parallel(sessions: SessionSequences, num_lanes: int, event_ids: bool = False) -> SessionParallelPlan:
+    """The whole pass over ``sessions`` with ``num_lanes`` lanes (module docstring), vectorised; ``event_ids``: keep
+    every row's session and position too (evaluation)."""
     lengths = sessions.lengths
     sched = schedule_sessions(lengths, num_lanes)
     steps = np.maximum(lengths - 1, 0)
@@ -150,8 +152,8 @@ def plan_session_parallel(sessions: SessionSequences, num_lanes: int) -> Session
         reset=torch.from_numpy(offset[order] == 0),
         ptr=torch.from_numpy(ptr),
         num_lanes=num_lanes,
-        sessions=torch.from_numpy(sess[order].copy()),
-        positions=torch.from_numpy(offset[order].copy()),
+        sessions=torch.from_numpy(sess[order].copy()) if event_ids else None,
+        positions=torch.from_numpy(offset[order].copy()) if event_ids else None,
     )
 
 
@@ -196,7 +198,8 @@ class SessionParallelChunks(EpochSampler):
         self.negatives = negatives if negatives is not None and negatives.n_sample > 0 else None
 
         def rank_plan(r: int) -> SessionParallelPlan:
-            return plan_session_parallel(sessions.take(np.arange(r, sessions.num_sessions, world_size)), batch_size)
+            return plan_session_parallel(sessions.take(np.arange(r, sessions.num_sessions, world_size)), batch_size,
+                                         event_ids=event_ids)
 
         self.plan = rank_plan(rank)
         self.plan_steps = self.plan.steps_with_lanes(min_lanes)
