@@ -16,7 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-from recsys.utils.results import collect, sweep_wandb_settings
+from recsys.utils.results import collect, upload_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,13 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     for path in [result.table_csv, result.table_md, *result.plots]:
         print(f"wrote {path}")
 
-    settings = sweep_wandb_settings(args.sweep_dir.resolve())
-    if args.upload or (args.upload is None and settings is not None):
+    settings = upload_settings(args.sweep_dir, args.upload, args.project, args.group)
+    if settings is not None:
         from recsys.utils.dashboards import upload_results
 
-        settings = settings or {"project": "recsys", "entity": None, "group": args.sweep_dir.resolve().name, "tags": []}
-        settings["project"] = args.project or settings["project"]
-        settings["group"] = args.group or settings["group"]
         run_dir = upload_results(result.table_csv, result.plots, save_dir=result.table_csv.parent, **settings)
         print(f"wandb run (group {settings['group']}): {run_dir}")
     return 0

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from recsys.api import merge_data_overrides
 from recsys.builders import build_datamodule, build_model
 from recsys.errors import ConfigError
+from recsys.utils.callbacks import PerUserResults
 from recsys.utils.ddp import ResetMetricStates
 from recsys.utils.devices import resolve_trainer_config
 from recsys.utils.instantiators import instantiate_loggers
@@ -44,12 +45,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(run_cfg)
     model = build_model(run_cfg, datamodule)
     loggers = instantiate_loggers(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(trainer_cfg, logger=loggers or False, callbacks=[ResetMetricStates()])
+    callbacks = [ResetMetricStates(), PerUserResults(cfg.paths.output_dir)]  # + per_user.parquet
+    trainer: pl.Trainer = instantiate(trainer_cfg, logger=loggers or False, callbacks=callbacks)
     start = time.perf_counter()
     trainer.test(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     metrics["test_seconds"] = time.perf_counter() - start
     metrics["ckpt_path"] = str(cfg.ckpt_path)
+    metrics["data_identity"] = datamodule.identity
     write_metrics(Path(cfg.paths.output_dir) / "metrics.json", metrics)
     return metrics
 

@@ -10,6 +10,9 @@ Protocol (algorithms.md §1.6), per evaluated user u with relevant set T_u and r
 
 Users with no relevant item are not counted. The metric keeps, per (metric, K), the sum over users, and
 the number of users: both reduce by summation across processes, so the mean is exact under DDP.
+With ``keep_rows=True`` it also keeps every evaluated row's values with the ids the caller names it by
+(:meth:`TopKMetrics.rows`: the per-user / per-event results of a test, gathered by
+:mod:`recsys.utils.per_user`).
 """
 
 from __future__ import annotations
@@ -91,12 +94,17 @@ def _select_topk_exact(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class TopKMetrics(Metric):
-    """Accumulates recall/ndcg/precision/hit_rate/mrr at several K from per-user hit lists."""
+    """Accumulates recall/ndcg/precision/hit_rate/mrr at several K from per-user hit lists.
+
+    ``keep_rows``: also keep each row's values (the metrics of :attr:`row_columns`) with its ``row_ids``
+    (given to :meth:`update`), until :meth:`reset`; :meth:`rows` returns this process's rows."""
 
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, ks: Sequence[int] = (10, 20, 50), metrics: Sequence[str] = METRIC_NAMES) -> None:
+    def __init__(
+        self, ks: Sequence[int] = (10, 20, 50), metrics: Sequence[str] = METRIC_NAMES, keep_rows: bool = False
+    ) -> None:
         super().__init__()
         unknown = set(metrics) - set(METRIC_NAMES)
         if unknown:
@@ -105,33 +113,64 @@ class TopKMetrics(Metric):
             raise ValueError(f"metric cut-offs must be positive integers, got {list(ks)}")
         self.ks = sorted(set(int(k) for k in ks))
         self.metric_names = list(metrics)
+        self.keep_rows = keep_rows
         self.add_state("sums", torch.zeros(len(METRIC_NAMES), len(self.ks), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         # IDCG@r for r = 1..max K: a float64 constant computed once, moved to the hits' device on first use (a
         # plain attribute, not a buffer: a module-wide dtype cast such as precision=bf16-true must not round it)
         ideal_ranks = torch.arange(1, self.max_k + 1, dtype=torch.float64)
         self._cum_ideal = torch.cumsum(1.0 / torch.log2(ideal_ranks + 1.0), 0)
+        # kept rows (keep_rows): (ids (n, c) int64, values (n, len(row_columns)) float64) per update; not a
+        # torchmetrics state (never synced by compute): recsys.utils.per_user gathers them once, after the test
+        self._rows: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # rows of (metric, K) in the flattened (len(METRIC_NAMES), len(ks)) values, in row_columns order
+        self._row_index = torch.tensor([METRIC_NAMES.index(name) * len(self.ks) + j
+                                        for name in self.metric_names for j in range(len(self.ks))])
 
     @property
     def max_k(self) -> int:
         return self.ks[-1]
 
+    @property
+    def row_columns(self) -> list[str]:
+        """Names of the values of a kept row (``recall@10``, …; the keys of :meth:`compute`, in its order)."""
+        return [f"{name}@{k}" for name in self.metric_names for k in self.ks]
+
     def update(  # type: ignore[override]
-        self, hits: torch.Tensor | None = None, num_relevant: torch.Tensor | None = None, *, ranks: torch.Tensor | None = None
+        self,
+        hits: torch.Tensor | None = None,
+        num_relevant: torch.Tensor | None = None,
+        *,
+        ranks: torch.Tensor | None = None,
+        row_ids: torch.Tensor | None = None,
     ) -> None:
         """Either ``hits[u, r]``: whether the item at rank r+1 of user u is relevant (shape ``(B, >= max K)`` or
         narrower when the catalogue is smaller) with ``num_relevant[u] = |T_u|``; or ``ranks=``: one relevant
-        item per row at that 1-based rank (:meth:`_update_from_ranks`)."""
+        item per row at that 1-based rank (:meth:`rank_row_values`). ``row_ids`` ``(B,)`` or ``(B, c)``: what
+        names each row in :meth:`rows` (kept with ``keep_rows``; rows without a relevant item are dropped)."""
         if ranks is not None:
-            self._update_from_ranks(ranks)
-            return
-        if hits is None or num_relevant is None:
+            values = self.rank_row_values(ranks)
+        elif hits is None or num_relevant is None:
             raise TypeError("TopKMetrics.update takes (hits, num_relevant) or ranks=")
-        keep = num_relevant > 0
-        hits = hits[keep].to(torch.float64)
-        n_rel = num_relevant[keep].to(torch.float64)
-        if hits.shape[0] == 0:
+        else:
+            keep = num_relevant > 0
+            values = self.row_values(hits[keep], num_relevant[keep])
+            row_ids = None if row_ids is None else row_ids[keep]
+        if values.shape[0] == 0:
             return
+        self.sums += values.sum(0)
+        self.count += values.shape[0]
+        if self.keep_rows and row_ids is not None:
+            ids = row_ids.reshape(values.shape[0], -1).to(torch.int64)
+            if self._row_index.device != values.device:
+                self._row_index = self._row_index.to(values.device)
+            self._rows.append((ids, values.flatten(1)[:, self._row_index]))
+
+    def row_values(self, hits: torch.Tensor, num_relevant: torch.Tensor) -> torch.Tensor:
+        """Every metric of every row, ``(B, len(METRIC_NAMES), len(ks))`` float64, from ``hits`` (as in
+        :meth:`update`) of rows that all have ``num_relevant > 0``."""
+        hits = hits.to(torch.float64)
+        n_rel = num_relevant.to(torch.float64)
         width = hits.shape[1]
         # no floating-point cumsum here: CUDA has no deterministic kernel for it (it raises under
         # trainer.deterministic=true), so integer counts and one sum per cut-off
@@ -142,34 +181,43 @@ class TopKMetrics(Metric):
             self._cum_ideal = self._cum_ideal.to(hits.device)
         cum_ideal = self._cum_ideal
         first_hit = torch.where(hits.any(1), hits.argmax(1).to(torch.float64) + 1.0, torch.inf)
-        rows = []
+        cols = []
         for k in self.ks:
             c = min(k, width)
             n_hit = cum_hits[:, c - 1]
             ideal = cum_ideal[(n_rel.clamp(max=k) - 1).long()]
-            rows.append(torch.stack([
+            cols.append(torch.stack([
                 n_hit / n_rel,
                 gains[:, :c].sum(1) / ideal,
                 n_hit / k,
                 (n_hit > 0).to(torch.float64),
                 torch.where(first_hit <= k, 1.0 / first_hit, torch.zeros_like(first_hit)),
-            ]).sum(1))
-        self.sums += torch.stack(rows, 1)
-        self.count += hits.shape[0]
+            ], 1))
+        return torch.stack(cols, 2)
 
-    def _update_from_ranks(self, ranks: torch.Tensor) -> None:
-        """One relevant item per row at 1-based rank ``ranks[b]`` (next-item prediction; fractional under the
-        ``median`` tie rule): recall = hit_rate = [r ≤ K], ndcg = [r ≤ K] / log2(r + 1) (IDCG = 1),
-        precision = [r ≤ K] / K, mrr = [r ≤ K] / r. Equals the hit-row update on the one-hot rows."""
-        if ranks.numel() == 0:
-            return
+    def rank_row_values(self, ranks: torch.Tensor) -> torch.Tensor:
+        """Every metric of rows with one relevant item at 1-based rank ``ranks[b]`` (next-item prediction;
+        fractional under the ``median`` tie rule), ``(B, len(METRIC_NAMES), len(ks))`` float64: recall =
+        hit_rate = [r ≤ K], ndcg = [r ≤ K] / log2(r + 1) (IDCG = 1), precision = [r ≤ K] / K, mrr = [r ≤ K] / r.
+        Equals :meth:`row_values` of the one-hot rows."""
         r = ranks.to(torch.float64)
-        rows = []
+        cols = []
         for k in self.ks:
             hit = (r <= k).to(torch.float64)
-            rows.append(torch.stack([hit, hit / torch.log2(r + 1.0), hit / k, hit, hit / r]).sum(1))
-        self.sums += torch.stack(rows, 1)
-        self.count += r.numel()
+            cols.append(torch.stack([hit, hit / torch.log2(r + 1.0), hit / k, hit, hit / r], 1))
+        return torch.stack(cols, 2)
+
+    def rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This process's kept rows since the last :meth:`reset`, in update order: ``(ids (n, c) int64, values
+        (n, len(row_columns)) float64)`` (``c = 0`` when none was kept)."""
+        if not self._rows:
+            return (torch.zeros(0, 0, dtype=torch.int64, device=self.sums.device),
+                    torch.zeros(0, len(self.row_columns), dtype=torch.float64, device=self.sums.device))
+        return torch.cat([ids for ids, _ in self._rows]), torch.cat([v for _, v in self._rows])
+
+    def reset(self) -> None:
+        super().reset()
+        self._rows = []
 
     def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]
         mean = self.sums / self.count.clamp_min(1.0)

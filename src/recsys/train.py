@@ -19,6 +19,7 @@ from recsys.utils.callbacks import (
     ConfigInCheckpoint,
     EpochSeed,
     FiniteLossCheck,
+    PerUserResults,
     ValidateLastEpoch,
 )
 from recsys.utils.checkpoint_io import AtomicCheckpointIO
@@ -57,7 +58,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # EpochSeed: the global RNG (dropout) per epoch from (seed, epoch), exact on resume; FiniteLossCheck: NaN/inf stop;
     # StepsPerChunk: data.steps_per_chunk=auto from the measured step cost
     callbacks += [tracker, EpochSeed(cfg.get("seed")), FiniteLossCheck(), ValidateLastEpoch(), StepsPerChunk(),
-                  ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)), ResetMetricStates()]
+                  ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)), ResetMetricStates(),
+                  PerUserResults(cfg.paths.output_dir)]  # per_user.parquet of the test
     loggers = instantiate_loggers(cfg.get("logger"))
     if csv_logger(loggers) is None:  # plots/curves.png (and a resumed run's log) come from the CSV log
         loggers.append(CSVLogger(save_dir=cfg.paths.output_dir, name="csv", version=""))
@@ -107,6 +109,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         metrics["test_seconds"] = time.perf_counter() - start
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+        metrics["data_identity"] = datamodule.identity  # scripts/compare.py pairs only runs of the same data
 
     write_metrics(Path(cfg.paths.output_dir) / "metrics.json", metrics)
     log_summary(loggers, metrics)

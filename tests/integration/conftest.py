@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,7 +55,8 @@ def read_metrics(run_dir: Path) -> dict:
 
 
 def assert_test_metrics_match_single_process(tmp_path: Path, run: Path, expected_prefix_keys: int) -> None:
-    """The test metrics a multi-process run wrote equal ``eval.py`` of its best checkpoint in one process."""
+    """The test metrics a multi-process run wrote equal ``eval.py`` of its best checkpoint in one process, and so
+    do its per-user rows (written by rank 0 for all ranks): the same rows, in the same order, the same values."""
     metrics = read_metrics(run)
     test_keys = [k for k in metrics if k.startswith("test/")]
     assert len(test_keys) >= expected_prefix_keys
@@ -64,6 +66,9 @@ def assert_test_metrics_match_single_process(tmp_path: Path, run: Path, expected
     single = read_metrics(single_dir)
     for key in test_keys:
         assert abs(single[key] - metrics[key]) <= 1e-6, (key, single[key], metrics[key])
+    rows, single_rows = pd.read_parquet(run / "per_user.parquet"), pd.read_parquet(single_dir / "per_user.parquet")
+    assert len(rows) > 1 and not rows.duplicated([c for c in rows.columns if "@" not in c]).any()
+    pd.testing.assert_frame_equal(rows, single_rows, check_exact=True)
 
 
 @pytest.fixture

@@ -321,3 +321,54 @@ def test_eval_set_sharding_disjoint_and_complete():
     flat = [u for s in shards for u in s]
     assert len(flat) == len(set(flat))
     assert sorted(flat) == sorted(set(tu.tolist()))
+
+
+# ---------------------------------------------------------------------------------------------- kept rows
+@pytest.mark.parametrize("tie_range", [None, 3])
+def test_kept_rows_are_the_reference_per_user_values_and_average_to_compute(tie_range):
+    """keep_rows: one row per user with a relevant item (named by row_ids), each the reference metric of that user;
+    their column means are compute()'s values; reset() forgets them."""
+    scores, mask, targets = random_problem(4, tie_range=tie_range)
+    s = scores.astype(np.float64)
+    s[mask] = -np.inf
+    top = ref_ranking(s)[:, : max(KS)]
+    hits, n_rel = hits_from_ranking(top, targets)
+    metric = TopKMetrics(KS, metrics=("recall", "ndcg", "mrr"), keep_rows=True)
+    users = torch.arange(len(targets)) + 100
+    for lo in range(0, len(targets), 9):
+        metric.update(hits[lo : lo + 9], n_rel[lo : lo + 9], row_ids=users[lo : lo + 9])
+    ids, values = metric.rows()
+    kept = [u for u, t in enumerate(targets) if t]
+    assert ids.shape == (len(kept), 1) and ids[:, 0].tolist() == [u + 100 for u in kept]
+    assert metric.row_columns == [f"{m}@{k}" for m in ("recall", "ndcg", "mrr") for k in KS]
+    for row, u in enumerate(kept):
+        want = ref_metrics(scores[u : u + 1], mask[u : u + 1], [targets[u]])
+        np.testing.assert_allclose(values[row].numpy(), [want[c] for c in metric.row_columns], atol=1e-12)
+    means = dict(zip(metric.row_columns, values.mean(0).tolist(), strict=True))
+    assert_metrics_close(metric.compute(), means)
+    metric.reset()
+    assert metric.rows()[0].shape[0] == 0 and metric.rows()[1].shape == (0, len(metric.row_columns))
+    plain = TopKMetrics(KS)
+    plain.update(hits, n_rel, row_ids=users)
+    assert plain.rows()[0].shape[0] == 0  # rows are kept only when asked
+
+
+def test_kept_rows_from_ranks():
+    metric = TopKMetrics((1, 5), metrics=("recall", "mrr"), keep_rows=True)
+    metric.update(ranks=torch.tensor([1, 3, 9]), row_ids=torch.tensor([[0, 0], [0, 1], [4, 0]]))
+    ids, values = metric.rows()
+    assert ids.tolist() == [[0, 0], [0, 1], [4, 0]]
+    # columns recall@1, recall@5, mrr@1, mrr@5
+    np.testing.assert_allclose(values.numpy(), [[1, 1, 1, 1], [0, 1, 0, 1 / 3], [0, 0, 0, 0]])
+
+
+def test_gather_rows_of_one_process_sorts_by_ids():
+    from types import SimpleNamespace
+
+    from recsys.utils.per_user import gather_rows
+
+    ids = torch.tensor([[2, 1], [0, 3], [2, 0], [0, 1]])
+    values = torch.arange(8, dtype=torch.float64).view(4, 2)
+    got_ids, got_values = gather_rows(SimpleNamespace(world_size=1), ids, values)
+    assert got_ids.tolist() == [[0, 1], [0, 3], [2, 0], [2, 1]]
+    assert got_values[:, 0].tolist() == [6.0, 2.0, 4.0, 0.0]

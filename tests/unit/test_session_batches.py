@@ -341,3 +341,23 @@ def test_chunk_of_a_range_is_the_slice_of_the_pass():
     assert padded["ptr"].numel() == 4 and int(padded["ptr"][-1]) == int(padded["ptr"][1])
     with pytest.raises(ConfigError, match="steps_per_chunk"):
         SessionParallelChunks(sessions, 4, steps_per_chunk=0)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_evaluation_chunks_name_every_event_by_session_and_position(world):
+    """event_ids: each row's (session, position) is its input event in the whole split (whatever the rank), so
+    ``items[offsets[s] + p]`` is the row's input and the next one its target; every next-item event once."""
+    sessions = random_sessions(np.random.default_rng(3), 40, max_len=7)
+    seen = []
+    for rank in range(world):
+        chunks = SessionParallelChunks(sessions, 3, rank=rank, world_size=world, steps_per_chunk=4, event_ids=True)
+        for chunk in chunks:
+            event = sessions.offsets[chunk["sessions"].numpy()] + chunk["positions"].numpy()
+            assert np.array_equal(sessions.items[event], chunk["inputs"].numpy())
+            assert np.array_equal(sessions.items[event + 1], chunk["targets"].numpy())
+            assert np.array_equal(chunk["reset"].numpy(), chunk["positions"].numpy() == 0)
+            assert (chunk["sessions"].numpy() % world == rank).all()
+            seen += list(zip(chunk["sessions"].tolist(), chunk["positions"].tolist(), strict=True))
+    expected = [(s, p) for s, n in enumerate(sessions.lengths.tolist()) for p in range(n - 1)]
+    assert sorted(seen) == expected
+    assert "sessions" not in next(iter(SessionParallelChunks(sessions, 3)))  # training chunks: no ids

@@ -6,10 +6,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from recsys.data.cache import Source, ensure_cached, load_or_build
+from recsys.data.cache import Source, cache_key, ensure_cached, load_or_build
 from recsys.data.loading import distributed_rank_and_world
 from recsys.errors import ConfigError
 from recsys.sampling import NegativeSampler, UniformNegativeSampler
@@ -78,6 +79,17 @@ class RecDataModule(pl.LightningDataModule):
     def on_splits(self, splits: Any) -> None:
         """Keep the loaded splits (subclasses derive what their loaders need)."""
         self.splits = splits
+
+    @property
+    def identity(self) -> str:
+        """``<source name>-<cache key>``: equal for two runs exactly when they evaluate the same dataset and split
+        (the key hashes the source fingerprint: configuration, preprocessing, file identities)."""
+        return f"{self.source.name}-{cache_key(self.source)}"
+
+    def evaluation_units(self, split: str, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """The columns naming evaluated rows of ``split`` given their ids ``(n, c)`` (as the evaluation batches
+        name them to :class:`~recsys.metrics.TopKMetrics`), original ids where the data has them."""
+        raise NotImplementedError
 
     def empty_validation(self, how: str) -> ConfigError:
         return ConfigError(f"data source {self.source.name!r} has an empty validation split; set {how}")

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -82,6 +83,12 @@ class GraphDataModule(RecDataModule):
         if self.splits is None:
             raise RuntimeError("GraphDataModule.setup() must run before .info")
         return DatasetInfo(self.splits.num_users, self.splits.num_items, self._csr["train"])
+
+    def evaluation_units(self, split: str, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """``{"user": original id}`` of the evaluated users ``ids[:, 0]`` (the dense id without original ids)."""
+        users = ids[:, 0]
+        original = self.splits.user_ids if self.splits is not None else None
+        return {"user": users if original is None else original[users]}
 
     # -- loaders -------------------------------------------------------------------------------
     def epoch_sampler(self, device: torch.device | str | None = None) -> BPREpochSampler:

@@ -20,6 +20,8 @@ slices of those arrays:
 * ``reset`` ``(b,)`` bool — a new session starts in this lane at this step (reset its hidden state first);
 
 concatenated over the chunk's steps, with ``ptr`` marking the steps (and the training steps' shared negatives).
+Evaluation chunks (``event_ids=True``) also name every row: ``sessions`` (index of its session in the split) and
+``positions`` (0-based position of its input event in the session), for the per-event test results.
 
 Under DDP every rank takes the sessions ``rank::world_size`` (still in start-time order) and runs its own
 lanes; all ranks yield the same number of steps (the longest rank's), shorter ranks ending with empty steps,
@@ -98,6 +100,10 @@ class SessionParallelPlan:
     reset: torch.Tensor
     ptr: torch.Tensor
     num_lanes: int
+    #: with ``event_ids``: session (index in the planned sequences) and 0-based position in it of every row's
+    #: input event
+    sessions: torch.Tensor | None = None
+    positions: torch.Tensor | None = None
 
     @property
     def num_steps(self) -> int:
@@ -118,8 +124,9 @@ class SessionParallelPlan:
 
 
 
-def plan_session_parallel(sessions: SessionSequences, num_lanes: int) -> SessionParallelPlan:
-    """The whole pass over ``sessions`` with ``num_lanes`` lanes (module docstring), vectorised."""
+def plan_session_parallel(sessions: SessionSequences, num_lanes: int, event_ids: bool = False) -> SessionParallelPlan:
+    """The whole pass over ``sessions`` with ``num_lanes`` lanes (module docstring), vectorised; ``event_ids``: keep
+    every row's session and position too (evaluation)."""
     lengths = sessions.lengths
     sched = schedule_sessions(lengths, num_lanes)
     steps = np.maximum(lengths - 1, 0)
@@ -145,6 +152,8 @@ def plan_session_parallel(sessions: SessionSequences, num_lanes: int) -> Session
         reset=torch.from_numpy(offset[order] == 0),
         ptr=torch.from_numpy(ptr),
         num_lanes=num_lanes,
+        sessions=torch.from_numpy(sess[order].copy()) if event_ids else None,
+        positions=torch.from_numpy(offset[order].copy()) if event_ids else None,
     )
 
 
@@ -167,6 +176,7 @@ class SessionParallelChunks(EpochSampler):
         steps_per_chunk: steps per yielded chunk.
         negatives: the sampler of the steps' shared extra negatives (training; ``None`` or ``n_sample=0``: none).
         seed: seed of the negatives.
+        event_ids: add ``sessions`` (index in ``sessions``, whatever the rank) and ``positions`` to every chunk.
     """
 
     def __init__(
@@ -180,13 +190,16 @@ class SessionParallelChunks(EpochSampler):
         steps_per_chunk: int = 1,
         negatives: NegativeSampler | None = None,
         seed: int = 0,
+        event_ids: bool = False,
     ) -> None:
         super().__init__(batch_size, steps_per_chunk, seed)
         self.rank, self.world_size = rank, world_size
+        self.event_ids = event_ids
         self.negatives = negatives if negatives is not None and negatives.n_sample > 0 else None
 
         def rank_plan(r: int) -> SessionParallelPlan:
-            return plan_session_parallel(sessions.take(np.arange(r, sessions.num_sessions, world_size)), batch_size)
+            return plan_session_parallel(sessions.take(np.arange(r, sessions.num_sessions, world_size)), batch_size,
+                                         event_ids=event_ids)
 
         self.plan = rank_plan(rank)
         self.plan_steps = self.plan.steps_with_lanes(min_lanes)
@@ -213,6 +226,10 @@ class SessionParallelChunks(EpochSampler):
             ptr = torch.cat([ptr, ptr[-1:].expand(hi - lo - (b - a))])
         out = {"inputs": plan.inputs[first:last], "targets": plan.targets[first:last],
                "lanes": plan.lanes[first:last], "reset": plan.reset[first:last], "ptr": ptr}
+        if self.event_ids:  # this rank plans sessions rank::world_size: index j here is rank + j·world there
+            assert plan.sessions is not None and plan.positions is not None
+            out["sessions"] = plan.sessions[first:last] * self.world_size + self.rank
+            out["positions"] = plan.positions[first:last]
         if draws is not None:
             out["negatives"], out["neg_log_q"] = draws.steps(lo, hi)
         return out

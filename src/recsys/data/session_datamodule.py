@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -83,6 +84,13 @@ class SessionDataModule(RecDataModule):
         return SessionInfo(self.splits.num_items, self._support, self.batch_size,
                            int(self.negative_sampler.n_sample), float(self.negative_sampler.alpha), self.splits.train)
 
+    def evaluation_units(self, split: str, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """``{"session": original id (its index without ids), "position": 0-based position of the input event}``
+        of the evaluated events ``ids`` = (session index in ``split``, position)."""
+        assert self.splits is not None
+        sessions, original = ids[:, 0], self.splits.split(split).session_ids
+        return {"session": sessions if original is None else original[sessions], "position": ids[:, 1]}
+
     # -- loaders -------------------------------------------------------------------------------
     def _chunks(self, split: SessionSequences, lanes: int, train: bool, name: str) -> SessionParallelChunks:
         rank, world = distributed_rank_and_world()
@@ -96,7 +104,7 @@ class SessionDataModule(RecDataModule):
         return SessionParallelChunks(
             split, lanes, rank=rank, world_size=world, pad_to_longest_rank=train, min_lanes=min_lanes,
             steps_per_chunk=self.chunk_steps() if train else EVAL_STEPS_PER_CHUNK,
-            negatives=self.negative_sampler if train else None, seed=self.seed)
+            negatives=self.negative_sampler if train else None, seed=self.seed, event_ids=not train)
 
     def train_dataloader(self) -> DataLoader:
         assert self.splits is not None

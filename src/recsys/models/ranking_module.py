@@ -31,7 +31,8 @@ class TopKRecommender(pl.LightningModule):
     def __init__(self, topk: Sequence[int] = (10, 20, 50), metrics: Sequence[str] = METRIC_NAMES) -> None:
         super().__init__()
         self.val_metrics = TopKMetrics(topk, metrics)
-        self.test_metrics = TopKMetrics(topk, metrics)
+        # per-user rows of the test, written by recsys.utils.per_user.PerUserResults (per_user.parquet)
+        self.test_metrics = TopKMetrics(topk, metrics, keep_rows=True)
         self._score_buffer: torch.Tensor | None = None
 
     # -- to implement ----------------------------------------------------------------------------
@@ -71,7 +72,7 @@ class TopKRecommender(pl.LightningModule):
             rows = slice(targets[b], targets[b + 1])
             hits.append(hits_at(top, batch["target_rows"][rows] - lo, batch["target_items"][rows], scores.shape[1]))
         num_relevant = torch.bincount(batch["target_rows"], minlength=n)
-        metric.update(torch.cat(hits), num_relevant)
+        metric.update(torch.cat(hits), num_relevant, row_ids=users)
 
     def _num_items(self) -> int:
         return int(self.hparams.get("num_items") or 0) if hasattr(self, "hparams") else 0

@@ -73,11 +73,13 @@ class SessionRecommender(TopKRecommender):
         self.reset_eval_state()
 
     def evaluate_batch(self, chunk: dict[str, torch.Tensor], metric: TopKMetrics) -> None:
-        """Ranks of every step's next items, one metric update per chunk."""
+        """Ranks of every step's next items, one metric update per chunk (rows named by the chunk's
+        ``sessions``/``positions`` when the loader gives them: the per-event test results)."""
         ranks = [next_item_ranks(self.eval_scores(step), step["targets"], self.tie_mode)
                  for step in session_steps(chunk) if step["inputs"].numel()]
         if ranks:
-            metric.update(ranks=torch.cat(ranks))
+            ids = torch.stack([chunk["sessions"], chunk["positions"]], 1) if "sessions" in chunk else None
+            metric.update(ranks=torch.cat(ranks), row_ids=ids)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """``batch``: ``{"prefixes" (S, L), "lengths" (S,)}`` (item ids, padded) → ``{"items" (S, k), "scores"

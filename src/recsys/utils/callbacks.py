@@ -16,6 +16,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
 
 from recsys.errors import RecsysError
+from recsys.metrics import TopKMetrics
+from recsys.utils import per_user
 from recsys.utils.resume import carry_best_k
 
 log = logging.getLogger(__name__)
@@ -278,3 +280,33 @@ def last_good_checkpoint(trainer: pl.Trainer) -> str:
     if not paths:
         return "no checkpoint was written before it"
     return f"last good checkpoint: {max(paths, key=lambda p: p.stat().st_mtime_ns)}"
+
+
+class PerUserResults(pl.Callback):
+    """Writes the test's per-user rows (:mod:`recsys.utils.per_user`: ``per_user.parquet``) into ``output_dir``
+    on rank 0.
+
+    Runs at the end of the test epoch, before the module's own ``on_test_epoch_end`` (Lightning calls the
+    callbacks' hook first), which computes the metrics and resets their kept rows."""
+
+    def __init__(self, output_dir: str | Path) -> None:
+        self.output_dir = Path(output_dir)
+        self.written: Path | None = None
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metric = getattr(pl_module, "test_metrics", None)
+        if not isinstance(metric, TopKMetrics) or not metric.keep_rows:
+            return
+        ids, values = per_user.gather_rows(trainer, *metric.rows())
+        if not trainer.is_global_zero:
+            return
+        datamodule = trainer.datamodule
+        units = getattr(datamodule, "evaluation_units", None)
+        if units is None or len(ids) == 0:
+            log.warning("No per-user test results to write (%s)", "no rows" if len(ids) == 0 else "no datamodule")
+            return
+        import pandas as pd
+
+        frame = pd.DataFrame({**units("test", ids), **dict(zip(metric.row_columns, values.T, strict=True))})
+        self.written = per_user.write_table(frame, self.output_dir)
+        log.info("Wrote %s (%d rows)", self.written, len(frame))

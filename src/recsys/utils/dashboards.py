@@ -153,20 +153,21 @@ def upload_results(
     entity: str | None = None,
     tags: Sequence[str] = (),
     offline: bool | None = None,
+    key: str = "results",
 ) -> Path:
-    """Log a collected sweep as one ``job_type=collect`` run of ``group``: the results table (``wandb.Table``)
-    and every plot (``wandb.Image``). Returns the wandb run folder."""
+    """Log a collected sweep as one ``job_type=collect`` run of ``group``: the table (a ``wandb.Table`` under
+    ``key``: ``results``, ``comparison``) and every plot (``wandb.Image``). Returns the wandb run folder."""
     import pandas as pd
     import wandb
 
     mode = "offline" if wandb_should_run_offline(offline) else None
     run = wandb.init(
-        project=project, entity=entity, group=group, job_type="collect", name=f"{group}:results",
+        project=project, entity=entity, group=group, job_type="collect", name=f"{group}:{key}",
         tags=list(tags), dir=str(save_dir), mode=mode, reinit="finish_previous",
     )
     try:
         frame = pd.read_csv(table_csv)
-        run.log({"results": wandb.Table(dataframe=frame.astype(str) if frame.empty else frame)})
+        run.log({key: wandb.Table(dataframe=frame.astype(str) if frame.empty else frame)})
         if plots:
             run.log({f"plots/{p.stem}": wandb.Image(str(p)) for p in plots})
         run.save(str(table_csv), base_path=str(table_csv.parent), policy="now")

@@ -280,6 +280,21 @@ def sweep_wandb_settings(root: Path) -> dict[str, Any] | None:
     return {"project": wandb_cfg.get("project") or "recsys", "entity": wandb_cfg.get("entity"), "group": group, "tags": list(tags)}
 
 
+def upload_settings(
+    root: Path, upload: bool | None = None, project: str | None = None, group: str | None = None
+) -> dict[str, Any] | None:
+    """The wandb settings of an upload for the sweep ``root`` (``upload``: True forces it, False never, None when
+    the sweep logged to wandb): :func:`sweep_wandb_settings`, or project ``recsys`` and the folder's name as group
+    when the sweep did not log to wandb; ``project``/``group`` override them. None: no upload."""
+    settings = sweep_wandb_settings(root.resolve()) if upload is not False else None
+    if upload is False or (upload is None and settings is None):
+        return None
+    settings = settings or {"project": "recsys", "entity": None, "group": root.resolve().name, "tags": []}
+    settings["project"] = project or settings["project"]
+    settings["group"] = group or settings["group"]
+    return settings
+
+
 class CollectResultsCallback(HydraCallback):
     """Hydra callback: collect the sweep folder at the end of every multirun (table + plots), and upload it
     to wandb when the sweep logged to wandb. Never fails the sweep (problems are logged)."""
