@@ -205,9 +205,9 @@ def bench_graph(args: argparse.Namespace) -> list[Row]:
 
 def _graph_data(path: str):
     """(splits, DatasetInfo) of the embedded default (``synthetic``) or a Gowalla-format split folder."""
-    from recsys.data.interactions import DatasetInfo
     from recsys.data.sources.split_folder import SplitFolderSource
     from recsys.data.sources.synthetic import SyntheticGraphSource
+    from recsys.info import DatasetInfo
 
     source = SyntheticGraphSource() if path == "synthetic" else SplitFolderSource(dataset="gowalla", path=path)
     splits = source.build()

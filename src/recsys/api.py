@@ -20,8 +20,8 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from recsys.data.interactions import UserItemCSR
 from recsys.errors import ConfigError, DataError, RecsysError
+from recsys.info import UserItemCSR
 from recsys.recommend import (
     IdMap,
     iter_chunks,

@@ -25,8 +25,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from recsys.data.interactions import UserItemCSR
 from recsys.errors import ConfigError, DataError
+from recsys.info import UserItemCSR
 from recsys.io import atomic_write
 from recsys.metrics import rank_topk
 

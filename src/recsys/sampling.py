@@ -54,8 +54,8 @@ import math
 import numpy as np
 import torch
 
-from recsys.data.interactions import UserItemCSR
 from recsys.errors import ConfigError, DataError
+from recsys.info import UserItemCSR
 
 MAX_REJECTION_ROUNDS = 16
 _DENSE_FALLBACK_ELEMENTS = 1 << 24

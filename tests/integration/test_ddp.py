@@ -22,7 +22,7 @@ from torch.utils.data import DistributedSampler
 from recsys.data import bpr_batches
 from recsys.data.bpr_batches import BPREpochSampler
 from recsys.data.eval_batches import RankingEvalSet
-from recsys.data.interactions import UserItemCSR
+from recsys.info import UserItemCSR
 from recsys.metrics import TopKMetrics
 from recsys.sampling import UniformNegativeSampler
 from recsys.utils import ddp

@@ -18,8 +18,9 @@ import pytest
 
 from recsys.data.cache import cache_path, load_or_build
 from recsys.data.interactions import GraphSplits
-from recsys.data.session_data import SessionSequences, SessionSplits
+from recsys.data.session_data import SessionSplits
 from recsys.errors import DataError
+from recsys.info import SessionSequences
 
 ROOT = Path(__file__).resolve().parents[2]
 

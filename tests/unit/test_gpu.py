@@ -8,8 +8,8 @@ import torch
 
 from recsys.data.bpr_batches import BPREpochSampler
 from recsys.data.graph_datamodule import GraphDataModule
-from recsys.data.interactions import UserItemCSR
 from recsys.data.sources.synthetic import SyntheticGraphSource
+from recsys.info import UserItemCSR
 from recsys.models.chunked import StepOptions
 from recsys.models.components.lightgcn import LightGCNEncoder
 from recsys.models.graph_module import GraphRecommender

@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from recsys.data.session_batches import SessionParallelChunks
-from recsys.data.session_data import SessionSequences
-from recsys.data.session_datamodule import SessionInfo
 from recsys.errors import ConfigError
+from recsys.info import SessionInfo, SessionSequences
 from recsys.metrics import TopKMetrics, next_item_ranks
 from recsys.models.components.gru4rec import GRU4RecNet
 from recsys.models.gru4rec_module import GRU4Rec

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from recsys.data.session_data import SessionSequences
-from recsys.data.session_datamodule import SessionInfo
+from recsys.info import SessionInfo, SessionSequences
 from recsys.losses import (
     SESSION_LOSSES,
     bpr_max_loss,

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from recsys.data.interactions import DatasetInfo, GraphSplits, UserItemCSR
+from recsys.data.interactions import GraphSplits
 from recsys.errors import DataError
+from recsys.info import DatasetInfo, UserItemCSR
 
 
 def random_pairs(seed: int, num_users: int, num_items: int, n: int):

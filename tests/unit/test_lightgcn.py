@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from recsys.data.interactions import DatasetInfo, UserItemCSR
+from recsys.info import DatasetInfo, UserItemCSR
 from recsys.models.components.adjacency import SparseAdjacency, normalized_adjacency
 from recsys.models.components.lightgcn import LightGCNEncoder
 from recsys.models.graph_module import GraphRecommender

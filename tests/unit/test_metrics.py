@@ -15,7 +15,7 @@ import torch
 
 import recsys.models.ranking_module as ranking_module
 from recsys.data.eval_batches import RankingEvalSet
-from recsys.data.interactions import UserItemCSR
+from recsys.info import UserItemCSR
 from recsys.metrics import METRIC_NAMES, TopKMetrics, rank_topk
 from recsys.models.ranking_module import TopKRecommender
 

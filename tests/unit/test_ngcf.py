@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from recsys.data.interactions import DatasetInfo, UserItemCSR
 from recsys.data.synthetic import generate_synthetic_graph
+from recsys.info import DatasetInfo, UserItemCSR
 from recsys.models.components.adjacency import SparseAdjacency, normalized_adjacency
 from recsys.models.components.lightgcn import LightGCNEncoder
 from recsys.models.components.ngcf import NGCFEncoder, NGCFLayer, dropout_noise

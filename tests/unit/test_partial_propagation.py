@@ -18,7 +18,7 @@ import torch
 
 import recsys.models.graph_module as graph_module
 from recsys.data.bpr_batches import BPREpochSampler
-from recsys.data.interactions import DatasetInfo, UserItemCSR
+from recsys.info import DatasetInfo, UserItemCSR
 from recsys.models.components.lightgcn import LightGCNEncoder
 from recsys.models.components.ngcf import NGCFEncoder
 from recsys.models.graph_module import GraphRecommender

@@ -12,7 +12,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from recsys.data.interactions import DatasetInfo, UserItemCSR
 from recsys.embedding_separation import (
     final_embeddings,
     own_minus_other_cosine,
@@ -22,6 +21,7 @@ from recsys.embedding_separation import (
     silhouette_score,
 )
 from recsys.errors import ConfigError, DataError
+from recsys.info import DatasetInfo, UserItemCSR
 from recsys.models.components.lightgcn import LightGCNEncoder
 from recsys.models.graph_module import GraphRecommender
 from recsys.utils import plots

@@ -20,8 +20,8 @@ from omegaconf import OmegaConf
 import recsys.data.bpr_batches as bpr_batches
 import recsys.sampling as sampling
 from recsys.data.bpr_batches import BPREpochSampler
-from recsys.data.interactions import DatasetInfo, UserItemCSR
 from recsys.errors import ConfigError, DataError
+from recsys.info import DatasetInfo, UserItemCSR
 from recsys.losses import bpr_loss, embedding_l2
 from recsys.models.components.lightgcn import LightGCNEncoder
 from recsys.models.graph_module import (

@@ -11,8 +11,8 @@ import torch
 
 import recsys.data.bpr_batches as bpr_batches
 from recsys.data.bpr_batches import BPREpochSampler
-from recsys.data.interactions import UserItemCSR
 from recsys.errors import ConfigError, DataError
+from recsys.info import UserItemCSR
 from recsys.sampling import (
     HardNegativeSampler,
     InBatchNegativeSampler,

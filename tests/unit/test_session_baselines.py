@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from recsys.data.session_batches import SessionParallelChunks
-from recsys.data.session_data import SessionSequences
-from recsys.data.session_datamodule import SessionInfo
+from recsys.info import SessionInfo, SessionSequences
 from recsys.models.session_baselines import ItemKNN, SessionMostPop, SessionPop, cooccurrence_neighbours
 
 N = 12

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from recsys.data.session_batches import SessionParallelChunks, plan_session_parallel, schedule_sessions
-from recsys.data.session_data import SessionSequences
 from recsys.errors import ConfigError
+from recsys.info import SessionSequences
 from recsys.models.session_recommender import session_steps
 from recsys.sampling import SessionNegativeSampler, StepNegatives
 

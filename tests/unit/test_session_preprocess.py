@@ -6,10 +6,7 @@ import numpy as np
 import pytest
 
 from recsys.data.cache import cache_path, load_or_build
-from recsys.data.session_data import (
-    SessionSequences,
-    SessionSplits,
-)
+from recsys.data.session_data import SessionSplits
 from recsys.data.session_preprocess import (
     DAY,
     SessionEvents,
@@ -21,6 +18,7 @@ from recsys.data.session_preprocess import (
     split_codes,
 )
 from recsys.errors import ConfigError, DataError
+from recsys.info import SessionSequences
 
 T0 = 1_400_000_000.0
 

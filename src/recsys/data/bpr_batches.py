@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import torch
 
-from recsys.data.interactions import UserItemCSR
 from recsys.data.loading import EpochSampler, distributed_rank_and_world
 from recsys.errors import DataError
+from recsys.info import UserItemCSR
 from recsys.sampling import NegativeSampler, sampling_generator
 
 

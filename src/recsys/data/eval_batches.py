@@ -7,7 +7,7 @@ import math
 import torch
 from torch.utils.data import Dataset
 
-from recsys.data.interactions import UserItemCSR
+from recsys.info import UserItemCSR
 
 
 class RankingEvalSet(Dataset):

@@ -13,11 +13,12 @@ from torch.utils.data import DataLoader
 from recsys.data.bpr_batches import BPREpochSampler
 from recsys.data.datamodule import RecDataModule
 from recsys.data.eval_batches import RankingEvalSet
-from recsys.data.interactions import DatasetInfo, GraphSplits, UserItemCSR
+from recsys.data.interactions import GraphSplits
 from recsys.data.loading import distributed_rank_and_world
 from recsys.data.preprocess import carve_validation
 from recsys.data.sources.base import GraphSource
 from recsys.errors import ConfigError
+from recsys.info import DatasetInfo, UserItemCSR
 from recsys.sampling import sampling_generator
 
 log = logging.getLogger(__name__)

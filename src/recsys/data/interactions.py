@@ -1,4 +1,5 @@
-"""The in-memory form of implicit-feedback data: user–item pairs, per-user CSR sets and splits."""
+"""The in-memory form of implicit-feedback data: train/valid/test user–item pairs (:class:`GraphSplits`) and their
+cache schema. The per-user CSR sets are :class:`recsys.info.UserItemCSR`."""
 
 from __future__ import annotations
 
@@ -9,87 +10,8 @@ import numpy as np
 import torch
 
 from recsys.errors import DataError
+from recsys.info import UserItemCSR
 from recsys.io import Entry, load_npz, save_npz
-
-
-@dataclass(frozen=True)
-class UserItemCSR:
-    """Per-user sorted item sets in CSR form (``indptr`` over users, ``indices`` = item ids).
-
-    Set queries are batched: ``contains`` is a binary search over the sorted keys
-    ``user * num_items + item``; ``gather_rows`` expands a batch of rows without a Python loop.
-    """
-
-    indptr: torch.Tensor  # (num_users + 1,) int64
-    indices: torch.Tensor  # (nnz,) int64, sorted within each row
-    num_items: int
-
-    @classmethod
-    def from_pairs(
-        cls, users: torch.Tensor, items: torch.Tensor, num_users: int, num_items: int
-    ) -> UserItemCSR:
-        """Build from (user, item) pairs; duplicates are dropped, rows sorted by item."""
-        users = torch.as_tensor(users, dtype=torch.int64)
-        items = torch.as_tensor(items, dtype=torch.int64)
-        if users.numel() and (users.min() < 0 or users.max() >= num_users or items.min() < 0 or items.max() >= num_items):
-            raise ValueError(f"user/item ids must lie in [0, {num_users}) x [0, {num_items})")
-        keys = torch.unique(users * num_items + items)  # sorted, deduplicated
-        rows = keys // num_items
-        counts = torch.bincount(rows, minlength=num_users)
-        indptr = torch.zeros(num_users + 1, dtype=torch.int64)
-        torch.cumsum(counts, 0, out=indptr[1:])
-        return cls(indptr=indptr, indices=keys % num_items, num_items=num_items)
-
-    @property
-    def num_users(self) -> int:
-        return self.indptr.numel() - 1
-
-    @property
-    def nnz(self) -> int:
-        return self.indices.numel()
-
-    @property
-    def degrees(self) -> torch.Tensor:
-        return self.indptr[1:] - self.indptr[:-1]
-
-    def to(self, device: torch.device | str | None) -> UserItemCSR:
-        """The same sets on ``device`` (``self`` when already there or ``device`` is None)."""
-        if device is None or torch.device(device) == self.indptr.device:
-            return self
-        return UserItemCSR(indptr=self.indptr.to(device), indices=self.indices.to(device), num_items=self.num_items)
-
-    def keys(self) -> torch.Tensor:
-        """Sorted ``user * num_items + item`` keys of all stored pairs."""
-        rows = torch.repeat_interleave(torch.arange(self.num_users, device=self.indptr.device), self.degrees)
-        return rows * self.num_items + self.indices
-
-    def pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """All stored (user, item) pairs, row-major."""
-        return torch.repeat_interleave(torch.arange(self.num_users, device=self.indptr.device), self.degrees), self.indices
-
-    def contains(self, users: torch.Tensor, items: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
-        """Batched membership test: ``out[j] = items[j] in row users[j]`` (any broadcastable shapes)."""
-        keys = self.keys() if keys is None else keys
-        query = users * self.num_items + items
-        if keys.numel() == 0:
-            return torch.zeros_like(query, dtype=torch.bool)
-        pos = torch.searchsorted(keys, query.reshape(-1)).clamp_(max=keys.numel() - 1)
-        return (keys[pos] == query.reshape(-1)).reshape(query.shape)
-
-    def gather_rows(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Items of the given rows as ``(batch_position, item)`` pairs, vectorised."""
-        starts = self.indptr[users]
-        lengths = self.indptr[users + 1] - starts
-        batch_pos = torch.repeat_interleave(torch.arange(users.numel(), device=users.device), lengths)
-        first = torch.cumsum(lengths, 0) - lengths
-        offsets = torch.arange(batch_pos.numel(), device=users.device) - first[batch_pos]
-        return batch_pos, self.indices[starts[batch_pos] + offsets]
-
-    def union(self, other: UserItemCSR) -> UserItemCSR:
-        u1, i1 = self.pairs()
-        u2, i2 = other.pairs()
-        return UserItemCSR.from_pairs(torch.cat([u1, u2]), torch.cat([i1, i2]), self.num_users, self.num_items)
-
 
 SPLITS = ("train", "valid", "test")
 
@@ -166,17 +88,3 @@ class GraphSplits:
         )
         splits.validate(str(path))
         return splits
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a graph model needs to know about its data: sizes, the train graph and popularity."""
-
-    num_users: int
-    num_items: int
-    train: UserItemCSR
-
-    @property
-    def item_popularity(self) -> torch.Tensor:
-        """Number of train interactions of every item."""
-        return torch.bincount(self.train.indices, minlength=self.num_items)

@@ -39,8 +39,8 @@ import numpy as np
 import torch
 
 from recsys.data.loading import EpochSampler
-from recsys.data.session_data import SessionSequences
 from recsys.errors import ConfigError
+from recsys.info import SessionSequences
 from recsys.sampling import NegativeSampler, StepNegatives
 
 

@@ -1,4 +1,5 @@
-"""The in-memory form of session data: sessions as CSR sequences, train/valid/test splits, atomic cache.
+"""The in-memory form of session data: train/valid/test splits of sessions (:class:`recsys.info.SessionSequences`,
+CSR sequences) and their atomic cache.
 
 A split holds its sessions **ordered by start time** (the time of their first event; ties keep the source
 order), each session's events in time order:
@@ -21,78 +22,12 @@ from typing import Any
 import numpy as np
 
 from recsys.errors import DataError
+from recsys.info import SessionSequences
 from recsys.io import Entry, load_npz, save_npz
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-
-
-@dataclass(frozen=True)
-class SessionSequences:
-    """Sessions of one split in CSR form (see the module docstring)."""
-
-    offsets: np.ndarray
-    items: np.ndarray
-    times: np.ndarray
-    session_ids: np.ndarray | None = None
-
-    @classmethod
-    def empty(cls) -> SessionSequences:
-        return cls(np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, dtype=str))
-
-    @classmethod
-    def from_lengths(
-        cls, lengths: np.ndarray, items: np.ndarray, times: np.ndarray | None = None,
-        session_ids: np.ndarray | None = None,
-    ) -> SessionSequences:
-        """Sessions given by their lengths and the concatenated items (and times)."""
-        lengths = np.asarray(lengths, dtype=np.int64)
-        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        items = np.asarray(items, dtype=np.int64)
-        times = np.zeros(len(items), np.float64) if times is None else np.asarray(times, dtype=np.float64)
-        return cls(offsets, items, times, session_ids)
-
-    @property
-    def num_sessions(self) -> int:
-        return len(self.offsets) - 1
-
-    @property
-    def num_events(self) -> int:
-        return len(self.items)
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    @property
-    def num_steps(self) -> int:
-        """Number of next-item predictions (events that have a successor in their session)."""
-        return int(np.maximum(self.lengths - 1, 0).sum())
-
-    def session_of_event(self) -> np.ndarray:
-        """``(N,)`` index of the session of every event."""
-        return np.repeat(np.arange(self.num_sessions, dtype=np.int64), self.lengths)
-
-    def start_times(self) -> np.ndarray:
-        lengths = self.lengths
-        out = np.full(self.num_sessions, np.nan)
-        out[lengths > 0] = self.times[self.offsets[:-1][lengths > 0]]
-        return out
-
-    def take(self, sessions: np.ndarray) -> SessionSequences:
-        """The given sessions (index array or boolean mask), in the given order."""
-        sessions = np.asarray(sessions)
-        if sessions.dtype == bool:
-            sessions = np.flatnonzero(sessions)
-        starts, lengths = self.offsets[:-1][sessions], self.lengths[sessions]
-        first = np.cumsum(lengths) - lengths
-        index = np.repeat(starts - first, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
-        return SessionSequences.from_lengths(
-            lengths, self.items[index], self.times[index],
-            None if self.session_ids is None else self.session_ids[sessions],
-        )
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,32 +12,15 @@ from torch.utils.data import DataLoader
 from recsys.data.datamodule import RecDataModule
 from recsys.data.loading import distributed_rank_and_world
 from recsys.data.session_batches import SessionParallelChunks
-from recsys.data.session_data import SessionSequences, SessionSplits
+from recsys.data.session_data import SessionSplits
 from recsys.errors import DataError
+from recsys.info import SessionInfo, SessionSequences
 from recsys.sampling import StepNegatives
 
 log = logging.getLogger(__name__)
 
 #: session-parallel evaluation steps per validation/test batch (no optimiser step: only the loop's toll)
 EVAL_STEPS_PER_CHUNK = 64
-
-
-@dataclass(frozen=True)
-class SessionInfo:
-    """What a session model needs to know about its data (handed to the model constructor).
-
-    ``item_support``: ``supp(i)``, the number of training events of every item; ``batch_size``: the
-    configured number of lanes (GRU4Rec normalises the loss by it); ``n_sample``/``sample_alpha``: the extra
-    negatives the training loader adds to every step (``∝ supp^alpha``); ``train``: the training sessions (for
-    baselines that count co-occurrences).
-    """
-
-    num_items: int
-    item_support: torch.Tensor
-    batch_size: int
-    n_sample: int
-    sample_alpha: float
-    train: SessionSequences
 
 
 class SessionDataModule(RecDataModule):

@@ -26,8 +26,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from recsys.data.session_data import SessionSequences, SessionSplits
+from recsys.data.session_data import SessionSplits
 from recsys.errors import ConfigError, DataError
+from recsys.info import SessionSequences
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from recsys.data.interactions import DatasetInfo
+from recsys.info import DatasetInfo
 from recsys.losses import bpr_loss, embedding_l2
 from recsys.metrics import METRIC_NAMES
 from recsys.models.chunked import ChunkedTraining

@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from pytorch_lightning.strategies import SingleDeviceStrategy
 
-from recsys.data.session_datamodule import SessionInfo
 from recsys.errors import ConfigError
+from recsys.info import SessionInfo
 from recsys.losses import (
     SESSION_LOSSES,
     bpr_max_loss,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from recsys.data.interactions import DatasetInfo
+from recsys.info import DatasetInfo
 from recsys.metrics import METRIC_NAMES
 from recsys.models.ranking_module import TopKRecommender
 

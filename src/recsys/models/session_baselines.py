@@ -22,9 +22,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from recsys.data.session_data import SessionSequences
-from recsys.data.session_datamodule import SessionInfo
 from recsys.errors import ConfigError
+from recsys.info import SessionInfo, SessionSequences
 from recsys.models.session_recommender import SESSION_METRICS, LaneState, SessionRecommender
 
 
