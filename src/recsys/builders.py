@@ -6,23 +6,14 @@ import logging
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 
 from recsys.errors import ConfigError, RecsysError
+from recsys.validation import check_kinds
 
 log = logging.getLogger(__name__)
-
-
-def hydra_choice(group: str) -> str | None:
-    """The config-group choice of the running Hydra app (``None`` outside one)."""
-    try:
-        return HydraConfig.get().runtime.choices.get(group)
-    except ValueError:
-        return None
-
 
 def instantiate_group(node: DictConfig, group: str, **kwargs: Any) -> Any:
     """``instantiate(node, **kwargs)`` reporting user errors plainly: our own ``RecsysError`` as it is, and
@@ -49,13 +40,7 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
 
 
 def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.LightningModule:
-    """Model from ``cfg.model``, given the DataModule's ``info`` (sizes, train graph)."""
-    model_cls = get_class(cfg.model._target_)
-    model_kind = getattr(model_cls, "data_kind", "graph")
-    data_kind = getattr(datamodule, "kind", "graph")
-    if model_kind != data_kind:
-        from recsys.validation import kind_mismatch
-
-        raise kind_mismatch(hydra_choice("model") or model_cls.__name__, model_kind,
-                            hydra_choice("data") or type(datamodule).__name__, data_kind)
+    """Model from ``cfg.model``, given the DataModule's ``info`` (sizes, train graph); the model must train on the
+    DataModule's kind of data (:func:`recsys.validation.check_kinds`)."""
+    check_kinds(cfg, get_class(cfg.model._target_), type(datamodule))
     return instantiate_group(cfg.model, "model", info=datamodule.info, _convert_="object")

@@ -1,8 +1,11 @@
 """Configuration checks that run before any work: before data is loaded and before the run folder exists.
 
 * ``validate_config(cfg, task)``: the table ``RULES`` of (key pattern, check, what is valid) over the composed
-  config, the model/data kind check (naming the matching model, e.g. ``model=session_pop``), K against the
-  synthetic sources' ``num_items`` and the device request (``recsys.utils.devices.resolve_trainer_config``).
+  config, the model/data kind check (:func:`check_kinds`, naming the matching model, e.g.
+  ``model=session_pop``), K against the synthetic sources' ``num_items`` and the device request
+  (``recsys.utils.devices.resolve_trainer_config``).
+* ``check_kinds(cfg, model_cls, data_cls)``: the one model/data kind check, run on the config's targets by
+  ``validate_config`` and on the built DataModule by :func:`recsys.builders.build_model`.
 * ``ValidateConfig``: the Hydra callback (``hydra.callbacks.validate_config``) that runs it in
   ``on_run_start`` (before Hydra's ``run_job`` creates the run folder) and, for a basic-sweeper multirun, over
   every job's composed config in ``on_multirun_start`` (before the sweep folder exists). Other sweepers
@@ -26,10 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra import compose
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
+from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from recsys.errors import ConfigError
+from recsys.utils.devices import resolve_trainer_config, step_options
 
 # ---------------------------------------------------------------------------------------------------------------
 # value checks
@@ -150,13 +158,19 @@ def _value(cfg: DictConfig, key: str) -> Any:
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
-def _choice(cfg: DictConfig, group: str) -> str | None:
-    choice = OmegaConf.select(cfg, f"hydra.runtime.choices.{group}", default=None)
-    if choice is None:
-        from recsys.builders import hydra_choice
+def hydra_choice(group: str) -> str | None:
+    """The config-group choice of the running Hydra app (``None`` outside one)."""
+    try:
+        return HydraConfig.get().runtime.choices.get(group)
+    except ValueError:
+        return None
 
-        choice = hydra_choice(group)
-    return choice
+
+def _choice(cfg: DictConfig, group: str) -> str | None:
+    """The choice of ``group`` recorded in ``cfg`` (a composed config with its ``hydra`` node), else the running
+    app's."""
+    choice = OmegaConf.select(cfg, f"hydra.runtime.choices.{group}", default=None)
+    return hydra_choice(group) if choice is None else choice
 
 
 def _check_rules(cfg: DictConfig, task: str) -> None:
@@ -178,18 +192,24 @@ def _show(value: Any) -> str:
     return "null" if value is None else str(value)
 
 
-def kind_mismatch(model_name: str, model_kind: str, data_name: str, data_kind: str) -> ConfigError:
-    """The error of a model on the wrong kind of data, naming the matching model and a matching dataset."""
-    match = MATCHING_MODEL.get((model_name, data_kind), DEFAULT_MATCH[data_kind])
-    return ConfigError(
-        f"model={model_name} needs {model_kind} data but data={data_name} is {data_kind} data; "
-        f"choose a {model_kind} dataset (e.g. data={EXAMPLE_DATA[model_kind]}) or model={match} for {data_kind} data"
-    )
+def check_kinds(cfg: DictConfig, model_cls: type, data_cls: type) -> None:
+    """The model trains on the kind of data the DataModule gives (``model_cls.data_kind == data_cls.kind``, both
+    ``graph`` when unset); else a ``ConfigError`` naming the config choices (from ``cfg``'s ``hydra`` node or the
+    running app, else the class names), a dataset of the model's kind and the matching model for the data."""
+    model_kind, data_kind = getattr(model_cls, "data_kind", "graph"), getattr(data_cls, "kind", "graph")
+    if model_kind == data_kind:
+        return
+    model_name = _choice(cfg, "model") or model_cls.__name__
+    data_name = _choice(cfg, "data") or data_cls.__name__
+    hints = [f"choose a {model_kind} dataset (e.g. data={EXAMPLE_DATA[model_kind]})"] if model_kind in EXAMPLE_DATA else []
+    match = MATCHING_MODEL.get((model_name, data_kind), DEFAULT_MATCH.get(data_kind))
+    hints += [f"model={match} for {data_kind} data"] if match else []
+    raise ConfigError(f"model={model_name} needs {model_kind} data but data={data_name} is {data_kind} data; "
+                      + " or ".join(hints or ["choose a model and a dataset of the same kind"]))
 
 
 def _check_kinds(cfg: DictConfig) -> None:
-    from hydra.utils import get_class
-
+    """:func:`check_kinds` on the classes of ``model._target_`` and ``data._target_``, then the sampler's kind."""
     model_target = OmegaConf.select(cfg, "model._target_", default=None)
     data_target = OmegaConf.select(cfg, "data._target_", default=None)
     if not model_target or not data_target:
@@ -198,10 +218,8 @@ def _check_kinds(cfg: DictConfig) -> None:
         model_cls, data_cls = get_class(model_target), get_class(data_target)
     except Exception as err:
         raise ConfigError(f"model._target_={model_target} / data._target_={data_target}: {err}") from None
-    model_kind, data_kind = getattr(model_cls, "data_kind", "graph"), getattr(data_cls, "kind", "graph")
-    if model_kind != data_kind and data_kind in DEFAULT_MATCH and model_kind in EXAMPLE_DATA:
-        raise kind_mismatch(_choice(cfg, "model") or model_cls.__name__, model_kind,
-                            _choice(cfg, "data") or data_cls.__name__, data_kind)
+    check_kinds(cfg, model_cls, data_cls)
+    data_kind = getattr(data_cls, "kind", "graph")
     sampler_target = OmegaConf.select(cfg, "sampler._target_", default=None)
     sampler_kind = getattr(_class_or_none(sampler_target), "data_kind", None)
     if sampler_kind not in (None, data_kind):
@@ -211,8 +229,6 @@ def _check_kinds(cfg: DictConfig) -> None:
 
 
 def _class_or_none(target: str | None) -> type | None:
-    from hydra.utils import get_class
-
     try:
         return get_class(target) if target else None
     except Exception:
@@ -228,8 +244,6 @@ def check_topk(cfg: DictConfig, num_items: int, where: str) -> None:
 
 
 def _check_devices(cfg: DictConfig) -> None:
-    from recsys.utils.devices import resolve_trainer_config, step_options
-
     trainer = cfg.get("trainer")
     if not isinstance(trainer, DictConfig):
         return
@@ -331,8 +345,6 @@ class ValidateConfig(Callback):
         jobs = self._sweep_jobs(config)
         if jobs is None:
             return
-        from hydra import compose
-
         for overrides in jobs:
             self._validate(compose(config_name=config_name, overrides=overrides, return_hydra_config=True))
         self._sweep_validated = True
@@ -352,8 +364,6 @@ class ValidateConfig(Callback):
         target = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
         if not target.endswith("BasicSweeper"):
             return None
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
         params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
         arguments = [f"{k}={v}" for k, v in params.items()]
         arguments += list(OmegaConf.select(config, "hydra.overrides.task", default=None) or [])

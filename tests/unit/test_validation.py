@@ -11,6 +11,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
+from recsys.builders import build_model
+from recsys.data.session_datamodule import SessionDataModule
 from recsys.errors import ConfigError
 from recsys.validation import check_group_choices, validate_against_data, validate_config
 
@@ -96,6 +98,14 @@ def test_model_on_the_wrong_data_kind_names_the_matching_model(overrides, needle
     message = error_of(*overrides)
     model, data = overrides
     assert message.startswith(f"{model} needs") and f"but {data} is" in message and needle in message, message
+
+
+def test_build_model_checks_the_kind_with_the_config_check(monkeypatch):
+    """A config that skipped validate_config (a run's stored config) meets the same check, on the built DataModule."""
+    cfg = compose_cfg("model=pop", "data=synthetic_sessions")
+    with pytest.raises(ConfigError) as info:
+        build_model(cfg, SessionDataModule.__new__(SessionDataModule))
+    assert str(info.value) == error_of("model=pop", "data=synthetic_sessions")
 
 
 def test_gpus_without_gpu_fails_in_validation():
