@@ -12,19 +12,16 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from recsys.api import load_run  # noqa: E402
-from recsys.export import export_embeddings  # noqa: E402
+from recsys.errors import ConfigError  # noqa: E402
+from recsys.export import export_embeddings, import_faiss  # noqa: E402
 from recsys.utils.run import run_task  # noqa: E402
 
 
 def export(cfg: DictConfig) -> dict:
     index = cfg.get("index")
     if index is not None and index not in ("faiss", "none"):
-        from recsys.errors import ConfigError
-
         raise ConfigError(f"index={index!r}: expected faiss or null")
     if index == "faiss":
-        from recsys.export import import_faiss
-
         import_faiss()  # fail before loading anything
     run = load_run(cfg.ckpt_path, data=cfg.get("data"), device=cfg.get("device", "cpu"))
     meta = export_embeddings(run, cfg.output, index=index, ids_format=cfg.get("ids_format", "csv"))

@@ -3,7 +3,7 @@ Fig. 4: t-SNE of 6 Gowalla users and their items; the claim there is that items 
 tightly with more layers.) Here it is a measurement as well as a picture (``scripts/plot_embeddings.py``):
 
 * :func:`load_graph_run`: a run folder's config, DataModule and graph model with the best checkpoint's weights
-  (:func:`recsys.api.load_run`);
+  (:func:`recsys.runs.load_run`);
 * :func:`final_embeddings`: the propagated user/item embeddings (the encoder on the normalised train graph, eval
   mode: no dropout), as the model scores with them;
 * :func:`select_users`: the ``n`` users with the most train items (ties → lower id), and their train items; an
@@ -29,6 +29,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from recsys.errors import ConfigError, DataError
+from recsys.models.graph_module import GraphRecommender
+from recsys.runs import load_run, model_name
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +48,7 @@ class LoadedRun:
 
 def load_graph_run(run_dir: str | Path) -> LoadedRun:
     """Config, DataModule (set up) and graph model (weights of the best checkpoint, eval mode) of a training run
-    folder, through :func:`recsys.api.load_run`."""
-    from recsys.api import load_run
-    from recsys.models.graph_module import GraphRecommender
-
+    folder, through :func:`recsys.runs.load_run`."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(f"{run_dir}: no such run folder")
@@ -197,8 +196,6 @@ class Separation:
 
 def run_info(run: LoadedRun) -> dict[str, Any]:
     """Model name, depth, dataset and checkpoint of a loaded run (table columns)."""
-    from recsys.api import model_name
-
     model_cfg = run.cfg.model
     layers = OmegaConf.select(model_cfg, "num_layers", default=None)
     layer_sizes = OmegaConf.select(model_cfg, "layer_sizes", default=None)

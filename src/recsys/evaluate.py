@@ -12,9 +12,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from recsys.api import merge_data_overrides
 from recsys.builders import build_datamodule, build_model
 from recsys.errors import ConfigError
+from recsys.runs import merge_data_overrides
 from recsys.utils.callbacks import PerUserResults
 from recsys.utils.ddp import ResetMetricStates
 from recsys.utils.devices import resolve_trainer_config

@@ -1,4 +1,6 @@
-"""Export of a run's final embeddings, and approximate retrieval from a FAISS inner-product index.
+"""The export folder of a run: written by :func:`export_embeddings` (its final embeddings), served by
+:class:`FaissRetriever` (approximate top-k from its FAISS inner-product index, for ``recommend.py
+retrieval=faiss``). One module owns the format, both ways; the export task is ``scripts/export_embeddings.py``.
 
 ``python scripts/export_embeddings.py ckpt_path=<ckpt or run folder> output=<dir> [index=faiss]`` writes:
 
@@ -22,23 +24,24 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from recsys.errors import ConfigError, DataError
-from recsys.recommend import iter_chunks, rows_frame
-
-if TYPE_CHECKING:
-    from recsys.api import Run
+from recsys.metrics import topk_excluding
+from recsys.models.graph_module import GraphRecommender
+from recsys.models.gru4rec_module import GRU4Rec
+from recsys.runs import Run, iter_chunks, model_name, rows_frame
 
 FAISS_HINT = 'retrieval with FAISS needs faiss-cpu: pip install -e ".[serve]"'
 INDEX_FILE = "items.faiss"
 
 
 def import_faiss() -> Any:
+    """The ``faiss`` module (extra ``[serve]``); a ``ConfigError`` with the install hint without it."""
     try:
         import faiss
     except ImportError as err:
@@ -48,9 +51,6 @@ def import_faiss() -> Any:
 
 def run_embeddings(run: Run) -> tuple[np.ndarray | None, np.ndarray, str]:
     """(user rows or None, item rows, how a query is formed) whose inner products are the model's scores."""
-    from recsys.models.graph_module import GraphRecommender
-    from recsys.models.gru4rec_module import GRU4Rec
-
     model = run.model
     if isinstance(model, GraphRecommender):
         with torch.no_grad():
@@ -88,8 +88,6 @@ def export_embeddings(run: Run, output: str | Path, index: str | None = None, id
     output = Path(output)
     if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (output / "meta.json").is_file())):
         raise ConfigError(f"output={str(output)!r} exists and is not an earlier export (no meta.json); choose a new folder")
-    from recsys.api import model_name
-
     users, items, query = run_embeddings(run)
     meta: dict[str, Any] = {
         "model": model_name(run.cfg.model) if run.cfg is not None else type(run.model).__name__,
@@ -130,8 +128,10 @@ def export_embeddings(run: Run, output: str | Path, index: str | None = None, id
 
 
 class FaissRetriever:
-    """Top-k from an export folder's FAISS index: search ``k + max seen`` items per chunk of users, drop the seen
-    ones (train ∪ validation), keep the first ``k``. The user rows come from the export's ``users.npy``."""
+    """Top-k from an export folder's FAISS index: search ``k + max seen`` items per chunk of users, rank these
+    candidates with the seen ones (train ∪ validation) excluded (:func:`~recsys.metrics.topk_excluding` over the
+    candidate columns, which FAISS returns best first), keep the first ``k``. The user rows come from the export's
+    ``users.npy``."""
 
     def __init__(self, folder: str | Path, run: Run) -> None:
         faiss = import_faiss()
@@ -160,16 +160,14 @@ class FaissRetriever:
         extra = int(seen.degrees[torch.from_numpy(users)].max()) if exclude_seen and len(users) else 0
         width = min(k + extra, self.run.num_items)
         scores, items = self.index.search(np.ascontiguousarray(self.users[users], dtype=np.float32), width)
-        keep = items >= 0
+        drop = torch.from_numpy(items < 0)  # FAISS found fewer than `width` items
         if exclude_seen:
             rows = torch.from_numpy(users)[:, None].expand(-1, width)
-            keep &= ~seen.contains(rows, torch.from_numpy(items.clip(min=0))).numpy()
-        # the first k kept columns of every row, order preserved (stable sort of the drop flags)
-        order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-        top_items = np.take_along_axis(items, order, 1)
-        top_scores = np.take_along_axis(scores, order, 1).astype(np.float32)
-        kept = np.take_along_axis(keep, order, 1)
-        return np.where(kept, top_items, -1), np.where(kept, top_scores, -np.inf).astype(np.float32)
+            drop |= seen.contains(rows, torch.from_numpy(items.clip(min=0)))
+        columns, top_scores = topk_excluding(torch.from_numpy(scores).float(), k, tuple(drop.nonzero().T))
+        top_items = np.take_along_axis(items, columns.numpy(), 1)
+        kept = torch.isfinite(top_scores).numpy()
+        return np.where(kept, top_items, -1), top_scores.numpy()
 
     def iter_recommend(self, users: np.ndarray, k: int, exclude_seen: bool = True,
                        chunk_size: int = 1024) -> Iterator[pd.DataFrame]:

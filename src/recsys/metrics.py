@@ -46,6 +46,22 @@ def rank_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
     return _order_by_score_then_index(scores, idx)
 
 
+def topk_excluding(
+    scores: torch.Tensor, k: int, exclude: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``min(k, N)`` best columns of ``scores`` ``(B, N)`` per row, ranked by :func:`rank_topk` (ties → lower
+    index), and their scores; the ``exclude`` pairs ``(row, column)`` are set to −∞ first, **in place**. An
+    excluded column that still enters the top (fewer than ``k`` allowed columns) keeps the score −∞.
+
+    The one ranking of the package: evaluation (masked train/validation items), ``predict_step``, ``recommend``
+    and the FAISS retrieval of an export (the candidates' columns) call it."""
+    if exclude is not None:
+        rows, cols = exclude
+        scores[rows.to(scores.device), cols.to(scores.device)] = -torch.inf
+    top = rank_topk(scores, min(k, scores.shape[1]))
+    return top, torch.gather(scores, 1, top)
+
+
 def hits_at(top: torch.Tensor, target_rows: torch.Tensor, target_items: torch.Tensor, num_items: int) -> torch.Tensor:
     """``hits[b, r]``: whether item ``top[b, r]`` is one of row ``b``'s targets, ``(B, K)`` bool.
 

@@ -1,4 +1,4 @@
-"""TopKMetrics / rank_topk / TopKRecommender.evaluate_batch against a brute-force numpy reference.
+"""TopKMetrics / rank_topk / topk_excluding / TopKRecommender.evaluate_batch against a brute-force numpy reference.
 
 Reference protocol (algorithms.md §1.6): rank all items by (score desc, item id asc), masked items at −∞;
 recall = hits/|T_u|, precision = hits/K, hit_rate = [hits>0], ndcg with IDCG over min(K, |T_u|),
@@ -16,7 +16,7 @@ import torch
 import recsys.models.ranking_module as ranking_module
 from recsys.data.eval_batches import RankingEvalSet
 from recsys.info import UserItemCSR
-from recsys.metrics import METRIC_NAMES, TopKMetrics, rank_topk
+from recsys.metrics import METRIC_NAMES, TopKMetrics, rank_topk, topk_excluding
 from recsys.models.ranking_module import TopKRecommender
 
 KS = (1, 3, 5, 10)
@@ -257,6 +257,29 @@ def test_rank_topk_random_continuous_scores_match_argsort():
     assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_topk_excluding_equals_the_reference_over_the_allowed_items(seed):
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 4, size=(12, 9)).astype(np.float32)
+    banned = rng.random(scores.shape) < 0.4
+    banned[0] = True  # a row with nothing allowed: every column filled at −∞
+    rows, cols = np.nonzero(banned)
+    top, top_scores = topk_excluding(torch.from_numpy(scores.copy()), 5, (torch.from_numpy(rows), torch.from_numpy(cols)))
+    masked = np.where(banned, -np.inf, scores)
+    want = ref_ranking(masked)[:, :5]
+    np.testing.assert_array_equal(top.numpy(), want)
+    np.testing.assert_array_equal(top_scores.numpy(), np.take_along_axis(masked, want, 1))
+    assert np.isneginf(top_scores[0].numpy()).all()
+
+
+def test_topk_excluding_clamps_k_to_the_items_and_masks_in_place():
+    scores = torch.tensor([[3.0, 1.0, 2.0]])
+    top, top_scores = topk_excluding(scores, 10, (torch.tensor([0]), torch.tensor([0])))
+    assert top.tolist() == [[2, 1, 0]] and top_scores.tolist() == [[2.0, 1.0, -math.inf]]
+    assert scores[0, 0] == -math.inf  # the caller's buffer is the one masked (no copy of a B × N block)
+    assert topk_excluding(torch.tensor([[1.0, 5.0]]), 1)[0].tolist() == [[1]]
+
+
 # ---------------------------------------------------------------------------------------------- full pipeline
 class FixedScores(TopKRecommender):
     def __init__(self, scores: torch.Tensor, topk=KS) -> None:
@@ -285,14 +308,14 @@ def test_evaluate_batch_matches_reference_and_masks(monkeypatch, tie_range, scor
     assert eval_set.users.tolist() == [u for u, t in enumerate(targets) if t]
 
     rankings = []
-    real_rank_topk = ranking_module.rank_topk
+    real_topk_excluding = ranking_module.topk_excluding
 
-    def spy(s, k):
-        out = real_rank_topk(s, k)
-        rankings.append(out)
+    def spy(s, k, exclude):
+        out = real_topk_excluding(s, k, exclude)
+        rankings.append(out[0])
         return out
 
-    monkeypatch.setattr(ranking_module, "rank_topk", spy)
+    monkeypatch.setattr(ranking_module, "topk_excluding", spy)
     model = FixedScores(torch.from_numpy(scores))
     model.score_block_elements = score_block * n_items
     for idx in range(len(eval_set)):

@@ -7,14 +7,15 @@ from collections.abc import Sequence
 import pytorch_lightning as pl
 import torch
 
-from recsys.metrics import METRIC_NAMES, TopKMetrics, hits_at, rank_topk
+from recsys.metrics import METRIC_NAMES, TopKMetrics, hits_at, topk_excluding
 
 
 class TopKRecommender(pl.LightningModule):
     """Evaluates ``score_users`` by full ranking (algorithms.md §1.6).
 
-    Per evaluation batch: score every item for the batch's users (into a buffer kept across batches), set the
-    masked items (train, plus validation at test time) to −∞, take the top ``max K`` (ties → lower item id),
+    Per evaluation batch: score every item for the batch's users (into a buffer kept across batches), rank them
+    with the masked items (train, plus validation at test time) set to −∞ (:func:`~recsys.metrics.topk_excluding`:
+    the top ``max K``, ties → lower item id),
     look the top items up among the batch's targets (:func:`~recsys.metrics.hits_at`) and feed
     :class:`~recsys.metrics.TopKMetrics`. Logged at epoch end as ``val/recall@20``, ``test/ndcg@20``, …
 
@@ -67,8 +68,8 @@ class TopKRecommender(pl.LightningModule):
         hits = []
         for b, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
             scores = self.score_users(users[lo:hi], out=self._buffer(hi - lo)).float()
-            scores[batch["mask_rows"][masks[b]:masks[b + 1]] - lo, batch["mask_items"][masks[b]:masks[b + 1]]] = -torch.inf
-            top = rank_topk(scores, metric.max_k)
+            masked = slice(masks[b], masks[b + 1])
+            top, _ = topk_excluding(scores, metric.max_k, (batch["mask_rows"][masked] - lo, batch["mask_items"][masked]))
             rows = slice(targets[b], targets[b + 1])
             hits.append(hits_at(top, batch["target_rows"][rows] - lo, batch["target_items"][rows], scores.shape[1]))
         num_relevant = torch.bincount(batch["target_rows"], minlength=n)
@@ -112,18 +113,22 @@ class TopKRecommender(pl.LightningModule):
     #: list length of ``predict_step`` (None: the largest evaluated K)
     predict_k: int | None = None
 
+    def topk_users(self, users: torch.Tensor, k: int,
+                   exclude: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-``k`` items ``(B, k)`` and their float32 scores of ``users`` (internal ids), ranked as in evaluation
+        (:func:`~recsys.metrics.topk_excluding`) with the ``exclude`` pairs ``(batch_row, item)`` set to −∞;
+        :meth:`prepare_scoring` must have run."""
+        return topk_excluding(self.score_users(users).float(), k, exclude)
+
     def on_predict_epoch_start(self) -> None:
         self.prepare_scoring()
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """``batch``: ``{"users"}`` (+ ``mask_rows``/``mask_items`` to exclude, as the evaluation batches) →
-        ``{"users", "items" (B, k), "scores" (B, k)}``: the top ``predict_k`` ranked as in evaluation
-        (:func:`recsys.recommend.topk_users`)."""
-        from recsys.recommend import topk_users
-
+        ``{"users", "items" (B, k), "scores" (B, k)}``: the top ``predict_k`` (:meth:`topk_users`)."""
         mask = (batch["mask_rows"], batch["mask_items"]) if "mask_rows" in batch else None
         with self.float32_scoring():
-            items, scores = topk_users(self, batch["users"], self.predict_k or self.test_metrics.max_k, mask=mask)
+            items, scores = self.topk_users(batch["users"], self.predict_k or self.test_metrics.max_k, mask)
         return {"users": batch["users"], "items": items, "scores": scores}
 
     def on_predict_epoch_end(self) -> None:

@@ -7,16 +7,20 @@ item is ranked (:func:`~recsys.metrics.next_item_ranks`, ``tie_mode`` ``standard
 ``median``). ``recall@K`` = fraction of events whose next item has rank ≤ K (a hit rate), ``mrr@K`` = mean of
 ``1/rank`` (0 beyond K); computed exactly from the ranks by ``TopKMetrics.update(ranks=...)`` (one relevant
 item per event), summed over processes. Items seen earlier in the session are not excluded.
+
+Recommendation: :meth:`SessionRecommender.prefix_scores` feeds prefixes of item ids through the same evaluation
+step (one lane per prefix); :meth:`SessionRecommender.topk_after_prefixes` ranks the next item after each.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 
 from recsys.errors import ConfigError
-from recsys.metrics import TIE_MODES, TopKMetrics, next_item_ranks
+from recsys.metrics import TIE_MODES, TopKMetrics, next_item_ranks, topk_excluding
 from recsys.models.ranking_module import TopKRecommender
 
 SESSION_METRICS = ("recall", "mrr")
@@ -81,15 +85,61 @@ class SessionRecommender(TopKRecommender):
             ids = torch.stack([chunk["sessions"], chunk["positions"]], 1) if "sessions" in chunk else None
             metric.update(ranks=torch.cat(ranks), row_ids=ids)
 
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        """``batch``: ``{"prefixes" (S, L), "lengths" (S,)}`` (item ids, padded) → ``{"items" (S, k), "scores"
-        (S, k)}``: the next-item top ``predict_k`` after each prefix (:func:`recsys.recommend.topk_sessions`)."""
-        from recsys.recommend import topk_sessions
+    # -- recommendation ---------------------------------------------------------------------------
+    def prefix_scores(self, prefixes: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Float32 scores ``(S, N)`` of the next item after each prefix (``prefixes`` ``(S, L)`` internal ids,
+        padded beyond ``lengths``), computed by :meth:`eval_scores`: one lane per prefix, reset at the first item,
+        one vectorised step per position (not per session). The evaluation state is reset before and after."""
+        n = prefixes.shape[0]
+        prefixes, lengths = prefixes.to(self.device), lengths.to(self.device)
+        out: torch.Tensor | None = None
+        self.reset_eval_state()
+        try:
+            for t in range(int(lengths.max())):
+                lanes = (lengths > t).nonzero().squeeze(1)
+                step = {"inputs": prefixes[lanes, t], "lanes": lanes,
+                        "reset": torch.full_like(lanes, t == 0, dtype=torch.bool), "targets": torch.zeros_like(lanes)}
+                scores = self.eval_scores(step).float()
+                if out is None:
+                    out = torch.empty(n, scores.shape[1], device=self.device)
+                last = lengths[lanes] == t + 1
+                out[lanes[last]] = scores[last]
+        finally:
+            self.reset_eval_state()
+        assert out is not None
+        return out
 
+    def topk_after_prefixes(self, prefixes: torch.Tensor, lengths: torch.Tensor, k: int,
+                            exclude_seen: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-``k`` next items ``(S, k)`` and float32 scores after each prefix (:meth:`prefix_scores` ranked by
+        :func:`~recsys.metrics.topk_excluding`); with ``exclude_seen`` the prefix's own items are set to −∞."""
+        scores = self.prefix_scores(prefixes, lengths)
+        exclude = None
+        if exclude_seen:
+            prefixes, lengths = prefixes.to(scores.device), lengths.to(scores.device)
+            valid = torch.arange(prefixes.shape[1], device=scores.device)[None, :] < lengths[:, None]
+            rows = torch.arange(prefixes.shape[0], device=scores.device)[:, None].expand_as(prefixes)[valid]
+            exclude = (rows, prefixes[valid])
+        return topk_excluding(scores, k, exclude)
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """``batch``: ``{"prefixes" (S, L), "lengths" (S,)}`` (item ids, padded; :func:`pad_prefixes`) →
+        ``{"items" (S, k), "scores" (S, k)}``: the next-item top ``predict_k`` after each prefix
+        (:meth:`topk_after_prefixes`)."""
         with self.float32_scoring():
-            items, scores = topk_sessions(self, batch["prefixes"], batch["lengths"],
-                                          self.predict_k or self.test_metrics.max_k)
+            items, scores = self.topk_after_prefixes(batch["prefixes"], batch["lengths"],
+                                                     self.predict_k or self.test_metrics.max_k)
         return {"items": items, "scores": scores}
+
+
+def pad_prefixes(prefixes: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input of :meth:`SessionRecommender.topk_after_prefixes`: an ``(S, L)`` int64 tensor of the prefixes
+    (internal item ids, padded with 0) and their lengths ``(S,)``."""
+    lengths = np.array([len(p) for p in prefixes], dtype=np.int64)
+    flat = np.concatenate(prefixes).astype(np.int64) if len(prefixes) else np.zeros(0, np.int64)
+    padded = np.zeros((len(prefixes), int(lengths.max(initial=1))), dtype=np.int64)
+    padded[np.arange(padded.shape[1])[None, :] < lengths[:, None]] = flat
+    return torch.from_numpy(padded), torch.from_numpy(lengths)
 
 
 class LaneState:
