@@ -16,6 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
+from recsys.utils.dashboards import upload_results
 from recsys.utils.results import collect, upload_settings
 
 
@@ -48,8 +49,6 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = upload_settings(args.sweep_dir, args.upload, args.project, args.group)
     if settings is not None:
-        from recsys.utils.dashboards import upload_results
-
         run_dir = upload_results(result.table_csv, result.plots, save_dir=result.table_csv.parent, **settings)
         print(f"wandb run (group {settings['group']}): {run_dir}")
     return 0

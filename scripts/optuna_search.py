@@ -12,6 +12,7 @@ See recsys.utils.search for the search-space syntax.
 """
 
 import os
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,13 +21,14 @@ os.environ.setdefault("RECSYS_ROOT", str(ROOT))
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from recsys.train import train  # noqa: E402
 from recsys.utils.run import run_task  # noqa: E402
 from recsys.utils.search import run_study  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path=str(ROOT / "configs"), config_name="train")
 def main(cfg: DictConfig) -> None:
-    run_task(run_study, cfg)
+    run_task(partial(run_study, train=train), cfg)
 
 
 if __name__ == "__main__":

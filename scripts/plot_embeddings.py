@@ -26,6 +26,7 @@ import numpy as np
 from recsys.embedding_separation import load_graph_run, measure, project_2d
 from recsys.errors import RecsysError
 from recsys.io import atomic_write_text
+from recsys.utils.dashboards import upload_results
 from recsys.utils.plots import plot_embedding_panels
 
 COLUMNS = ["run", "model", "layers", "data", "users", "items", "silhouette", "own_minus_other_cos", "checkpoint"]
@@ -87,8 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     for path in (figure, out / "separation.csv", out / "separation.json"):
         print(f"wrote {path}")
     if args.wandb:
-        from recsys.utils.dashboards import upload_results
-
         run_dir = upload_results(out / "separation.csv", [figure], project=args.project, group="embeddings",
                                  save_dir=out)
         print(f"wandb run (group embeddings): {run_dir}")

@@ -19,8 +19,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, open_dict
-from pytorch_lightning.loggers import Logger
+import pandas as pd
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 log = logging.getLogger(__name__)
@@ -60,9 +64,6 @@ def job_run_name(job_num: int | str, overrides: Iterable[str], max_len: int = 12
 
 def hydra_run_context() -> dict[str, Any]:
     """``{multirun, sweep_dir, job_num, overrides, experiment}`` of the current Hydra job (empty outside Hydra)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     if not HydraConfig.initialized():
         return {}
     hc = HydraConfig.get()
@@ -86,9 +87,6 @@ def _key(override: str) -> str:
 
 def swept_keys(multirun_yaml: Path) -> set[str]:
     """Keys of the sweep overrides (``a=1,2``, ``choice(…)``, ``range(…)``…) in a sweep's ``multirun.yaml``."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
-
     try:
         task = OmegaConf.select(OmegaConf.load(multirun_yaml), "hydra.overrides.task") or []
         parsed = OverridesParser.create().parse_overrides([str(o) for o in task])
@@ -114,8 +112,6 @@ def fill_wandb_defaults(c: DictConfig, task_name: str | None) -> None:
 @rank_zero_only
 def log_summary(loggers: Sequence[Logger], metrics: dict[str, Any]) -> None:
     """Put the run's final numbers (``metrics.json``) into the wandb summary of every wandb logger."""
-    from pytorch_lightning.loggers import WandbLogger
-
     numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     for lg in loggers:
         if isinstance(lg, WandbLogger):
@@ -125,8 +121,6 @@ def log_summary(loggers: Sequence[Logger], metrics: dict[str, Any]) -> None:
 @rank_zero_only
 def log_images(loggers: Sequence[Logger], images: dict[str, str | Path]) -> None:
     """Log PNG files (``{key: path}``) as ``wandb.Image`` to every wandb logger (e.g. ``plots/curves``)."""
-    from pytorch_lightning.loggers import WandbLogger
-
     wandb_loggers = [lg for lg in loggers if isinstance(lg, WandbLogger)]
     if not wandb_loggers:
         return
@@ -157,7 +151,6 @@ def upload_results(
 ) -> Path:
     """Log a collected sweep as one ``job_type=collect`` run of ``group``: the table (a ``wandb.Table`` under
     ``key``: ``results``, ``comparison``) and every plot (``wandb.Image``). Returns the wandb run folder."""
-    import pandas as pd
     import wandb
 
     mode = "offline" if wandb_should_run_offline(offline) else None

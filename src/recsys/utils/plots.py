@@ -18,10 +18,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from omegaconf import OmegaConf
+from pytorch_lightning.loggers import CSVLogger as LightningCSVLogger
 
 from recsys.errors import DataError
 from recsys.io import atomic_write
+from recsys.utils.dashboards import log_images
 from recsys.utils.loggers import CSVLogger
 
 log = logging.getLogger(__name__)
@@ -32,7 +36,8 @@ CSV_NAME = Path("csv") / "metrics.csv"
 
 
 def pyplot():
-    """``matplotlib.pyplot`` on the Agg backend (no display needed)."""
+    """``matplotlib.pyplot`` on the Agg backend (no display needed); imported on first use, so importing this
+    module never changes the backend of a notebook."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,8 +62,6 @@ def epoch_table(csv_path: str | Path):
 
     Rows without an epoch and the test rows (logged after training, one epoch past the last) keep their own
     epoch; callers pick the columns they plot, so test-only rows never show up in a train/val curve."""
-    import pandas as pd
-
     path = Path(csv_path)
     try:
         frame = pd.read_csv(path)
@@ -177,8 +180,6 @@ def plot_folder(folder: str | Path, metric: str | None = None, out_path: str | P
 
 def csv_logger(loggers: Sequence[Any]) -> Any | None:
     """The first CSV logger (recsys's or Lightning's) among ``loggers`` (None without one)."""
-    from pytorch_lightning.loggers import CSVLogger as LightningCSVLogger
-
     return next((lg for lg in loggers if isinstance(lg, (CSVLogger, LightningCSVLogger))), None)
 
 
@@ -204,8 +205,6 @@ def curves_at_end(output_dir: str | Path, loggers: Sequence[Any], metric: str, i
         log.warning("Could not draw plots/curves.png: %s", err)
         return None
     log.info("Wrote %s", path)
-    from recsys.utils.dashboards import log_images
-
     log_images(loggers, {"plots/curves": path})
     return path
 
@@ -214,8 +213,6 @@ def plot_embedding_panels(panels: Sequence[dict[str, Any]], out_path: str | Path
     """One panel per run (NGCF Fig. 4): items as dots and users as stars in 2-D, coloured by user.
 
     Each panel is ``{"title", "user_xy" (n, 2), "item_xy" (m, 2), "labels" (m,) in [0, n)}``."""
-    import numpy as np
-
     plt = pyplot()
     ncols = max(1, min(ncols, len(panels)))
     nrows = -(-len(panels) // ncols)

@@ -24,8 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
+
+from recsys.utils.dashboards import sweep_group, upload_results
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +107,6 @@ def _target_name(target: str | None) -> str | None:
 
 def collect_frame(root: Path, depth_key: str = "model.num_layers", dim_key: str = "model.embedding_dim"):
     """The results table of a sweep folder as a pandas DataFrame (one row per job)."""
-    import pandas as pd
-
     rows = [job_row(j, root, depth_key, dim_key) for j in find_jobs(root)]
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -127,8 +129,6 @@ def collect_frame(root: Path, depth_key: str = "model.num_layers", dim_key: str 
 
 
 def _fmt(value: Any) -> str:
-    import pandas as pd
-
     if value is None or (not isinstance(value, (list, tuple)) and pd.isna(value)):
         return ""
     if isinstance(value, float):
@@ -219,8 +219,6 @@ def make_plots(frame, out_dir: Path, metric: str) -> list[Path]:
 
 
 def _cells(values):
-    import numpy as np
-
     for idx in np.ndindex(values.shape):
         if not np.isnan(values[idx]):
             yield idx, float(values[idx])
@@ -264,8 +262,6 @@ def collect(
 def sweep_wandb_settings(root: Path) -> dict[str, Any] | None:
     """``{project, entity, group, tags}`` of the sweep's wandb logger (from ``multirun.yaml`` or the first job's
     config), or None when the sweep did not log to wandb."""
-    from recsys.utils.dashboards import sweep_group
-
     sweep_cfg = _load_yaml(root / "multirun.yaml")
     hydra_sweep_dir = _select(sweep_cfg, "hydra.sweep.dir")
     experiment = _select(sweep_cfg, "hydra.runtime.choices.experiment")
@@ -312,8 +308,6 @@ class CollectResultsCallback(HydraCallback):
             log.info("Sweep results: %s (+ %d plots)", result.table_md, len(result.plots))
             settings = sweep_wandb_settings(root) if self.upload else None
             if settings is not None:
-                from recsys.utils.dashboards import upload_results
-
                 upload_results(result.table_csv, result.plots, save_dir=root, **settings)
         except Exception:  # collecting is a convenience: never turn a finished sweep into a failure
             log.exception("Collecting the sweep results failed; run scripts/collect_results.py by hand")

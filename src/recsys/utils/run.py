@@ -7,11 +7,15 @@ import logging
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+import rich
+import rich.syntax
+import rich.tree
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 from recsys.errors import RecsysError
@@ -71,7 +75,7 @@ def discard_unused_run_folder(output_dir: str | None) -> None:
 def finish_wandb(exit_code: int) -> None:
     if "wandb" not in sys.modules:
         return
-    import wandb
+    import wandb  # only here, when a run has logged to wandb (a heavy import)
 
     if wandb.run is not None:
         log.info("Closing wandb run %s (exit code %d)", wandb.run.id, exit_code)
@@ -103,14 +107,8 @@ def apply_extras(cfg: DictConfig) -> None:
     """``extras`` group: silence warnings; print the composed config as a tree (and save it)."""
     extras = cfg.get("extras") or {}
     if extras.get("ignore_warnings"):
-        import warnings
-
         warnings.filterwarnings("ignore")
     if extras.get("print_config"):
-        import rich.syntax
-        import rich.tree
-        from omegaconf import OmegaConf
-
         tree = rich.tree.Tree("CONFIG", guide_style="dim")
         for key, value in cfg.items():
             text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)

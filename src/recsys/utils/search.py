@@ -1,4 +1,5 @@
-"""Optuna search over the same ``train(cfg)`` as ``train.py`` (``scripts/optuna_search.py``).
+"""Optuna search over the same ``train(cfg)`` as ``train.py`` (``scripts/optuna_search.py``, which hands
+:func:`run_study` the training task: this module, below the tasks, imports none).
 
 Why not Hydra's Optuna sweeper: hydra-optuna-sweeper 1.3 pins optuna < 3 (and SQLAlchemy < 2 for SQLite
 storage), cannot resume a study and hides the trial from the training loop (no pruning). Here the study lives
@@ -21,15 +22,23 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from hydra import compose
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from recsys.errors import ConfigError, RecsysError
+from recsys.utils.ddp import child_job
+from recsys.utils.results import collect
+from recsys.utils.run import run_task
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +57,6 @@ class Param:
 
 def parse_search_space(params: Mapping[str, Any]) -> tuple[dict[str, Param], list[str]]:
     """``{key: sweep expression}`` → (searched parameters, fixed overrides), with Hydra's override grammar."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
-    from hydra.errors import HydraException
-
     parser = OverridesParser.create()
     space: dict[str, Param] = {}
     fixed: list[str] = []
@@ -184,16 +189,10 @@ def _save_job_files(composed: DictConfig, overrides: list[str], job_dir: Path) -
     OmegaConf.save(OmegaConf.create(list(overrides)), hydra_dir / "overrides.yaml")
 
 
-def run_study(cfg: DictConfig) -> dict[str, Any]:
-    """Run (or extend) the study described by ``cfg.optuna``; return ``{best_value, best_params, …}``."""
+def run_study(cfg: DictConfig, train: Callable[[DictConfig], dict[str, Any]]) -> dict[str, Any]:
+    """Run (or extend) the study described by ``cfg.optuna``, each trial a ``train(trial config)`` (the training
+    task, :func:`recsys.train.train`); return ``{best_value, best_params, …}``."""
     import optuna
-    from hydra import compose
-    from hydra.core.hydra_config import HydraConfig
-
-    from recsys.train import train
-    from recsys.utils.ddp import child_job
-    from recsys.utils.results import collect
-    from recsys.utils.run import run_task
 
     search = cfg.get("optuna")
     if not search:

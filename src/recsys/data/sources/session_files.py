@@ -25,6 +25,7 @@ from recsys.data.session_preprocess import (
 )
 from recsys.data.sources.delimited import TIME_FORMATS, Column, read_columns
 from recsys.data.sources.files import FileSource, RemoteFile, file_identity
+from recsys.data.sources.movielens import MovieLensSource
 from recsys.errors import ConfigError, DataError
 
 # GRU4Rec "prepared" RSC15 100k-click sample (rn5l/session-rec, bytes unchanged; see datasets README)
@@ -286,8 +287,6 @@ class MovieLensSessionSource:
     def __init__(self, path: str | None = None, download_dir: str | None = None, variant: str = "1m",
                  session_gap: float = 3600.0, rating_threshold: float | None = None,
                  preprocessing: dict[str, Any] | None = None) -> None:
-        from recsys.data.sources.movielens import MovieLensSource
-
         self.reader = MovieLensSource(variant=variant, path=path, download_dir=download_dir)
         self.variant = variant
         self.session_gap = float(session_gap)
