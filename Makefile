@@ -21,7 +21,9 @@ install: $(STAMP)  ## create or update the virtual environment
 train: install  ## train LightGCN on the embedded default dataset
 	$(PY) train.py $(ARGS)
 
-test: install  ## run the whole test suite (slow tests included) on every core, as CI does
+test: install  ## import layers, docs build, then the whole test suite (slow tests included) on every core, as CI does
+	$(VENV)/bin/lint-imports --no-logo
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 	WANDB_MODE=disabled $(PY) -m pytest -n auto --dist loadscope $(ARGS)
 
 test-fast: install  ## the quick loop: skip slow tests
