@@ -8,7 +8,10 @@ register_resolvers()
 
 
 def __getattr__(name: str):
-    """``recsys.load_run`` / ``recsys.Run`` (imported on first use: ``import recsys`` stays light)."""
+    """``recsys.load_run`` / ``recsys.Run`` from :mod:`recsys.api`, imported on first use (PEP 562): every
+    ``import recsys.<module>`` runs this package first, so an eager import would load the whole stack (torch,
+    Lightning, the models) for ``recsys.errors`` too. The one function-local import of a task in the package
+    (allowed by the ``no-task-imports`` contract of ``pyproject.toml``)."""
     if name in ("load_run", "Run"):
         from recsys import api
 

@@ -13,11 +13,11 @@ from recsys.metrics import METRIC_NAMES, TopKMetrics, hits_at, topk_excluding
 class TopKRecommender(pl.LightningModule):
     """Evaluates ``score_users`` by full ranking (algorithms.md §1.6).
 
-    Per evaluation batch: score every item for the batch's users (into a buffer kept across batches), rank them
-    with the masked items (train, plus validation at test time) set to −∞ (:func:`~recsys.metrics.topk_excluding`:
-    the top ``max K``, ties → lower item id),
-    look the top items up among the batch's targets (:func:`~recsys.metrics.hits_at`) and feed
-    :class:`~recsys.metrics.TopKMetrics`. Logged at epoch end as ``val/recall@20``, ``test/ndcg@20``, …
+    Per evaluation batch: score every item for the batch's users (into a buffer kept across batches), take the
+    top ``max K`` with the masked items (train, plus validation at test time) set to −∞ (ties → lower item id;
+    :func:`~recsys.metrics.topk_excluding`), look the top items up among the batch's targets
+    (:func:`~recsys.metrics.hits_at`) and feed :class:`~recsys.metrics.TopKMetrics`. Logged at epoch end as
+    ``val/recall@20``, ``test/ndcg@20``, …
 
     Scores are float32 whatever ``trainer.precision``: the evaluation and prediction steps run with autocast
     off (:meth:`float32_scoring`), so mixed precision never changes a ranking.
