@@ -16,7 +16,6 @@ import logging
 import sys
 from pathlib import Path
 
-from recsys.utils.dashboards import upload_results
 from recsys.utils.results import collect, upload_settings
 
 
@@ -49,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = upload_settings(args.sweep_dir, args.upload, args.project, args.group)
     if settings is not None:
+        # late: recsys.utils.dashboards imports Lightning; collecting a sweep stays light without it
+        from recsys.utils.dashboards import upload_results
+
         run_dir = upload_results(result.table_csv, result.plots, save_dir=result.table_csv.parent, **settings)
         print(f"wandb run (group {settings['group']}): {run_dir}")
     return 0

@@ -29,8 +29,6 @@ import pandas as pd
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
 
-from recsys.utils.dashboards import sweep_group, upload_results
-
 log = logging.getLogger(__name__)
 
 INFO_COLUMNS = ["job", "status", "overrides", "swept", "model", "sampler", "data", "depth", "dim"]
@@ -262,6 +260,9 @@ def collect(
 def sweep_wandb_settings(root: Path) -> dict[str, Any] | None:
     """``{project, entity, group, tags}`` of the sweep's wandb logger (from ``multirun.yaml`` or the first job's
     config), or None when the sweep did not log to wandb."""
+    # late: recsys.utils.dashboards imports Lightning; collecting a sweep stays light without it
+    from recsys.utils.dashboards import sweep_group
+
     sweep_cfg = _load_yaml(root / "multirun.yaml")
     hydra_sweep_dir = _select(sweep_cfg, "hydra.sweep.dir")
     experiment = _select(sweep_cfg, "hydra.runtime.choices.experiment")
@@ -308,6 +309,8 @@ class CollectResultsCallback(HydraCallback):
             log.info("Sweep results: %s (+ %d plots)", result.table_md, len(result.plots))
             settings = sweep_wandb_settings(root) if self.upload else None
             if settings is not None:
+                from recsys.utils.dashboards import upload_results  # late, as in sweep_wandb_settings
+
                 upload_results(result.table_csv, result.plots, save_dir=root, **settings)
         except Exception:  # collecting is a convenience: never turn a finished sweep into a failure
             log.exception("Collecting the sweep results failed; run scripts/collect_results.py by hand")
