@@ -42,7 +42,8 @@ def test_network_shapes_and_parameters(embedding, layers):
     hidden = net.init_hidden(3)
     out, new = net(torch.tensor([1, 2, 3]), hidden)
     assert out.shape == (3, layers[-1]) and [h.shape[1] for h in new] == layers
-    assert net.score_columns(out, torch.tensor([4, 5])).shape == (3, 2)
+    scores, column_item = net.score_candidates(out, torch.tensor([5, 4, 5]))
+    assert scores.shape == (3, 2) and column_item.tolist() == [1, 0, 1]
     assert net.score_all(out).shape == (3, N)
     names = {n for n, _ in net.named_parameters()}
     assert ("input_embedding" in names) == isinstance(embedding, int)
@@ -500,22 +501,22 @@ def test_session_parallel_evaluation_equals_per_session_reference(embedding):
         assert got[f"mrr@{k}"] == pytest.approx(np.mean(np.where(r <= k, 1.0 / r, 0.0)), abs=1e-6)
 
 
-@pytest.mark.parametrize("fraction", [0.0, 2.0])  # all-items path forced / column path forced
-def test_scoring_all_items_then_picking_columns_equals_the_column_slice(monkeypatch, fraction):
-    """score_columns: scores and gradients of the all-items path equal the gathered-slice path (duplicate columns
-    included), i.e. ``h Wy[c]ᵀ + by[c]`` by hand."""
-    from recsys.models.components import gru4rec
-
+@pytest.mark.parametrize("sparse", [False, True])
+def test_candidate_scores_picked_by_column_equal_the_column_slice(sparse):
+    """score_candidates: each column's score (its candidate's) and the gradients equal ``h Wy[c]ᵀ + by[c]`` by hand
+    (duplicate columns included), dense or row-sparse gradients."""
     torch.manual_seed(0)
     net = GRU4RecNet(30, [6])
+    net.set_sparse(sparse)
     h = torch.randn(4, 6)
     columns = torch.tensor([3, 7, 7, 0, 29, 12, 3, 18, 25, 1, 2, 4, 5, 6, 8, 9, 10, 11])
-    monkeypatch.setattr(gru4rec, "FULL_SCORES_FRACTION", fraction)
-    got = net.score_columns(h, columns)
+    scores, column_item = net.score_candidates(h, columns)
+    assert scores.shape[1] == 16  # the distinct items
+    got = scores[:, column_item]
     (got * torch.arange(got.numel(), dtype=got.dtype).view_as(got)).sum().backward()
     w, b = net.output_weight.detach().clone().requires_grad_(), net.output_bias.detach().clone().requires_grad_()
     want = h @ w[columns].T + b[columns, 0]
     (want * torch.arange(want.numel(), dtype=want.dtype).view_as(want)).sum().backward()
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(net.output_weight.grad, w.grad, rtol=1e-6, atol=1e-5)
-    torch.testing.assert_close(net.output_bias.grad, b.grad, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(net.output_weight.grad.to_dense(), w.grad, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(net.output_bias.grad.to_dense(), b.grad, rtol=1e-6, atol=1e-5)

@@ -145,8 +145,8 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
 
     def batch_loss(self, step: dict[str, torch.Tensor]) -> tuple[torch.Tensor]:
         """The loss of one session-parallel step: the lanes' hidden states (reset where a session starts) → the
-        GRU on the input items → scores of the step's distinct column items (each scored once however many
-        columns hold it) → the loss summed over lanes / the batch size (a zero that touches every parameter for a
+        GRU on the input items → scores of the step's candidate items (each scored once however many columns hold
+        it: :meth:`GRU4RecNet.score_candidates`) → the loss summed over lanes / the batch size (a zero that touches every parameter for a
         DDP padding step)."""
         inputs, targets = step["inputs"], step["targets"]
         if inputs.numel() == 0:
@@ -156,8 +156,7 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
         self._train_state.scatter(step["lanes"], new_hidden)
         negatives = step.get("negatives")
         columns = targets if negatives is None else torch.cat([targets, negatives])
-        candidates, column_item = torch.unique(columns, return_inverse=True)
-        scores = self.net.score_columns(output, candidates)
+        scores, column_item = self.net.score_candidates(output, columns)
         return (self.step_loss(scores, column_item, step).sum() / self.batch_size,)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

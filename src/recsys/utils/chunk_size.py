@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 class StepsPerChunk(pl.Callback):
     """Resolves ``data.steps_per_chunk=auto`` at the start of fitting (module docstring)."""
 
-    def __init__(self, target_seconds: float = 0.1, max_steps: int = 256, repeats: int = 5) -> None:
+    def __init__(self, target_seconds: float = 0.5, max_steps: int = 256, repeats: int = 5) -> None:
         self.target_seconds = target_seconds
         self.max_steps = max_steps
         self.repeats = repeats
