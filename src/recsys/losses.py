@@ -96,6 +96,25 @@ def bpr_max_loss(scores: torch.Tensor, bpreg: float = 1.0, elu_param: float = 0.
     return -torch.log(ranked + 1e-24) + bpreg * (s * scores.pow(2)).sum(1)
 
 
+def weighted_bpr_max_loss(
+    scores: torch.Tensor, counts: torch.Tensor, targets: torch.Tensor, bpreg: float = 1.0, elu_param: float = 0.0
+) -> torch.Tensor:
+    """:func:`bpr_max_loss` over ``C ≥ 2`` columns computed over their distinct items (candidates): ``scores``
+    ``(b, K)``, ``counts`` ``(K,)`` each candidate's number of columns, ``targets`` ``(b,)`` each row's target
+    candidate. Row b's negatives are every column but its own, so candidate k counts ``m_bk = m_k − [k = t_b]``
+    times: ``s_bk = m_bk e^{o_bk} / Σ_j m_bj e^{o_bj}`` (a softmax of ``o + log m``), and ``loss_b = −log Σ_k s_bk
+    σ(o_bt − o_bk) + bpreg · Σ_k s_bk o_bk²`` — the column form's sums grouped by item (``o`` after
+    ``ELU(elu_param)`` when ``elu_param > 0``)."""
+    if elu_param > 0:
+        scores = F.elu(scores, alpha=elu_param)
+    counts = counts.to(scores.dtype).expand(scores.shape).clone()
+    counts.scatter_add_(1, targets[:, None], torch.full_like(targets[:, None], -1, dtype=scores.dtype))
+    s = torch.softmax(scores + counts.log(), 1)  # 0 where a row has no column of the candidate
+    pos = scores.gather(1, targets[:, None])
+    ranked = (s * torch.sigmoid(pos - scores)).sum(1)
+    return -torch.log(ranked + 1e-24) + bpreg * (s * scores.pow(2)).sum(1)
+
+
 def top1_loss(scores: torch.Tensor) -> torch.Tensor:
     """TOP1 (Theano GRU4Rec): ``mean_j [σ(o_bj − o_bb) + σ(o_bj²)] − σ(o_bb²) / C`` (the mean runs over all C
     columns; the last term removes the positive's own regularisation term)."""

@@ -42,7 +42,7 @@ def test_network_shapes_and_parameters(embedding, layers):
     hidden = net.init_hidden(3)
     out, new = net(torch.tensor([1, 2, 3]), hidden)
     assert out.shape == (3, layers[-1]) and [h.shape[1] for h in new] == layers
-    scores, column_item = net.score_candidates(out, torch.tensor([5, 4, 5]))
+    scores, column_item, _ = net.train_scores(torch.tensor([1, 2, 3]), hidden, torch.tensor([5, 4, 5]))
     assert scores.shape == (3, 2) and column_item.tolist() == [1, 0, 1]
     assert net.score_all(out).shape == (3, N)
     names = {n for n, _ in net.named_parameters()}
@@ -502,21 +502,27 @@ def test_session_parallel_evaluation_equals_per_session_reference(embedding):
 
 
 @pytest.mark.parametrize("sparse", [False, True])
-def test_candidate_scores_picked_by_column_equal_the_column_slice(sparse):
-    """score_candidates: each column's score (its candidate's) and the gradients equal ``h Wy[c]ᵀ + by[c]`` by hand
-    (duplicate columns included), dense or row-sparse gradients."""
+@pytest.mark.parametrize("embedding", ["shared", 5])
+def test_candidate_scores_picked_by_column_equal_the_column_slice(sparse, embedding):
+    """train_scores: each column's score (its candidate's), the new hidden state and every gradient equal the
+    network's forward and ``h Wy[c]ᵀ + by[c]`` by hand (duplicate columns and an input item among the candidates
+    included), dense or row-sparse gradients, shared or separate input embedding."""
     torch.manual_seed(0)
-    net = GRU4RecNet(30, [6])
+    net = GRU4RecNet(30, [6], embedding)
     net.set_sparse(sparse)
-    h = torch.randn(4, 6)
+    ref = GRU4RecNet(30, [6], embedding)
+    ref.load_state_dict(net.state_dict())
+    items, hidden = torch.tensor([3, 0, 21, 3]), [torch.randn(4, 6)]
     columns = torch.tensor([3, 7, 7, 0, 29, 12, 3, 18, 25, 1, 2, 4, 5, 6, 8, 9, 10, 11])
-    scores, column_item = net.score_candidates(h, columns)
+    scores, column_item, new = net.train_scores(items, hidden, columns)
     assert scores.shape[1] == 16  # the distinct items
     got = scores[:, column_item]
     (got * torch.arange(got.numel(), dtype=got.dtype).view_as(got)).sum().backward()
-    w, b = net.output_weight.detach().clone().requires_grad_(), net.output_bias.detach().clone().requires_grad_()
-    want = h @ w[columns].T + b[columns, 0]
+    h, want_new = ref(items, hidden)
+    want = h @ ref.output_weight[columns].T + ref.output_bias[columns, 0]
     (want * torch.arange(want.numel(), dtype=want.dtype).view_as(want)).sum().backward()
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(net.output_weight.grad.to_dense(), w.grad, rtol=1e-6, atol=1e-5)
-    torch.testing.assert_close(net.output_bias.grad.to_dense(), b.grad, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(new[0], want_new[0])
+    for (name, p), q in zip(net.named_parameters(), ref.parameters(), strict=True):
+        assert p.grad.is_sparse == (sparse and name in ("output_weight", "output_bias", "input_embedding")), name
+        torch.testing.assert_close(p.grad.to_dense(), q.grad, rtol=1e-6, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")

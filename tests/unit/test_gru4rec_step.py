@@ -18,6 +18,7 @@ from recsys.losses import (
     session_xe_loss,
     top1_loss,
     top1_max_loss,
+    weighted_bpr_max_loss,
     weighted_xe_loss,
 )
 from recsys.models.gru4rec_module import GRU4Rec
@@ -123,3 +124,17 @@ def test_weighted_xe_loss_groups_the_columns_of_an_item():
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     s = item_scores[0, columns] - logq * log_q  # row 0 by hand: −log softmax at its own column 0
     assert float(got[0]) == pytest.approx(float(torch.log(s.exp().sum()) - s[0]), rel=1e-12)
+
+
+@pytest.mark.parametrize("elu_param", [0.0, 0.5])
+def test_weighted_bpr_max_loss_groups_the_columns_of_an_item(elu_param):
+    """BPR-max over C columns with duplicate items (a target drawn again as a negative, an item in three columns)
+    equals the form over the distinct items with each row's own column left out of its counts."""
+    g = torch.Generator().manual_seed(1)
+    columns = torch.tensor([4, 1, 4, 0, 1, 1, 7, 4])  # rows 0..2 have targets 4, 1, 4
+    item_scores = torch.randn(3, 8, generator=g, dtype=torch.float64) * 2
+    want = bpr_max_loss(item_scores[:, columns], 1.5, elu_param)
+    items, column_item = torch.unique(columns, return_inverse=True)
+    counts = torch.bincount(column_item)
+    got = weighted_bpr_max_loss(item_scores[:, items], counts, column_item[:3], 1.5, elu_param)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

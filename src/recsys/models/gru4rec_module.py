@@ -16,6 +16,7 @@ from recsys.losses import (
     session_bpr_loss,
     top1_loss,
     top1_max_loss,
+    weighted_bpr_max_loss,
     weighted_xe_loss,
 )
 from recsys.models.chunked import ChunkedTraining
@@ -111,8 +112,9 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
     def step_loss(self, scores: torch.Tensor, column_item: torch.Tensor, step: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-lane losses ``(b,)`` of a step, given the scores ``(b, K)`` of its distinct column items and the
         candidate of every column ``column_item`` ``(C,)`` (the lanes' targets first: row b's positive is column
-        b). Cross-entropy runs over the candidates with their column weights (:func:`~recsys.losses.weighted_xe_loss`,
-        the same value as over the columns); the other losses over the columns."""
+        b). Cross-entropy and BPR-max run over the candidates with their columns' weights
+        (:func:`~recsys.losses.weighted_xe_loss`, :func:`~recsys.losses.weighted_bpr_max_loss`: the same values as
+        over the columns); the other losses over the columns."""
         b = step["targets"].numel()
         if self.loss_name == "cross-entropy":
             dtype = torch.promote_types(scores.dtype, torch.float32)  # 16-bit weights underflow
@@ -126,6 +128,9 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
                 shift = self.logq * log_q[:b]
             weights = column_weight.new_zeros(scores.shape[1]).index_add_(0, column_item, column_weight)
             return weighted_xe_loss(scores, weights.log_(), column_item[:b], shift)
+        if self.loss_name == "bpr-max" and column_item.numel() >= 2:
+            counts = torch.bincount(column_item, minlength=scores.shape[1])
+            return weighted_bpr_max_loss(scores, counts, column_item[:b], self.bpreg, self.elu_param)
         columns = scores.index_select(1, column_item)  # (b, C), the lanes' targets on the diagonal
         if self.loss_name == "bpr-max":
             return bpr_max_loss(columns, self.bpreg, self.elu_param)
@@ -146,17 +151,16 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
     def batch_loss(self, step: dict[str, torch.Tensor]) -> tuple[torch.Tensor]:
         """The loss of one session-parallel step: the lanes' hidden states (reset where a session starts) → the
         GRU on the input items → scores of the step's candidate items (each scored once however many columns hold
-        it: :meth:`GRU4RecNet.score_candidates`) → the loss summed over lanes / the batch size (a zero that touches every parameter for a
+        it: :meth:`GRU4RecNet.train_scores`) → the loss summed over lanes / the batch size (a zero that touches every parameter for a
         DDP padding step)."""
         inputs, targets = step["inputs"], step["targets"]
         if inputs.numel() == 0:
             return (sum(p.sum() for p in self.parameters()) * 0.0,)
         hidden = self._train_state.gather(step["lanes"], step["reset"])
-        output, new_hidden = self.net(inputs, hidden)
-        self._train_state.scatter(step["lanes"], new_hidden)
         negatives = step.get("negatives")
         columns = targets if negatives is None else torch.cat([targets, negatives])
-        scores, column_item = self.net.score_candidates(output, columns)
+        scores, column_item, new_hidden = self.net.train_scores(inputs, hidden, columns)
+        self._train_state.scatter(step["lanes"], new_hidden)
         return (self.step_loss(scores, column_item, step).sum() / self.batch_size,)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -137,16 +137,20 @@ class GRU4RecNet(nn.Module):
     def init_hidden(self, batch: int, device: torch.device | None = None) -> list[torch.Tensor]:
         return [torch.zeros(batch, h, device=device, dtype=self.output_weight.dtype) for h in self.layer_sizes]
 
-    def forward(self, items: torch.Tensor, hidden: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """One step: ``items`` ``(b,)``, ``hidden`` one ``(b, H_l)`` per layer → (last output, new hidden)."""
+    def forward(
+        self, items: torch.Tensor, hidden: list[torch.Tensor], embedded: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One step: ``items`` ``(b,)``, ``hidden`` one ``(b, H_l)`` per layer → (last output, new hidden).
+        ``embedded``: the input items' embedding rows when the caller has read them already."""
         new: list[torch.Tensor] = []
         if self.onehot is not None:  # the official code: E = GRUEmbedding(X, H0), dropout_p_embed on E, H0 = E
             x = self.dropout_embed(self.onehot(items, hidden[0]))
             new.append(x)
             rest = hidden[1:]
         else:
-            table = self.output_weight if self.input_embedding is None else self.input_embedding
-            x = self.dropout_embed(self.rows(table, items))
+            if embedded is None:
+                embedded = self.rows(self.output_weight if self.input_embedding is None else self.input_embedding, items)
+            x = self.dropout_embed(embedded)
             rest = hidden
         for cell, h in zip(self.cells, rest, strict=True):
             x = self.dropout_hidden(cell(x, h))
@@ -158,14 +162,25 @@ class GRU4RecNet(nn.Module):
         backward, one ``index_add``, is several times faster on the CPU than the embedding's dense backward)."""
         return F.embedding(items, table, sparse=True) if self.sparse else table.index_select(0, items)
 
-    def score_candidates(self, output: torch.Tensor, columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores ``(b, K)`` of a step's candidates, the columns' distinct items (each scored once however many
-        columns hold it), and the candidate of every column ``(C,)``: ``output Wy[k]ᵀ + by[k]``. (On RSC15 with 2048
-        extra samples the 2,080 columns hold ~1,160 distinct items of 2,933: scoring those beats scoring all items,
-        measured in docs/benchmarks.md.)"""
-        items, column_item = torch.unique(columns, return_inverse=True)
-        weight, bias = self.rows(self.output_weight, items), self.rows(self.output_bias, items).squeeze(1)
-        return torch.addmm(bias, output, weight.T), column_item
+    def train_scores(
+        self, items: torch.Tensor, hidden: list[torch.Tensor], columns: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """A training step's forward: the GRU on ``items``, then the scores ``(b, K)`` of the step's candidates, the
+        distinct items of ``columns`` (each scored once however many columns hold it: ``output Wy[k]ᵀ + by[k]``),
+        the candidate of every column ``(C,)`` and the new hidden states. With the shared embedding the input rows
+        and the candidates' rows are read from ``Wy`` in one lookup (one gradient scatter back). (On RSC15 with
+        2048 extra samples the 2,080 columns hold ~1,160 distinct items of 2,933: scoring those beats scoring all
+        items, measured in docs/benchmarks.md.)"""
+        candidates, column_item = torch.unique(columns, return_inverse=True)
+        embedded = None
+        if self.input_embedding is None and self.onehot is None:
+            weight, embedded = self.rows(self.output_weight, torch.cat([candidates, items])).split(
+                [candidates.numel(), items.numel()])
+        else:
+            weight = self.rows(self.output_weight, candidates)
+        output, new_hidden = self(items, hidden, embedded)
+        bias = self.rows(self.output_bias, candidates).squeeze(1)
+        return torch.addmm(bias, output, weight.T), column_item, new_hidden
 
     def score_all(self, output: torch.Tensor) -> torch.Tensor:
         """Scores of all N items, ``(b, N)``."""
