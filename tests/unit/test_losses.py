@@ -95,7 +95,7 @@ def test_embedding_l2_counts_a_row_once_per_use():
 
 
 def test_embedding_l2_gradient_is_the_autograd_one():
-    """The written-out backward (2 w_r e_r / 2B) against numerical differentiation and autograd's own."""
+    """Its gradient (2 w_r e_r / 2B) against numerical differentiation and the formula by hand."""
     g = torch.Generator().manual_seed(3)
     table = torch.randn(7, 4, generator=g, dtype=torch.float64, requires_grad=True)
     weights = torch.rand(7, generator=g, dtype=torch.float64)

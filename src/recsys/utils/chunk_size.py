@@ -49,7 +49,7 @@ class StepsPerChunk(pl.Callback):
     def step_seconds(self, model: pl.LightningModule, chunk) -> float:
         """Fastest of ``repeats`` timings (after one warm-up) of ``batch_loss`` + backward on the first step of
         ``chunk`` (the minimum: other work on the machine only ever slows a run down). The weights are left as
-        they are, their gradients cleared (before too: a written-out gradient may be read-only)."""
+        they are, their gradients cleared before and after."""
         step = next(iter(model.chunk_steps(chunk)))
         model.zero_grad(set_to_none=True)
         times = []
