@@ -16,7 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-from recsys.utils.results import collect, upload_settings
+from recsys.utils.results import add_upload_arguments, collect, upload_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,12 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metric", default="test/recall@20", help="metric of the plots (default: test/recall@20)")
     parser.add_argument("--depth-key", default="model.num_layers", help="config key of the depth axis")
     parser.add_argument("--dim-key", default="model.embedding_dim", help="config key of the embedding-size axis")
-    upload = parser.add_mutually_exclusive_group()
-    upload.add_argument("--wandb", dest="upload", action="store_true", default=None,
-                        help="upload to wandb (default: when the sweep logged to wandb)")
-    upload.add_argument("--no-wandb", dest="upload", action="store_false")
-    parser.add_argument("--project", default=None, help="wandb project (default: the sweep's logger.wandb.project)")
-    parser.add_argument("--group", default=None, help="wandb group (default: the sweep's group)")
+    add_upload_arguments(parser, "the results")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 

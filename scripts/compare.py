@@ -20,6 +20,7 @@ from pathlib import Path
 
 from recsys.errors import RecsysError
 from recsys.utils.compare import TESTS, compare, upload_comparison
+from recsys.utils.results import add_upload_arguments
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,12 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--confidence", type=float, default=0.95, help="confidence of the intervals (default: 0.95)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: the folder given, or the "
                                                                 "run folders' common parent)")
-    upload = parser.add_mutually_exclusive_group()
-    upload.add_argument("--wandb", dest="upload", action="store_true", default=None,
-                        help="upload the table to wandb (default: when the sweep logged to wandb)")
-    upload.add_argument("--no-wandb", dest="upload", action="store_false")
-    parser.add_argument("--project", default=None, help="wandb project (default: the sweep's)")
-    parser.add_argument("--group", default=None, help="wandb group (default: the sweep's)")
+    add_upload_arguments(parser, "the table")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 

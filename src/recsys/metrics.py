@@ -1,6 +1,7 @@
 """Top-K ranking metrics as torchmetrics Metrics with summed states (exact under DDP).
 
-Protocol (algorithms.md §1.6), per evaluated user u with relevant set T_u and ranked list r_1..r_K:
+Protocol (LightGCN / NGCF full ranking: Wang et al., SIGIR'19 §4.1.2; He et al., SIGIR'20 §4.1), per evaluated
+user u with relevant set T_u and ranked list r_1..r_K:
 
 * recall@K    = |hits in top K| / |T_u|
 * precision@K = |hits in top K| / K
@@ -78,7 +79,8 @@ def hits_at(top: torch.Tensor, target_rows: torch.Tensor, target_items: torch.Te
 
 
 def next_item_ranks(scores: torch.Tensor, targets: torch.Tensor, tie_mode: str = "standard") -> torch.Tensor:
-    """1-based rank of ``targets[b]`` in ``scores[b]`` over all items, ``(b,)`` (algorithms.md §3.5):
+    """1-based rank of ``targets[b]`` in ``scores[b]`` over all items, ``(b,)`` (GRU4Rec's next-item protocol,
+    Hidasi et al., ICLR'16 §4):
     ``standard`` = 1 + #items scoring strictly higher (optimistic, the official default), ``conservative`` =
     #items scoring higher or equal (pessimistic), ``median`` = their mean (the middle of the tied block).
     int64 for ``standard``/``conservative``, float64 for ``median``."""

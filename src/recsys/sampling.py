@@ -1,6 +1,7 @@
 """Negative samplers: the ``sampler/`` config group. They draw in the data loaders; negatives travel in batches.
 
-Strategies (``configs/sampler/<name>.yaml``, algorithms.md §1.4 and §3.3):
+Strategies (``configs/sampler/<name>.yaml``; LightGCN's BPR sampling, He et al., SIGIR'20; GRU4Rec's extra
+samples, Hidasi & Karatzoglou, CIKM'18 §3.1):
 
 * ``uniform``    — :class:`UniformNegativeSampler`: items uniform, rejecting the user's train positives.
 * ``popularity`` — :class:`PopularityNegativeSampler`: ``P(i) ∝ count_i^alpha`` (0 = uniform,
@@ -361,7 +362,7 @@ class HardNegativeSampler(NegativeSampler):
 
 
 class SessionNegativeSampler(NegativeSampler):
-    """``sampler=gru4rec``: GRU4Rec's negatives (algorithms.md §3.3). The other lanes' targets of a
+    """``sampler=gru4rec``: GRU4Rec's negatives (Hidasi & Karatzoglou, CIKM'18, §3.1). The other lanes' targets of a
     session-parallel step are negatives by construction (the model scores every lane against every target);
     on top, ``n_sample`` extra negatives shared by the step are drawn ``∝ supp(i)^alpha`` (``supp`` = training
     events of item i; ``alpha`` 0 = uniform, 1 = popularity) by the training loader (:class:`StepNegatives`).

@@ -1,4 +1,5 @@
-"""One epoch of BPR training batches (the LightGCN protocol, algorithms.md §1.4), drawn with tensor ops and
+"""One epoch of BPR training batches (the sampling of LightGCN's official code, He et al., SIGIR'20), drawn with
+tensor ops and
 handed over in chunks of T batches (:mod:`recsys.models.chunked`)."""
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ class RankingEvalSet(Dataset):
 
     ``mask`` holds the items to exclude from the ranking (train, plus validation at test time) and
     ``target`` the ground truth, both as (row-in-batch, item) pairs. Only users with at least one target
-    item are evaluated (the protocol of algorithms.md §1.6). With ``rank``/``world_size`` each process
+    item are evaluated (the full-ranking protocol of Wang et al., SIGIR'19 §4.1.2). With ``rank``/``world_size``
+    each process
     keeps the disjoint slice ``users[rank::world_size]``: no padding, no duplicates.
     """
 

@@ -1,4 +1,5 @@
-"""Session-parallel mini-batches (GRU4Rec, algorithms.md §3.1), planned with array operations and streamed.
+"""Session-parallel mini-batches (GRU4Rec, Hidasi et al., ICLR'16 §3.1.1), planned with array operations and
+streamed.
 
 Sessions are taken in the order of the split (by start time). ``B`` lanes each hold one session; at every
 step a lane's input is the session's current item and its target the next item. When a lane's session has

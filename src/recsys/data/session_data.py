@@ -9,7 +9,7 @@ order), each session's events in time order:
 * ``times`` ``(N,)`` float64 — event times in seconds (unix time when the source has one);
 * ``session_ids`` ``(S,)`` str — the sessions' original ids (optional).
 
-Validation and test sessions only hold items seen in train (algorithms.md §3.5/§3.6).
+Validation and test sessions only hold items seen in train (Hidasi et al., ICLR'16 §4).
 """
 
 from __future__ import annotations

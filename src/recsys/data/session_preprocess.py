@@ -1,4 +1,4 @@
-"""GRU4Rec-style preprocessing of session events (algorithms.md §3.6), all in array operations.
+"""GRU4Rec-style preprocessing of session events (Hidasi et al., ICLR'16 §4), all in array operations.
 
 :func:`preprocess_sessions` runs, in order (the official ``examples/rsc15/preprocess.py`` steps):
 

@@ -11,7 +11,7 @@ from recsys.metrics import METRIC_NAMES, TopKMetrics, hits_at, topk_excluding
 
 
 class TopKRecommender(pl.LightningModule):
-    """Evaluates ``score_users`` by full ranking (algorithms.md §1.6).
+    """Evaluates ``score_users`` by full ranking over all items, train items masked (Wang et al., SIGIR'19 §4.1.2).
 
     Per evaluation batch: score every item for the batch's users (into a buffer kept across batches), take the
     top ``max K`` with the masked items (train, plus validation at test time) set to −∞ (ties → lower item id;

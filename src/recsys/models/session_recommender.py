@@ -1,6 +1,6 @@
 """Base LightningModule of session models: next-item evaluation over session-parallel steps.
 
-Evaluation (algorithms.md §3.5): the validation/test sessions arrive as chunks of session-parallel steps
+Evaluation (Hidasi et al., ICLR'16 §4): the validation/test sessions arrive as chunks of session-parallel steps
 (lanes; :mod:`recsys.data.session_batches`); every lane's state (GRU4Rec: hidden state) is reset when a new
 session starts in it; at every event except a session's last, all training items are scored and the true next
 item is ranked (:func:`~recsys.metrics.next_item_ranks`, ``tie_mode`` ``standard`` | ``conservative`` |

@@ -3,7 +3,7 @@
 Both read the rank Lightning reads from the environment (``RANK``, ``LOCAL_RANK``, ``SLURM_PROCID``), which
 is known before Hydra starts the job. Every process that torchrun, srun or Lightning's DDP launcher starts
 runs Hydra in the same run folder; ``configs/hydra/default.yaml`` uses these so that only rank 0 writes
-``.hydra/`` and each rank logs to its own file (frameworks.md §3, P2).
+``.hydra/`` and each rank logs to its own file (Hydra's multirun and Lightning's DDP launcher, see recsys.utils.ddp).
 """
 
 from __future__ import annotations

@@ -277,6 +277,17 @@ def sweep_wandb_settings(root: Path) -> dict[str, Any] | None:
     return {"project": wandb_cfg.get("project") or "recsys", "entity": wandb_cfg.get("entity"), "group": group, "tags": list(tags)}
 
 
+def add_upload_arguments(parser: Any, what: str = "the table") -> None:
+    """The wandb flags of the result scripts: ``--wandb`` / ``--no-wandb`` (``upload``), ``--project``, ``--group``
+    (read back by :func:`upload_settings`)."""
+    upload = parser.add_mutually_exclusive_group()
+    upload.add_argument("--wandb", dest="upload", action="store_true", default=None,
+                        help=f"upload {what} to wandb (default: when the sweep logged to wandb)")
+    upload.add_argument("--no-wandb", dest="upload", action="store_false")
+    parser.add_argument("--project", default=None, help="wandb project (default: the sweep's logger.wandb.project)")
+    parser.add_argument("--group", default=None, help="wandb group (default: the sweep's group)")
+
+
 def upload_settings(
     root: Path, upload: bool | None = None, project: str | None = None, group: str | None = None
 ) -> dict[str, Any] | None:

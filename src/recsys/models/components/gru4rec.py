@@ -1,6 +1,6 @@
 """GRU4Rec network (Hidasi et al., ICLR'16; Hidasi & Karatzoglou, CIKM'18) and its Adagrad optimiser.
 
-Plain ``nn.Module`` (algorithms.md §3.2):
+Plain ``nn.Module`` (Hidasi et al., ICLR'16 §3; Hidasi & Karatzoglou, CIKM'18):
 
 * input: ``embedding="shared"`` (default, "constrained embedding": the output item matrix ``Wy`` is also the
   input embedding, so its size is the last layer's), ``embedding=<k>`` (a separate ``N × k`` table) or

@@ -1,6 +1,7 @@
 """NGCF encoder (Wang et al., SIGIR'19) — the paper's propagation rule and the official code's variant.
 
-Notation (algorithms.md §2): ``E = E⁽ˡ⁻¹⁾`` the ``(M+N)×d`` input of layer ``l`` (users first), ``σ`` =
+Notation (Wang et al., SIGIR'19, §2, Eq. 7): ``E = E⁽ˡ⁻¹⁾`` the ``(M+N)×d`` input of layer ``l`` (users
+first), ``σ`` =
 LeakyReLU with slope 0.2, ``W1, W2`` the layer's weights (``d_in×d_out``), ``b1, b2`` its biases.
 
 ``adj_norm`` selects the graph operator and with it the exact form of a layer:
