@@ -109,7 +109,9 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
     def step_weight(self, step: dict[str, torch.Tensor]) -> float:
         return 1.0 if step["inputs"].numel() else 0.0  # the mean runs over real steps (not DDP padding)
 
-    def step_loss(self, scores: torch.Tensor, column_item: torch.Tensor, step: dict[str, torch.Tensor]) -> torch.Tensor:
+    def step_loss(
+        self, scores: torch.Tensor, column_item: torch.Tensor, step: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
         """Per-lane losses ``(b,)`` of a step, given the scores ``(b, K)`` of its distinct column items and the
         candidate of every column ``column_item`` ``(C,)`` (the lanes' targets first: row b's positive is column
         b). Cross-entropy and BPR-max run over the candidates with their columns' weights
@@ -151,8 +153,8 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
     def batch_loss(self, step: dict[str, torch.Tensor]) -> tuple[torch.Tensor]:
         """The loss of one session-parallel step: the lanes' hidden states (reset where a session starts) → the
         GRU on the input items → scores of the step's candidate items (each scored once however many columns hold
-        it: :meth:`GRU4RecNet.train_scores`) → the loss summed over lanes / the batch size (a zero that touches every parameter for a
-        DDP padding step)."""
+        it: :meth:`GRU4RecNet.train_scores`) → the loss summed over lanes / the batch size (a zero that touches
+        every parameter for a DDP padding step)."""
         inputs, targets = step["inputs"], step["targets"]
         if inputs.numel() == 0:
             return (sum(p.sum() for p in self.parameters()) * 0.0,)
