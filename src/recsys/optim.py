@@ -16,7 +16,8 @@ class AdagradM(torch.optim.Optimizer):
     ``acc += g²``; ``u = g / sqrt(acc + eps)``; without momentum ``p −= lr · u``, with momentum
     ``m = momentum · m − lr · u``, ``p += m``. The state ``sum`` holds ``eps + acc`` (``eps`` is added once, when the
     state is created), so without momentum a dense update is torch's Adagrad with ``eps = 0`` over that state: it
-    runs through ``torch.optim.adagrad.adagrad`` (torch's fused kernel, ``fused=True``, or its foreach one). Momentum and row-sparse gradients are updated tensor by tensor.
+    runs through ``torch.optim.adagrad.adagrad`` (torch's fused kernel, ``fused=True``, or its foreach one).
+    Momentum and row-sparse gradients are updated tensor by tensor.
     """
 
     supports_sparse_gradients = True
@@ -59,9 +60,9 @@ class AdagradM(torch.optim.Optimizer):
         step counts do not enter the update). Contiguous parameters on the CPU or CUDA take the fused kernel, which
         walks parameter, gradient and state memory linearly (so the gradient is made contiguous); the others the
         foreach implementation."""
-        fused = [p for p in params if p.device.type in ("cpu", "cuda") and p.is_contiguous()]
-        fused_ids = {id(p) for p in fused}
-        rest = [p for p in params if id(p) not in fused_ids]
+        fusable = [p.device.type in ("cpu", "cuda") and p.is_contiguous() for p in params]
+        fused = [p for p, f in zip(params, fusable, strict=True) if f]
+        rest = [p for p, f in zip(params, fusable, strict=True) if not f]
         for group, kind in ((fused, {"fused": True}), (rest, {"foreach": True})):
             if group:
                 adagrad(group, [p.grad.contiguous() if "fused" in kind else p.grad for p in group],

@@ -75,7 +75,8 @@ class CSVLogger(Logger):
     @rank_zero_only
     def log_hyperparams(self, params: Mapping[str, Any] | Namespace) -> None:
         self._open()
-        save_hparams_to_yaml(Path(self.log_dir) / "hparams.yaml", vars(params) if isinstance(params, Namespace) else params)
+        params = vars(params) if isinstance(params, Namespace) else params
+        save_hparams_to_yaml(Path(self.log_dir) / "hparams.yaml", params)
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:

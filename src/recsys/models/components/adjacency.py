@@ -9,8 +9,9 @@ from an edge list (``users``, ``items``) and the sizes, as PyG builds ``edge_ind
 * ``rw_self_loop``:   ``D̃^{-1} (A + I)`` (the official NGCF code's ``norm`` adjacency).
 
 Zero-degree rows stay 0. Products are CSR products (:mod:`recsys.ops`) whose backward multiplies by the
-transpose: the matrix itself when it is symmetric (``sym*``), a prebuilt CSR transpose otherwise. :meth:`SparseAdjacency.rows` gives ``Â[R, :]`` for a set of rows ``R``, whose product
-``Â[R, :] x`` costs the rows' edges only (forward and backward).
+transpose: the matrix itself when it is symmetric (``sym*``), a prebuilt CSR transpose otherwise.
+:meth:`SparseAdjacency.rows` gives ``Â[R, :]`` for a set of rows ``R``, whose product ``Â[R, :] x`` costs the
+rows' edges only (forward and backward).
 """
 
 from __future__ import annotations

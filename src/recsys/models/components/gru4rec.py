@@ -149,7 +149,8 @@ class GRU4RecNet(nn.Module):
             rest = hidden[1:]
         else:
             if embedded is None:
-                embedded = self.rows(self.output_weight if self.input_embedding is None else self.input_embedding, items)
+                table = self.output_weight if self.input_embedding is None else self.input_embedding
+                embedded = self.rows(table, items)
             x = self.dropout_embed(embedded)
             rest = hidden
         for cell, h in zip(self.cells, rest, strict=True):
