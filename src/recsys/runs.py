@@ -171,8 +171,7 @@ class Run:
     def seen(self) -> UserItemCSR:
         """Train ∪ validation items of every user (what ``exclude_seen`` removes)."""
         if self._exclude is None:
-            csr = self.datamodule._csr
-            self._exclude = csr["train"].union(csr["valid"])
+            self._exclude = self.datamodule.excluded_items()
         return self._exclude
 
     def _require(self, kind: str, call: str) -> None:

@@ -23,7 +23,6 @@ from recsys.utils.callbacks import (
     ValidateLastEpoch,
 )
 from recsys.utils.checkpoint_io import AtomicCheckpointIO
-from recsys.utils.chunk_size import StepsPerChunk
 from recsys.utils.dashboards import log_summary
 from recsys.utils.ddp import ResetMetricStates
 from recsys.utils.devices import resolve_trainer_config, step_options
@@ -55,9 +54,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     tracker = BestMetricTracker(cfg.monitor.metric, cfg.monitor.mode)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    # EpochSeed: the global RNG (dropout) per epoch from (seed, epoch), exact on resume; FiniteLossCheck: NaN/inf stop;
-    # StepsPerChunk: data.steps_per_chunk=auto from the measured step cost
-    callbacks += [tracker, EpochSeed(cfg.get("seed")), FiniteLossCheck(), ValidateLastEpoch(), StepsPerChunk(),
+    # EpochSeed: the global RNG (dropout) per epoch from (seed, epoch), exact on resume; FiniteLossCheck: NaN/inf stop
+    callbacks += [tracker, EpochSeed(cfg.get("seed")), FiniteLossCheck(), ValidateLastEpoch(),
                   ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)), ResetMetricStates(),
                   PerUserResults(cfg.paths.output_dir)]  # per_user.parquet of the test
     loggers = instantiate_loggers(cfg.get("logger"))

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from recsys.utils.results import collect, collect_frame, find_jobs
+from recsys.utils.jobs import find_jobs
+from recsys.utils.results import collect, collect_frame
 from tests.integration.conftest import check, run_script
 
 PNG = b"\x89PNG\r\n\x1a\n"

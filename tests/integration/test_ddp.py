@@ -25,7 +25,7 @@ from recsys.data.eval_batches import RankingEvalSet
 from recsys.info import UserItemCSR
 from recsys.metrics import TopKMetrics
 from recsys.sampling import UniformNegativeSampler
-from recsys.utils import ddp
+from recsys.utils import ddp, ddp_command
 from recsys.utils import lightning_launchers as launchers
 from tests.integration.conftest import (
     ROOT,
@@ -134,8 +134,8 @@ def test_ddp_children_run_only_the_current_job(multirun_job):
     import lightning_fabric.strategies.launchers.subprocess_script as fabric_launcher
     import pytorch_lightning.strategies.launchers.subprocess_script as pl_launcher
 
-    assert pl_launcher._hydra_subprocess_cmd is ddp.hydra_subprocess_cmd
-    assert fabric_launcher._hydra_subprocess_cmd is ddp.hydra_subprocess_cmd
+    assert pl_launcher._hydra_subprocess_cmd is ddp_command.hydra_subprocess_cmd
+    assert fabric_launcher._hydra_subprocess_cmd is ddp_command.hydra_subprocess_cmd
     command, cwd = pl_launcher._hydra_subprocess_cmd(local_rank=1)
     assert command[:2] == [sys.executable, str(ROOT / "train.py")] and cwd == str(ROOT)
     assert "-m" not in command and "--multirun" not in command
@@ -153,13 +153,13 @@ def test_ddp_children_run_only_the_current_job(multirun_job):
 
 def test_driver_scripts_can_hand_their_job_to_the_ddp_children(multirun_job, tmp_path):
     trial_dir = tmp_path / "trial 3"
-    with ddp.child_job(ROOT / "train.py", ["model.num_layers=2", "model.optimizer.lr=0.005"], trial_dir):
-        command, _ = ddp.hydra_subprocess_cmd(1)
+    with ddp_command.child_job(ROOT / "train.py", ["model.num_layers=2", "model.optimizer.lr=0.005"], trial_dir):
+        command, _ = ddp_command.hydra_subprocess_cmd(1)
     overrides = _overrides_of(command)
     assert command[1] == str(ROOT / "train.py")
     assert overrides[:2] == ["model.num_layers=2", "model.optimizer.lr=0.005"]
     assert f'hydra.run.dir="{trial_dir}"' in overrides and "model.embedding_dim=16" not in overrides
-    command, _ = ddp.hydra_subprocess_cmd(1)  # outside the block: the Hydra job again
+    command, _ = ddp_command.hydra_subprocess_cmd(1)  # outside the block: the Hydra job again
     assert "model.embedding_dim=16" in command
 
 

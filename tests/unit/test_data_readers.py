@@ -16,7 +16,7 @@ from recsys.data.sources import (
     SplitFolderSource,
     TabularSource,
 )
-from recsys.data.sources.delimited import parse_columns, parse_int_tokens
+from recsys.data.sources.int_tokens import parse_columns, parse_int_tokens
 from recsys.errors import ConfigError, DataError
 
 

@@ -1,4 +1,4 @@
-"""The shared parsing layer (recsys.data.sources.delimited): lines, chunks, blank lines, UTF-8, time formats."""
+"""The shared parsing layer (recsys.data.sources.delimited, .columns, .text): lines, chunks, blank lines, UTF-8, time formats."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys.data.sources import delimited
-from recsys.data.sources.delimited import Column, read_columns, read_table, time_column
+from recsys.data.sources import columns, delimited
+from recsys.data.sources.columns import Column, read_columns, time_column
+from recsys.data.sources.delimited import read_table
 from recsys.errors import DataError
 
 INTS = [Column("s", "session", "int"), Column("i", "item", "int"), Column("t", "time", "time", "unix")]
@@ -98,6 +99,6 @@ def test_parquet_rows_are_named(tmp_path):
     pd.DataFrame({"u": ["1", "2", "x"]}).to_parquet(f)
     table = read_table(f, ["u"])
     with pytest.raises(DataError, match=r"x\.parquet, row 3: user column 'u' has the non-integer value 'x'"):
-        delimited.integer_column(table, "u", "user")
+        columns.integer_column(table, "u", "user")
     pd.DataFrame({"u": ["1", "2"]}).to_parquet(f)
-    assert np.array_equal(delimited.integer_column(read_table(f, ["u"]), "u", "user"), [1, 2])
+    assert np.array_equal(columns.integer_column(read_table(f, ["u"]), "u", "user"), [1, 2])

@@ -8,7 +8,7 @@ import inspect
 
 import pytest
 
-from recsys.utils import ddp, lightning_launchers
+from recsys.utils import ddp_command, lightning_launchers
 
 
 @pytest.mark.parametrize(("module", "path"), lightning_launchers.PATCHED, ids=lambda v: getattr(v, "__name__", v))
@@ -23,7 +23,7 @@ def test_every_patched_private_name_exists(module, path):
 
 def test_patched_signatures_are_the_ones_replaced():
     """The child command takes the local rank and gives (command, cwd); the spawn hand-back keeps its arguments."""
-    assert list(inspect.signature(ddp.hydra_subprocess_cmd).parameters) == ["local_rank"]
+    assert list(inspect.signature(ddp_command.hydra_subprocess_cmd).parameters) == ["local_rank"]
     spawn = lightning_launchers.pl_spawn._MultiProcessingLauncher
     assert list(inspect.signature(spawn.get_extra_results).parameters) == ["self", "trainer"]
     assert list(inspect.signature(spawn.update_main_process_results).parameters) == ["self", "trainer", "extra"]
@@ -33,5 +33,5 @@ def test_patched_signatures_are_the_ones_replaced():
 
 
 def test_installed_on_import():
-    assert lightning_launchers.pl_subprocess._hydra_subprocess_cmd is ddp.hydra_subprocess_cmd
-    assert lightning_launchers.fabric_subprocess._hydra_subprocess_cmd is ddp.hydra_subprocess_cmd
+    assert lightning_launchers.pl_subprocess._hydra_subprocess_cmd is ddp_command.hydra_subprocess_cmd
+    assert lightning_launchers.fabric_subprocess._hydra_subprocess_cmd is ddp_command.hydra_subprocess_cmd

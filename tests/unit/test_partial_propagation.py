@@ -1,7 +1,7 @@
 """A BPR step computed at the batch's rows only equals the full-propagation step (issue 13, item 2).
 
 ``GraphRecommender.batch_loss`` propagates the last layer only at the nodes a batch reads (its users, positives
-and negatives: ``adj.rows(R) @ x``) unless they cover more than ``FULL_PASS_FRACTION`` of the graph. The
+and negatives: ``adj.rows(R) @ x``) unless they cover more than ``GraphRecommender.full_pass_fraction`` of the graph. The
 reference is the same module with the fraction forced to 0 (the whole graph propagated, then gathered): the
 loss and every parameter gradient must agree to 1e-6, for MF, LightGCN and NGCF (every normalisation, with and
 without dropout; dropout draws from the global RNG, seeded identically before each of the two computations)
@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-import recsys.models.graph_module as graph_module
 from recsys.data.bpr_batches import BPREpochSampler
 from recsys.info import DatasetInfo, UserItemCSR
 from recsys.models.components.lightgcn import LightGCNEncoder
@@ -83,7 +82,7 @@ def make_model(name: str, train: UserItemCSR) -> GraphRecommender:
 def loss_and_grads(model: GraphRecommender, batch: dict[str, torch.Tensor], fraction: float, seed: int,
                    monkeypatch: pytest.MonkeyPatch) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[bool]]:
     """``(loss, bpr)``, the gradient of every parameter, and whether the encoder was asked for rows only."""
-    monkeypatch.setattr(graph_module, "FULL_PASS_FRACTION", fraction)
+    model.full_pass_fraction = fraction
     calls: list[bool] = []
     forward = type(model.encoder).forward
 
@@ -145,7 +144,7 @@ def test_full_pass_fraction_switches_on_the_share_of_nodes_read(monkeypatch):
     model = make_model("lightgcn2", train)
     small = {"users": torch.tensor([0, 1]), "pos_items": torch.tensor([0, 1]), "neg_items": torch.tensor([[2], [3]])}
     large = {"users": torch.arange(M), "pos_items": torch.arange(M), "neg_items": torch.arange(N)[:M, None]}
-    assert graph_module.FULL_PASS_FRACTION == 0.5
+    assert GraphRecommender.full_pass_fraction == 0.5
     for batch, rows_only in ((small, True), (large, False)):
         _, _, calls = loss_and_grads(model, batch, 0.5, seed=0, monkeypatch=monkeypatch)
         assert calls == [rows_only]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from recsys.data.session_preprocess import DAY
-from recsys.data.sources.delimited import Column, read_columns
+from recsys.data.sources.columns import Column, read_columns
 from recsys.data.sources.session_files import (
     CsvSessionSource,
     DigineticaSource,

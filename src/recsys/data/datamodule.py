@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from recsys.data.cache import Source, cache_key, ensure_cached, load_or_build
+from recsys.data.chunk_size import auto_steps_per_chunk
 from recsys.data.loading import distributed_rank_and_world
 from recsys.errors import ConfigError
 from recsys.sampling import NegativeSampler, UniformNegativeSampler
@@ -27,8 +28,8 @@ class RecDataModule(pl.LightningDataModule):
       and calls :meth:`on_splits`; ``val`` loads the validation split, or the test split with
       ``validate_on_test=True`` (the papers' protocol; runs made that way say so in ``metrics.json``).
     * Training batches come in chunks of ``steps_per_chunk`` optimiser steps (:mod:`recsys.models.chunked`):
-      an int, or ``auto`` (chosen from the measured step cost before fitting, :mod:`recsys.utils.chunk_size`;
-      1 until then); always 1 under DDP.
+      an int, or ``auto`` (chosen from the measured step cost when a fit first asks for the training loader,
+      :mod:`recsys.data.chunk_size`; 1 outside a fit); always 1 under DDP.
 
     ``path`` is ``data.path``, only interpolated into ``source.path`` by the configs.
     """
@@ -64,6 +65,7 @@ class RecDataModule(pl.LightningDataModule):
         self.negative_sampler = negative_sampler or UniformNegativeSampler()
         self.path = path
         self.steps_per_chunk = steps_per_chunk
+        self._auto_steps: int | None = None  # data.steps_per_chunk=auto, resolved in the first fit
         self.splits: Any = None
 
     # -- preparation ---------------------------------------------------------------------------
@@ -95,10 +97,20 @@ class RecDataModule(pl.LightningDataModule):
         return ConfigError(f"data source {self.source.name!r} has an empty validation split; set {how}")
 
     def chunk_steps(self) -> int:
-        """Training steps per chunk: 1 under DDP (one backward per forward of the wrapped model) or while
-        ``auto`` is unresolved."""
+        """Training steps per chunk: ``data.steps_per_chunk``; 1 under DDP (one backward per forward of the wrapped
+        model); ``auto`` is measured once, in the first fit (:func:`~recsys.data.chunk_size.auto_steps_per_chunk`),
+        and is 1 outside a fit."""
         _, world = distributed_rank_and_world()
-        return 1 if world > 1 or self.steps_per_chunk == AUTO else int(self.steps_per_chunk)
+        if world > 1:
+            return 1
+        if self.steps_per_chunk != AUTO:
+            return int(self.steps_per_chunk)
+        if self._auto_steps is None:
+            if self.trainer is None or self.trainer.lightning_module is None:
+                return 1
+            self._auto_steps = 1  # the example chunk below is drawn with one step per chunk
+            self._auto_steps = auto_steps_per_chunk(self.trainer, self.example_batch)
+        return self._auto_steps
 
     # -- loaders -------------------------------------------------------------------------------
     def eval_loader(self, split: str, testing: bool) -> DataLoader:

@@ -110,9 +110,13 @@ class GraphDataModule(RecDataModule):
         g = sampling_generator(self.seed, 0, 0, 99)  # a stream of its own
         return [{"users": users, "pos_items": pos, **self.negative_sampler.batch_negatives(users, pos, g)}]
 
+    def excluded_items(self, testing: bool = True) -> UserItemCSR:
+        """The items each user's ranking leaves out: train ∪ validation for the test (and recommendations), train
+        for validation."""
+        return self._csr["train"].union(self._csr["valid"]) if testing else self._csr["train"]
+
     def eval_loader(self, split: str, testing: bool) -> DataLoader:
-        """Items masked: train for validation, train + validation for the test."""
-        mask = self._csr["train"].union(self._csr["valid"]) if testing else self._csr["train"]
+        mask = self.excluded_items(testing)
         rank, world = distributed_rank_and_world()
         dataset = RankingEvalSet(mask, self._csr[split], self.eval_batch_size, rank=rank, world_size=world)
         return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=self.num_workers)

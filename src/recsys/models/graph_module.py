@@ -15,9 +15,6 @@ from recsys.models.chunked import ChunkedTraining
 from recsys.models.components.adjacency import SparseAdjacency, normalized_adjacency
 from recsys.models.ranking_module import TopKRecommender
 
-#: propagate the whole graph when a step reads more than this fraction of the nodes (e.g. ``sampler=hard``)
-FULL_PASS_FRACTION = 0.5
-
 
 class GraphRecommender(ChunkedTraining, TopKRecommender):
     """Trains ``encoder`` with BPR: ``L = mean softplus(ŷ_uj − ŷ_ui) + λ · reg``.
@@ -43,6 +40,9 @@ class GraphRecommender(ChunkedTraining, TopKRecommender):
         encoder_kwargs: every other model config key (``embedding_dim``, ``num_layers``, …) goes to
             the encoder, so sweeps override ``model.<key>`` directly.
     """
+
+    #: propagate the whole graph when a step reads more than this fraction of the nodes (e.g. ``sampler=hard``)
+    full_pass_fraction: float = 0.5
 
     def __init__(
         self,
@@ -82,7 +82,7 @@ class GraphRecommender(ChunkedTraining, TopKRecommender):
     def batch_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loss, bpr)`` of one BPR batch. The final embeddings of the batch's nodes are computed once, at
         those rows only (every other node's embedding is unused by the loss), unless the batch's node ids number
-        more than :data:`FULL_PASS_FRACTION` of the graph (then all nodes are propagated and the batch indexes
+        more than :attr:`full_pass_fraction` of the graph (then all nodes are propagated and the batch indexes
         them directly); per-row, candidate and shared negatives index that one table."""
         m = self.num_users
         users, pos = batch["users"], batch["pos_items"]
@@ -90,7 +90,7 @@ class GraphRecommender(ChunkedTraining, TopKRecommender):
         if not keys:
             raise KeyError("a BPR batch needs neg_items, neg_candidates or neg_shared (see recsys.sampling)")
         parts = {"users": users, "pos_items": pos + m, **{k: batch[k] + m for k in keys}}
-        if sum(p.numel() for p in parts.values()) > FULL_PASS_FRACTION * (m + self.hparams.num_items):
+        if sum(p.numel() for p in parts.values()) > self.full_pass_fraction * (m + self.hparams.num_items):
             local = parts  # node ids index the whole table
             emb = self.encoder(self.adjacency())
             reg = self.encoder.ego() if self.encoder.regularize_ego else emb

@@ -89,22 +89,22 @@ class TopKRecommender(pl.LightningModule):
             buf = self._score_buffer = torch.empty(rows, num_items, dtype=torch.float32, device=self.device)
         return buf[:rows]
 
+    # validation and test: the same scoring, each into its own metrics
     def on_validation_epoch_start(self) -> None:
         self.prepare_scoring()
+
+    on_test_epoch_start = on_validation_epoch_start
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         with self.float32_scoring():
             self.evaluate_batch(batch, self.val_metrics)
 
-    def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val", self.val_metrics)
-
-    def on_test_epoch_start(self) -> None:
-        self.prepare_scoring()
-
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         with self.float32_scoring():
             self.evaluate_batch(batch, self.test_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val", self.val_metrics)
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test", self.test_metrics)

@@ -12,9 +12,11 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
 
+from recsys.data.cache import splits_identity
 from recsys.errors import RecsysError
 from recsys.metrics import TopKMetrics
 from recsys.utils import per_user
@@ -113,12 +115,8 @@ class ConfigInCheckpoint(pl.Callback):
         splits = getattr(trainer.datamodule, "splits", None)
         if splits is not None:
             if self._dataset is None:
-                from recsys.data.cache import splits_identity
-
                 self._dataset = splits_identity(splits)
             checkpoint["recsys_dataset"] = self._dataset
-        from hydra.core.hydra_config import HydraConfig
-
         if HydraConfig.initialized():  # the command line, to recompose the config on resume (recsys.utils.resume)
             checkpoint["recsys_overrides"] = [str(o) for o in HydraConfig.get().overrides.task]
 

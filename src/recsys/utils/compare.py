@@ -39,7 +39,10 @@ from recsys.errors import ConfigError, DataError, RecsysError
 from recsys.io import atomic_write_text
 from recsys.significance import holm, paired_test, seed_summary
 from recsys.utils import per_user
-from recsys.utils.results import find_jobs
+from recsys.utils.dashboards import upload_results
+from recsys.utils.jobs import find_jobs
+from recsys.utils.plots import pyplot, save_figure
+from recsys.utils.results import upload_settings
 
 log = logging.getLogger(__name__)
 
@@ -348,8 +351,6 @@ def markdown(comp: Comparison, title: str) -> str:
 def plot(comp: Comparison, path: Path) -> Path:
     """``comparison.png``: one panel per metric, a bar per group (mean over seeds) with its CI as error bar; the
     baseline grey, ▲/▼ markers on significant differences."""
-    from recsys.utils.plots import pyplot, save_figure
-
     plt = pyplot()
     n_groups = len(comp.groups)
     fig, axes = plt.subplots(1, len(comp.metrics), figsize=(max(3.5, 0.9 * n_groups + 1.5) * len(comp.metrics), 4.2),
@@ -379,19 +380,12 @@ class Written:
     files: list[Path]
 
 
-def compare(
-    paths: Sequence[str | Path],
-    out_dir: str | Path | None = None,
-    baseline: str | None = None,
-    metrics: Sequence[str] | None = None,
-    alpha: float = 0.05,
-    confidence: float = 0.95,
-    test: str = "t",
-) -> Written:
+def compare(paths: Sequence[str | Path], out_dir: str | Path | None = None, **options: Any) -> Written:
     """Compare the runs under ``paths`` and write :data:`FILES` into ``out_dir`` (default: the one folder given, or
-    the runs' common parent). Every check runs before anything is written."""
+    the runs' common parent); ``options`` are :func:`compare_runs`'s (``baseline``, ``metrics``, ``alpha``,
+    ``confidence``, ``test``). Every check runs before anything is written."""
     folders = run_folders(paths)
-    comp = compare_runs([load_run(f) for f in folders], baseline, metrics, alpha, confidence, test)
+    comp = compare_runs([load_run(f) for f in folders], **options)
     if out_dir is None:
         out_dir = Path(paths[0]) if len(paths) == 1 else Path(os.path.commonpath(folders))
     out = Path(out_dir)
@@ -440,9 +434,6 @@ def upload_comparison(root: Path, result: Written, upload: bool | None = None, p
                       group: str | None = None) -> Path | None:
     """Log ``comparison.csv`` (a ``wandb.Table`` under ``comparison``) and the plot as a run of the sweep's wandb
     group (``upload``: see :func:`recsys.utils.results.upload_settings`); returns the wandb run folder, or None."""
-    from recsys.utils.dashboards import upload_results
-    from recsys.utils.results import upload_settings
-
     settings = upload_settings(Path(root), upload, project, group)
     if settings is None:
         return None

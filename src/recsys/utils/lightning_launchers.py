@@ -7,7 +7,7 @@ in every rank. Lightning has no public hook for the child command, the started c
 that ``ddp_spawn`` workers hand back to the main process. :func:`install` patches exactly these (idempotent):
 
 * ``lightning_fabric…subprocess_script._hydra_subprocess_cmd`` and its binding in ``pytorch_lightning…
-  subprocess_script``: the child command (given by the caller: :func:`recsys.utils.ddp.hydra_subprocess_cmd`);
+  subprocess_script``: the child command (given by the caller: :func:`recsys.utils.ddp_command.hydra_subprocess_cmd`);
 * ``_SubprocessScriptLauncher._call_children_scripts``: the started children are kept in :data:`children`, so a
   long-lived multirun process can wait for them after each job;
 * ``_MultiProcessingLauncher.get_extra_results`` / ``update_main_process_results``: the callbacks' states and the

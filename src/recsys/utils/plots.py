@@ -26,6 +26,7 @@ from pytorch_lightning.loggers import CSVLogger as LightningCSVLogger
 from recsys.errors import DataError
 from recsys.io import atomic_write
 from recsys.utils.dashboards import log_images
+from recsys.utils.jobs import find_jobs
 from recsys.utils.loggers import CSVLogger
 
 log = logging.getLogger(__name__)
@@ -133,14 +134,8 @@ def write_run_curves(run_dir: str | Path, metric: str | None = None, out_path: s
 
 
 def sweep_jobs(folder: Path) -> list[Path]:
-    """Job folders with a CSV log below a sweep folder (numeric names in numeric order)."""
-    jobs = {p.parent.parent for p in folder.rglob(str(CSV_NAME))}
-    jobs = {j for j in jobs if j != folder and ".submitit" not in j.parts and "wandb" not in j.parts}
-
-    def key(p: Path) -> tuple:
-        return tuple((0, int(x), "") if x.isdigit() else (1, 0, x) for x in p.relative_to(folder).parts)
-
-    return sorted(jobs, key=key)
+    """The sweep's job folders (:func:`~recsys.utils.jobs.find_jobs`) that hold a CSV log."""
+    return [job for job in find_jobs(folder) if (job / CSV_NAME).is_file()]
 
 
 def job_labels(folder: Path, jobs: Sequence[Path]) -> list[str]:

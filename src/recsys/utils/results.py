@@ -29,6 +29,9 @@ import pandas as pd
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
 
+from recsys.utils.dashboards import sweep_group, upload_results
+from recsys.utils.jobs import find_jobs
+
 log = logging.getLogger(__name__)
 
 INFO_COLUMNS = ["job", "status", "overrides", "swept", "model", "sampler", "data", "depth", "dim"]
@@ -59,19 +62,6 @@ def _select(cfg: DictConfig | None, key: str) -> Any:
     except Exception:  # an interpolation that cannot be resolved outside the run
         return None
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-
-
-def find_jobs(root: Path) -> list[Path]:
-    """Job folders under ``root`` (numeric names in numeric order, then the rest by path)."""
-    found = {p.parent for p in root.rglob("metrics.json")}
-    found |= {p.parent.parent for p in root.rglob(".hydra/overrides.yaml") if p.parent.parent != root}
-    found = {p for p in found if ".submitit" not in p.parts and "wandb" not in p.parts}
-
-    def key(p: Path) -> tuple:
-        rel = p.relative_to(root).parts
-        return tuple((0, int(x), "") if x.isdigit() else (1, 0, x) for x in rel)
-
-    return sorted(found, key=key)
 
 
 def job_row(job_dir: Path, root: Path, depth_key: str, dim_key: str) -> dict[str, Any]:
@@ -260,9 +250,6 @@ def collect(
 def sweep_wandb_settings(root: Path) -> dict[str, Any] | None:
     """``{project, entity, group, tags}`` of the sweep's wandb logger (from ``multirun.yaml`` or the first job's
     config), or None when the sweep did not log to wandb."""
-    # late: recsys.utils.dashboards imports Lightning; collecting a sweep stays light without it
-    from recsys.utils.dashboards import sweep_group
-
     sweep_cfg = _load_yaml(root / "multirun.yaml")
     hydra_sweep_dir = _select(sweep_cfg, "hydra.sweep.dir")
     experiment = _select(sweep_cfg, "hydra.runtime.choices.experiment")
@@ -320,8 +307,6 @@ class CollectResultsCallback(HydraCallback):
             log.info("Sweep results: %s (+ %d plots)", result.table_md, len(result.plots))
             settings = sweep_wandb_settings(root) if self.upload else None
             if settings is not None:
-                from recsys.utils.dashboards import upload_results  # late, as in sweep_wandb_settings
-
                 upload_results(result.table_csv, result.plots, save_dir=root, **settings)
         except Exception:  # collecting is a convenience: never turn a finished sweep into a failure
             log.exception("Collecting the sweep results failed; run scripts/collect_results.py by hand")

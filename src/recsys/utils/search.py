@@ -36,7 +36,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from recsys.errors import ConfigError, RecsysError
-from recsys.utils.ddp import child_job
+from recsys.utils.ddp_command import child_job
 from recsys.utils.results import collect
 from recsys.utils.run import run_task
 

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from recsys.data.preprocess import TEST, TRAIN, Interactions
-from recsys.data.sources.delimited import integer_column, numeric_column, read_table
+from recsys.data.sources.columns import integer_column, numeric_column
+from recsys.data.sources.delimited import read_table
 from recsys.data.sources.files import FileGraphSource, RemoteFile
 from recsys.data.sources.split_folder import LIGHTGCN_PYTORCH
 from recsys.errors import DataError

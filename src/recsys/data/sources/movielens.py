@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 
 from recsys.data.preprocess import Interactions
-from recsys.data.sources.delimited import factorize, integer_column, numeric_column, parse_columns, read_table
+from recsys.data.sources.columns import factorize, integer_column, numeric_column
+from recsys.data.sources.delimited import read_table
 from recsys.data.sources.files import FileGraphSource, RemoteFile
+from recsys.data.sources.int_tokens import parse_columns
 from recsys.errors import ConfigError, DataError
 
 GROUPLENS = "https://files.grouplens.org/datasets/movielens"

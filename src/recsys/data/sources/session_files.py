@@ -23,7 +23,7 @@ from recsys.data.session_preprocess import (
     sessions_from_user_events,
     split_codes,
 )
-from recsys.data.sources.delimited import TIME_FORMATS, Column, read_columns
+from recsys.data.sources.columns import TIME_FORMATS, Column, read_columns
 from recsys.data.sources.files import FileSource, RemoteFile, file_identity
 from recsys.data.sources.movielens import MovieLensSource
 from recsys.errors import ConfigError, DataError

@@ -4,7 +4,7 @@ Format: ``train.txt`` and ``test.txt``, one line per user ``user item item …``
 A line holding only a user id (possibly with trailing spaces; Amazon-Book's test file has four) is a user
 with no items. When ``user_list.txt``/``item_list.txt`` are present (header ``org_id remap_id …``, one entry per
 line), every id must be below their number of entries. Parsing is vectorised
-(:mod:`recsys.data.sources.delimited`).
+(:mod:`recsys.data.sources.int_tokens`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from recsys.data.preprocess import TEST, TRAIN, Interactions
-from recsys.data.sources.delimited import first_token_flags, parse_int_tokens, read_bytes
 from recsys.data.sources.files import FileGraphSource, RemoteFile
+from recsys.data.sources.int_tokens import first_token_flags, parse_int_tokens
+from recsys.data.sources.text import read_bytes
 from recsys.errors import ConfigError, DataError
 
 LIGHTGCN = "https://raw.githubusercontent.com/kuandeng/LightGCN/b067ec05f16a24e0e1efe63cd82385f0c469af20/Data"

@@ -14,14 +14,8 @@ from typing import Any
 import numpy as np
 
 from recsys.data.preprocess import TEST, TRAIN, VALID, Interactions
-from recsys.data.sources.delimited import (
-    Table,
-    factorize,
-    id_column,
-    numeric_column,
-    read_table,
-    time_column,
-)
+from recsys.data.sources.columns import factorize, id_column, numeric_column, time_column
+from recsys.data.sources.delimited import Table, read_table
 from recsys.data.sources.files import FileGraphSource
 from recsys.errors import ConfigError, DataError
 
