@@ -30,6 +30,17 @@ TRAIN_QUIET = [*QUIET, "~callbacks.progress_bar"]
 LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")
 
 
+def shared_dataset(name: str, required_file: str) -> Path:
+    """``../shared/datasets/<name>``: skipped when ``required_file`` is absent there; with ``CI=true`` its absence
+    is a failure."""
+    path = ROOT.parent / "shared" / "datasets" / name
+    if not (path / required_file).is_file():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{path} is missing; CI must run the tests on {name}")
+        pytest.skip(f"{path} not present")
+    return path
+
+
 def run_script(
     script: str, *overrides: str, env: dict[str, str] | None = None, timeout: int = 300, launcher: Sequence[str] = (),
 ) -> subprocess.CompletedProcess:

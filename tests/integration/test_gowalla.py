@@ -11,18 +11,12 @@ import numpy as np
 import pytest
 
 from recsys.data.sources import SplitFolderSource
-from tests.integration.conftest import ROOT, TRAIN_QUIET, check, read_metrics, run_script
-
-GOWALLA = ROOT.parent / "shared" / "datasets" / "gowalla"
+from tests.integration.conftest import ROOT, TRAIN_QUIET, check, read_metrics, run_script, shared_dataset
 
 
 @pytest.fixture(scope="module")
 def gowalla_path():
-    if not (GOWALLA / "train.txt").is_file():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{GOWALLA} is missing; CI must run the Gowalla tests")
-        pytest.skip(f"{GOWALLA} not present")
-    return GOWALLA
+    return shared_dataset("gowalla", "train.txt")
 
 
 @pytest.fixture(scope="module")

@@ -5,22 +5,14 @@ Skipped only when the folder is absent; in CI (``CI=true``) its absence is a fai
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from tests.integration.conftest import ROOT, TRAIN_QUIET, check, read_metrics, run_script
-
-RSC15 = ROOT.parent / "shared" / "datasets" / "rsc15_100k"
+from tests.integration.conftest import TRAIN_QUIET, check, read_metrics, run_script, shared_dataset
 
 
 @pytest.fixture(scope="module")
 def rsc15_path():
-    if not (RSC15 / "yoochoose-clicks-100k_train_full.txt").is_file():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{RSC15} is missing; CI must run the RSC15 tests")
-        pytest.skip(f"{RSC15} not present")
-    return RSC15
+    return shared_dataset("rsc15_100k", "yoochoose-clicks-100k_train_full.txt")
 
 
 @pytest.mark.slow
