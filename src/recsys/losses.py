@@ -154,14 +154,14 @@ def _at_least_float32(*tensors: torch.Tensor) -> list[torch.Tensor]:
 
 
 def softmax_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Full cross-entropy over the catalogue (Klenitskiy & Vasilev, RecSys'23, §3): ``−log softmax(s)_target``
+    """Full cross-entropy over the catalogue (Klenitskiy & Vasilev, RecSys'23, "SASRec+"): ``−log softmax(s)_target``
     ``= −s_target + log Σ_i e^{s_i}`` per row of ``scores`` ``(M, N)``."""
     (scores,) = _at_least_float32(scores)
     return F.cross_entropy(scores, targets, reduction="none")
 
 
 def gbce_beta(num_negatives: int, num_items: int, t: float) -> float:
-    """gSASRec's exponent of the positive's probability (Petrov & Macdonald, RecSys'23, §4):
+    """gSASRec's exponent of the positive's probability (Petrov & Macdonald, RecSys'23, gBCE):
     ``β = α (t (1 − 1/α) + 1/α)`` with the negative sampling rate ``α = k / (|I| − 1)``; ``t = 0`` → ``β = 1`` (BCE),
     ``t = 1`` → ``β = α`` (calibrated probabilities)."""
     if not 0.0 <= t <= 1.0:
@@ -171,7 +171,7 @@ def gbce_beta(num_negatives: int, num_items: int, t: float) -> float:
 
 
 def binary_sampled_loss(pos: torch.Tensor, neg: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
-    """gBCE (Petrov & Macdonald, RecSys'23, §4): ``−1/(k+1) · [β log σ(s⁺) + Σ_j log(1 − σ(s⁻_j))]``.
+    """gBCE (Petrov & Macdonald, RecSys'23): ``−1/(k+1) · [β log σ(s⁺) + Σ_j log(1 − σ(s⁻_j))]``.
 
     ``β = 1`` is binary cross-entropy with ``k`` sampled negatives, SASRec's loss (Kang & McAuley, ICDM'18, §III-E:
     ``k = 1``; its code sums the two terms, twice this value, which Adam does not see). Uses

@@ -2,12 +2,12 @@
 
 Plain ``nn.Module``; ``forward(seq) -> (B, w, d)``, scoring separate:
 
-* input (§III-B): item embedding ``E[s_t] · √d`` plus a learned absolute positional embedding ``P``, dropout,
+* input (§III-A): item embedding ``E[s_t] · √d`` plus a learned absolute positional embedding ``P``, dropout,
   padded rows zeroed. Sequences are **left-padded** (``PAD = −1``) and positions count from the right end: in a
   batch of width ``w ≤ max_len`` column ``c`` takes ``P[max_len − w + c]``, so the latest item always sits at
   position ``max_len − 1`` (as the official code's left-padded windows) and dropping leading all-padding
   columns changes no output;
-* ``num_blocks`` causal self-attention blocks (§III-C), each a ``torch.nn.TransformerEncoderLayer`` (multi-head
+* ``num_blocks`` causal self-attention blocks (§III-B, stacked as §III-C), each a ``torch.nn.TransformerEncoderLayer`` (multi-head
   attention with its output projection, a two-layer point-wise ReLU feed-forward network of width ``d``,
   dropout, residual connections). ``norm_first=True`` (default) is the paper's ``g(x) = x + Dropout(g(LN(x)))``
   (pre-LN); ``False`` gives post-LN. Position ``i`` attends to positions ``j ≤ i`` that hold an item (a padded
