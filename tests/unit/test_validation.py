@@ -33,7 +33,7 @@ def error_of(*overrides: str, task: str = "train") -> str:
 
 @pytest.mark.parametrize("overrides", [
     [], ["model=ngcf"], ["model=mf"], ["model=pop"], ["model=gru4rec"], ["model=session_pop"], ["model=spop"],
-    ["model=item_knn"], ["model=sasrec"], ["model=sasrec", "data=rsc15"], ["experiment=sasrec_rsc15"],
+    ["model=item_knn"], ["model=sasrec"], ["experiment=sasrec_rsc15"],
     ["experiment=sasrec_synthetic"], ["sampler=hard"], ["sampler=in_batch"], ["experiment=lightgcn_synthetic"],
     ["trainer.max_epochs=-1"], ["trainer.max_epochs=0"], ["model.topk=[2000]"],
     ["hparams_search=lightgcn_optuna"], ["hparams_search=ngcf_optuna"],  # search spaces are not settings
