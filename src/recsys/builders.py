@@ -11,7 +11,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 
 from recsys.errors import ConfigError, RecsysError
-from recsys.validation import check_kinds
+from recsys.validation import check_kinds, check_train_batches
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,11 @@ def instantiate_group(node: DictConfig, group: str, **kwargs: Any) -> Any:
 
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
-    """DataModule from ``cfg.data`` with the negative sampler of ``cfg.sampler``; set up for fitting."""
+    """DataModule from ``cfg.data`` with the negative sampler of ``cfg.sampler``; set up for fitting. With a
+    ``cfg.model``, the model must train on that kind of data (:func:`recsys.validation.check_kinds`, before any
+    data is read)."""
+    if cfg.get("model") and cfg.model.get("_target_") and cfg.data.get("_target_"):
+        check_kinds(cfg, get_class(cfg.model._target_), get_class(cfg.data._target_))
     sampler = instantiate_group(cfg.sampler, "sampler") if cfg.get("sampler") else None
     datamodule = instantiate_group(cfg.data, "data", negative_sampler=sampler)
     datamodule.prepare_data()
@@ -42,5 +46,9 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
 def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.LightningModule:
     """Model from ``cfg.model``, given the DataModule's ``info`` (sizes, train graph); the model must train on the
     DataModule's kind of data (:func:`recsys.validation.check_kinds`)."""
-    check_kinds(cfg, get_class(cfg.model._target_), type(datamodule))
-    return instantiate_group(cfg.model, "model", info=datamodule.info, _convert_="object")
+    model_cls = get_class(cfg.model._target_)
+    check_kinds(cfg, model_cls, type(datamodule))
+    info = datamodule.info
+    if hasattr(info, "train_batches"):
+        check_train_batches(cfg, model_cls, info.train_batches)
+    return instantiate_group(cfg.model, "model", info=info, _convert_="object")

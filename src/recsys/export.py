@@ -7,7 +7,10 @@ retrieval=faiss``). One module owns the format, both ways; the export task is ``
 * ``users.npy`` ``(num_users, d)`` float32 and ``items.npy`` ``(num_items, d)`` float32: graph models' final
   embeddings (after propagation for LightGCN/NGCF, the tables for MF), so ``score(u, i) = users[u] · items[i]``;
   GRU4Rec: ``items.npy`` = ``[Wy | by]`` ``(num_items, H + 1)`` (output table and item bias,
-  :meth:`GRU4RecNet.score_all`), scored by ``[h, 1] · items[i]`` with ``h`` the GRU output; no ``users.npy``;
+  :meth:`GRU4RecNet.score_all`), scored by ``[h, 1] · items[i]`` with ``h`` the GRU output; SASRec: ``items.npy`` =
+  the item table ``E`` ``(num_items, d)``, scored by ``F · items[i]`` with ``F`` the last position's output; session
+  models write no ``users.npy``. Each model says what it exports
+  (:meth:`~recsys.models.ranking_module.TopKRecommender.export_rows`);
 * ``user_ids.csv`` / ``item_ids.csv`` (or ``.parquet`` with ``ids_format=parquet``): columns ``index, id``, the
   original id of every row;
 * ``meta.json``: ``model``, ``dim``, ``dataset``, ``num_users``, ``num_items``, ``scoring`` (inner product),
@@ -32,8 +35,6 @@ import torch
 
 from recsys.errors import ConfigError, DataError
 from recsys.metrics import topk_excluding
-from recsys.models.graph_module import GraphRecommender
-from recsys.models.gru4rec_module import GRU4Rec
 from recsys.runs import Run, iter_chunks, model_name, rows_frame
 
 FAISS_HINT = 'retrieval with FAISS needs faiss-cpu: pip install -e ".[serve]"'
@@ -50,18 +51,20 @@ def import_faiss() -> Any:
 
 
 def run_embeddings(run: Run) -> tuple[np.ndarray | None, np.ndarray, str]:
-    """(user rows or None, item rows, how a query is formed) whose inner products are the model's scores."""
+    """(user rows or None, item rows, how a query is formed) whose inner products are the model's scores: the
+    model's :meth:`~recsys.models.ranking_module.TopKRecommender.export_rows`."""
     model = run.model
-    if isinstance(model, GraphRecommender):
-        with torch.no_grad():
-            users, items = model()
-        return users.detach().float().cpu().numpy(), items.detach().float().cpu().numpy(), "users[u]"
-    if isinstance(model, GRU4Rec):
-        net = model.net
-        table = torch.cat([net.output_weight, net.output_bias], 1).detach().float().cpu().numpy()
-        return None, table, "[h, 1] with h the GRU output after the session prefix"
-    raise ConfigError(f"{type(model).__name__} has no embeddings to export (a popularity/co-occurrence baseline); "
-                      "export a LightGCN, NGCF, MF or GRU4Rec run")
+    with torch.no_grad():
+        rows = model.export_rows() if hasattr(model, "export_rows") else None
+    if rows is None:
+        raise ConfigError(f"{type(model).__name__} has no embeddings to export (a popularity/co-occurrence baseline); "
+                          "export a LightGCN, NGCF, MF, GRU4Rec or SASRec run")
+    users, items, query = rows
+    return None if users is None else _numpy(users), _numpy(items), query
+
+
+def _numpy(rows: torch.Tensor) -> np.ndarray:
+    return rows.detach().float().cpu().numpy()
 
 
 def _write_ids(folder: Path, name: str, ids: np.ndarray, ids_format: str) -> str:

@@ -183,7 +183,8 @@ class SessionInfo:
     ``item_support``: ``supp(i)``, the number of training events of every item; ``batch_size``: the
     configured number of lanes (GRU4Rec normalises the loss by it); ``n_sample``/``sample_alpha``: the extra
     negatives the training loader adds to every step (``∝ supp^alpha``); ``train``: the training sessions (for
-    baselines that count co-occurrences).
+    baselines that count co-occurrences); ``train_batches``: the kind of training batches (``session_parallel``
+    or ``sequences``) and ``max_len`` the longest sequence window of ``sequences`` batches (else None).
     """
 
     num_items: int
@@ -192,3 +193,5 @@ class SessionInfo:
     n_sample: int
     sample_alpha: float
     train: SessionSequences
+    train_batches: str = "session_parallel"
+    max_len: int | None = None

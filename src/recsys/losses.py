@@ -1,7 +1,10 @@
 """Ranking losses: BPR and the embedding L2 term of the graph models (Rendle et al., UAI'09; He et al., SIGIR'20),
-and GRU4Rec's session losses (Hidasi & Karatzoglou, CIKM'18)."""
+GRU4Rec's session losses (Hidasi & Karatzoglou, CIKM'18) and SASRec's (Kang & McAuley, ICDM'18; Klenitskiy &
+Vasilev, RecSys'23; Petrov & Macdonald, RecSys'23)."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -137,3 +140,62 @@ def top1_max_loss(scores: torch.Tensor) -> torch.Tensor:
 
 
 SESSION_LOSSES = ("cross-entropy", "bpr-max", "top1", "bpr", "top1-max")
+
+
+# -- SASRec losses ---------------------------------------------------------------------------------------------------
+# Per target position m of a batch of sequences: ``pos`` (M,) the score s⁺ of its next item, ``neg`` (M, k) the
+# scores s⁻ of its k sampled negatives, or ``scores`` (M, N) over the whole catalogue. Every function returns the
+# per-position losses (M,), computed in at least float32; the module averages them over the target positions.
+
+
+def _at_least_float32(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    dtype = torch.promote_types(tensors[0].dtype, torch.float32)
+    return [t.to(dtype) for t in tensors]
+
+
+def softmax_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Full cross-entropy over the catalogue (Klenitskiy & Vasilev, RecSys'23, "SASRec+"): ``−log softmax(s)_target``
+    ``= −s_target + log Σ_i e^{s_i}`` per row of ``scores`` ``(M, N)``."""
+    (scores,) = _at_least_float32(scores)
+    return F.cross_entropy(scores, targets, reduction="none")
+
+
+def gbce_beta(num_negatives: int, num_items: int, t: float) -> float:
+    """gSASRec's exponent of the positive's probability (Petrov & Macdonald, RecSys'23, gBCE):
+    ``β = α (t (1 − 1/α) + 1/α)`` with the negative sampling rate ``α = k / (|I| − 1)``; ``t = 0`` → ``β = 1`` (BCE),
+    ``t = 1`` → ``β = α`` (calibrated probabilities)."""
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"gBCE t={t} must be in [0, 1]")
+    alpha = num_negatives / max(num_items - 1, 1)
+    return alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
+
+
+def binary_sampled_loss(pos: torch.Tensor, neg: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    """gBCE (Petrov & Macdonald, RecSys'23): ``−1/(k+1) · [β log σ(s⁺) + Σ_j log(1 − σ(s⁻_j))]``.
+
+    ``β = 1`` is binary cross-entropy with ``k`` sampled negatives, SASRec's loss (Kang & McAuley, ICDM'18, §III-E:
+    ``k = 1``; its code sums the two terms, twice this value, which Adam does not see). Uses
+    ``log(1 − σ(x)) = log σ(−x)``."""
+    pos, neg = _at_least_float32(pos, neg)
+    return -(beta * F.logsigmoid(pos) + F.logsigmoid(-neg).sum(1)) / (neg.shape[1] + 1)
+
+
+def sampled_softmax_loss(pos: torch.Tensor, neg: torch.Tensor, log_kq: torch.Tensor | None = None,
+                         valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Sampled softmax over the positive and its ``k`` negatives, with the logQ correction:
+    ``−s⁺ + log(e^{s⁺} + Σ_j m_j e^{s⁻_j − log(k q_j)})``.
+
+    ``log_kq`` ``(M, k)``: ``log(k · q_j)`` with ``q_j`` the probability the proposal drew negative j (importance
+    weights of the partition function: Bengio & Senécal, IEEE TNN'08; Yi et al., RecSys'19); None: no correction
+    (Klenitskiy & Vasilev, RecSys'23: uniform negatives). ``valid`` ``(M, k)`` bool: ``m_j``, False for a negative
+    that is the target itself (an accidental hit). With all N items as the negatives (the target masked) and
+    ``q = 1/N`` this is :func:`softmax_loss`."""
+    pos, neg = _at_least_float32(pos, neg)
+    if log_kq is not None:
+        neg = neg - log_kq.to(neg.dtype)
+    if valid is not None:
+        neg = neg.masked_fill(~valid, -math.inf)
+    return torch.logsumexp(torch.cat([pos[:, None], neg], 1), 1) - pos
+
+
+SASREC_LOSSES = ("ce", "bce", "sampled-ce", "gbce")

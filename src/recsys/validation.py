@@ -113,6 +113,10 @@ RULES: tuple[Rule, ...] = (
     Rule("model.*dropout*", lambda v: probability(v) or list_of(probability)(v),
          "a drop rate in [0, 1) (or a list of them)"),
     Rule("model.reg_weight", non_negative_number, "a number >= 0"),
+    Rule("model.max_len", positive_int, "an integer > 0"),
+    Rule("data.max_len", positive_int, "an integer > 0"),
+    Rule("model.num_heads", positive_int, "an integer > 0 that divides model.embedding_dim"),
+    Rule("model.num_blocks", non_negative_int, "an integer >= 0"),
     Rule("sampler.num_negatives", optional(positive_int), "an integer > 0 (or null where the sampler allows)"),
     Rule("sampler.n_sample", non_negative_int, "an integer >= 0"),
     Rule("sampler.candidates", positive_int, "an integer > 0"),
@@ -127,6 +131,7 @@ MATCHING_MODEL = {
     ("spop", "graph"): "pop",
     ("item_knn", "graph"): "lightgcn",
     ("gru4rec", "graph"): "lightgcn",
+    ("sasrec", "graph"): "lightgcn",
 }
 DEFAULT_MATCH = {"session": "gru4rec", "graph": "lightgcn"}
 SAMPLERS_OF = {"graph": ("uniform", "popularity", "in_batch", "hard"), "session": ("gru4rec", "uniform", "popularity")}
@@ -208,8 +213,20 @@ def check_kinds(cfg: DictConfig, model_cls: type, data_cls: type) -> None:
                       + " or ".join(hints or ["choose a model and a dataset of the same kind"]))
 
 
+def check_train_batches(cfg: DictConfig, model_cls: type, given: str | None) -> None:
+    """A session model that trains on one kind of batches (its ``train_batches``: ``session_parallel`` or
+    ``sequences``) gets them: ``given`` is ``data.train_batches`` (None: the DataModule's default)."""
+    wanted = getattr(model_cls, "train_batches", None)
+    given = given or "session_parallel"
+    if wanted is not None and wanted != given:
+        model_name = _choice(cfg, "model") or model_cls.__name__
+        raise ConfigError(f"data.train_batches={given}: model={model_name} trains on data.train_batches={wanted} "
+                          "(drop the override)")
+
+
 def _check_kinds(cfg: DictConfig) -> None:
-    """:func:`check_kinds` on the classes of ``model._target_`` and ``data._target_``, then the sampler's kind."""
+    """:func:`check_kinds` on the classes of ``model._target_`` and ``data._target_``, then the sampler's kind and
+    the training batches (:func:`check_train_batches`)."""
     model_target = OmegaConf.select(cfg, "model._target_", default=None)
     data_target = OmegaConf.select(cfg, "data._target_", default=None)
     if not model_target or not data_target:
@@ -220,6 +237,8 @@ def _check_kinds(cfg: DictConfig) -> None:
         raise ConfigError(f"model._target_={model_target} / data._target_={data_target}: {err}") from None
     check_kinds(cfg, model_cls, data_cls)
     data_kind = getattr(data_cls, "kind", "graph")
+    if data_kind == "session":
+        check_train_batches(cfg, model_cls, OmegaConf.select(cfg, "data.train_batches", default=None))
     sampler_target = OmegaConf.select(cfg, "sampler._target_", default=None)
     sampler_kind = getattr(_class_or_none(sampler_target), "data_kind", None)
     if sampler_kind not in (None, data_kind):

@@ -83,6 +83,18 @@ def test_gru4rec_export_and_baselines_without_embeddings(tmp_path):
         assert not (tmp_path / name).exists()
 
 
+def test_sasrec_exports_its_item_table(tmp_path):
+    run = build_run("sasrec")
+    meta = export_embeddings(run, tmp_path / "s")
+    table = np.load(tmp_path / "s" / "items.npy")
+    assert meta["model"] == "sasrec" and meta["dim"] == 8 and not (tmp_path / "s" / "users.npy").exists()
+    np.testing.assert_array_equal(table, run.model.net.item_table.detach().numpy())
+    prefix = [3, 1, 4, 1, 5, 9]
+    with torch.no_grad():
+        query = run.model.net(torch.tensor([prefix[-4:]]))[0, -1].numpy()
+    np.testing.assert_allclose(table @ query, brute_session_scores(run, prefix), rtol=1e-5, atol=1e-5)
+
+
 def test_missing_faiss_names_the_extra(lightgcn, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss -> ImportError
     with pytest.raises(ConfigError, match=r'pip install -e "\.\[serve\]"'):

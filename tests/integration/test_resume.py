@@ -17,16 +17,18 @@ import torch
 from tests.integration.conftest import TINY_DATA, TRAIN_QUIET, check, read_metrics, run_script
 
 GRAPH = [*TINY_DATA, "model.embedding_dim=16"]
-SESSIONS = ["data.source.num_items=100", "data.source.num_sessions=600", "data.source.num_days=5",
-            "sampler.n_sample=16", "model.layers=[16]"]
+SESSIONS = ["data.source.num_items=100", "data.source.num_sessions=600", "data.source.num_days=5"]
 MODELS = {
     "lightgcn": ["model=lightgcn", *GRAPH, "model.num_layers=2"],
     # dropout on: the resumed run must draw the same dropout masks
     "ngcf": ["model=ngcf", *GRAPH, "model.num_layers=2", "model.node_dropout=0.2", "model.message_dropout=0.3",
              "model.optimizer.lr=0.01"],
     "mf": ["model=mf", *GRAPH],
-    "gru4rec": ["model=gru4rec", *SESSIONS, "model.dropout_embed=0.2",
+    "gru4rec": ["model=gru4rec", *SESSIONS, "sampler.n_sample=16", "model.layers=[16]", "model.dropout_embed=0.2",
                 "model.dropout_hidden=0.3"],
+    # ~480 training windows in steps of 32: 15 steps an epoch
+    "sasrec": ["model=sasrec", *SESSIONS, "model.embedding_dim=16", "model.num_blocks=1", "model.dropout=0.3",
+               "data.batch_size=32", "model.loss=bce"],
 }
 EPOCHS = 4
 KILL = "+callbacks.killer._target_=tests.integration.killer.KillAt"
@@ -73,6 +75,8 @@ def logged_val_epochs(run: Path) -> list[int]:
     ("ngcf", ["+callbacks.killer.epoch=2", "+callbacks.killer.batch=1", "data.steps_per_chunk=2"], 2),
     ("mf", ["+callbacks.killer.epoch=1"], 1),  # resumed with ckpt_path=last
     ("gru4rec", ["+callbacks.killer.epoch=2", "+callbacks.killer.batch=5", "data.steps_per_chunk=3"], 1),  # mid-epoch
+    # mid-epoch, with dropout and sampled negatives
+    ("sasrec", ["+callbacks.killer.epoch=2", "+callbacks.killer.batch=2", "data.steps_per_chunk=3"], 1),
 ])
 def test_sigkilled_run_resumes_in_its_folder_with_the_uninterrupted_metrics(tmp_path, model, kill, val_every):
     args = [*MODELS[model], *common(tmp_path), f"trainer.check_val_every_n_epoch={val_every}"]

@@ -29,6 +29,7 @@ MODELS = {
     "ngcf": ["model=ngcf", "model.embedding_dim=8", "model.layer_sizes=[8,8]", *TINY_GRAPH],
     "pop": ["model=pop", *TINY_GRAPH],
     "gru4rec": ["model=gru4rec", "model.layers=[8]", "sampler.n_sample=0", *TINY_SESSIONS],
+    "sasrec": ["model=sasrec", "model.embedding_dim=8", "model.max_len=4", "model.num_heads=2", *TINY_SESSIONS],
     "spop": ["model=spop", "sampler=uniform", "data=synthetic_sessions", *TINY_SESSIONS],
     "item_knn": ["model=item_knn", "sampler=uniform", "data=synthetic_sessions", *TINY_SESSIONS],
     "session_pop": ["model=session_pop", "sampler=uniform", "data=synthetic_sessions", *TINY_SESSIONS],
@@ -131,9 +132,13 @@ def test_all_users_chunking_and_k_rows(runs):
 
 
 def brute_session_scores(run: Run, prefix: list[int]) -> np.ndarray:
-    """GRU4Rec: the network run by hand item by item from a zero state; S-POP: counts + popularity tiebreak."""
+    """GRU4Rec: the network run by hand item by item from a zero state; SASRec: the network on the prefix's last
+    max_len items, the last position's output against the item table; S-POP: counts + popularity tiebreak."""
     model = run.model
     with torch.no_grad():
+        if hasattr(model, "net") and hasattr(model.net, "item_table"):
+            outputs = model.net(torch.tensor([prefix[-model.net.max_len:]]))
+            return (outputs[0, -1] @ model.net.item_table.T).float().numpy()
         if hasattr(model, "net"):
             hidden = model.net.init_hidden(1)
             for item in prefix:
@@ -143,7 +148,7 @@ def brute_session_scores(run: Run, prefix: list[int]) -> np.ndarray:
         return counts + model.tiebreak.numpy()
 
 
-@pytest.mark.parametrize("name", ["gru4rec", "spop"])
+@pytest.mark.parametrize("name", ["gru4rec", "sasrec", "spop"])
 def test_session_topk_equals_brute_force(runs, name):
     run = get(runs, name)
     rng = np.random.default_rng(1)

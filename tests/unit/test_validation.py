@@ -33,7 +33,8 @@ def error_of(*overrides: str, task: str = "train") -> str:
 
 @pytest.mark.parametrize("overrides", [
     [], ["model=ngcf"], ["model=mf"], ["model=pop"], ["model=gru4rec"], ["model=session_pop"], ["model=spop"],
-    ["model=item_knn"], ["sampler=hard"], ["sampler=in_batch"], ["experiment=lightgcn_synthetic"],
+    ["model=item_knn"], ["model=sasrec"], ["experiment=sasrec_rsc15"],
+    ["experiment=sasrec_synthetic"], ["sampler=hard"], ["sampler=in_batch"], ["experiment=lightgcn_synthetic"],
     ["trainer.max_epochs=-1"], ["trainer.max_epochs=0"], ["model.topk=[2000]"],
     ["hparams_search=lightgcn_optuna"], ["hparams_search=ngcf_optuna"],  # search spaces are not settings
 ])
@@ -61,6 +62,10 @@ def test_shipped_configs_are_valid(overrides):
     (["model=ngcf", "model.node_dropout=-0.1"], "model.node_dropout=-0.1"),
     (["model=ngcf", "model.message_dropout=[0.1,1.5]"], "model.message_dropout=[0.1,1.5]"),
     (["model=gru4rec", "model.dropout_hidden=1"], "model.dropout_hidden=1"),
+    (["model=sasrec", "model.max_len=0"], "model.max_len=0"),
+    (["model=sasrec", "model.num_heads=0"], "model.num_heads=0"),
+    (["model=sasrec", "model.num_blocks=-1"], "model.num_blocks=-1"),
+    (["model=sasrec", "model.dropout=1.0"], "model.dropout=1.0"),
     (["model.reg_weight=-1"], "model.reg_weight=-1"),
     (["sampler.num_negatives=0"], "sampler.num_negatives=0"),
     (["sampler=hard", "sampler.candidates=0"], "sampler.candidates=0"),
@@ -93,6 +98,7 @@ def test_topk_above_the_loaded_number_of_items():
     (["model=gru4rec", "data=synthetic_graph"], "model=lightgcn"),
     (["model=session_pop", "data=synthetic_graph"], "model=pop"),
     (["model=lightgcn", "data=synthetic_sessions"], "model=gru4rec"),
+    (["model=sasrec", "data=synthetic_graph"], "model=lightgcn"),
 ])
 def test_model_on_the_wrong_data_kind_names_the_matching_model(overrides, needle):
     message = error_of(*overrides)
@@ -106,6 +112,16 @@ def test_build_model_checks_the_kind_with_the_config_check(monkeypatch):
     with pytest.raises(ConfigError) as info:
         build_model(cfg, SessionDataModule.__new__(SessionDataModule))
     assert str(info.value) == error_of("model=pop", "data=synthetic_sessions")
+
+
+@pytest.mark.parametrize(("overrides", "needle"), [
+    (["model=sasrec", "data.train_batches=session_parallel"],
+     "data.train_batches=session_parallel: model=sasrec trains on data.train_batches=sequences"),
+    (["model=gru4rec", "+data.train_batches=sequences"],
+     "data.train_batches=sequences: model=gru4rec trains on data.train_batches=session_parallel"),
+])
+def test_a_session_model_gets_its_kind_of_training_batches(overrides, needle):
+    assert error_of(*overrides).startswith(needle)
 
 
 def test_gpus_without_gpu_fails_in_validation():

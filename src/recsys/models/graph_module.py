@@ -128,6 +128,10 @@ class GraphRecommender(ChunkedTraining, TopKRecommender):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(params=self.parameters())
 
+    def export_rows(self) -> tuple[torch.Tensor, torch.Tensor, str]:
+        users, items = self()
+        return users, items, "users[u]"
+
 
 def batch_negative_scores(
     u: torch.Tensor,

@@ -50,6 +50,7 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
     """
 
     loss_names = ("loss",)
+    train_batches = "session_parallel"
 
     def __init__(
         self,
@@ -209,6 +210,11 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
         output, new_hidden = self.net(step["inputs"], hidden)
         self._eval_state.scatter(step["lanes"], new_hidden)
         return self.net.score_all(output)
+
+    def export_rows(self) -> tuple[None, torch.Tensor, str]:
+        """``[Wy | by]``: scored by ``[h, 1]`` (:meth:`GRU4RecNet.score_all`)."""
+        return None, torch.cat([self.net.output_weight, self.net.output_bias], 1), \
+            "[h, 1] with h the GRU output after the session prefix"
 
     def forward(self, items: torch.Tensor, hidden: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Scores of all items after feeding ``items`` ``(b,)`` with ``hidden``; returns (scores, new hidden)."""

@@ -42,6 +42,11 @@ class TopKRecommender(pl.LightningModule):
         them into (a hint: the result may be another tensor)."""
         raise NotImplementedError
 
+    def export_rows(self) -> tuple[torch.Tensor | None, torch.Tensor, str] | None:
+        """``(user rows or None, item rows, how a query row is formed)`` whose inner products are the model's scores
+        (:func:`recsys.export.export_embeddings`); None: the model has no embeddings to export (a baseline)."""
+        return None
+
     def prepare_scoring(self) -> None:
         """Hook run once before an evaluation epoch (e.g. propagate the graph once)."""
 

@@ -48,6 +48,8 @@ class SessionRecommender(TopKRecommender):
     """
 
     data_kind = "session"
+    #: the training batches a trained subclass needs (``data.train_batches``; None: nothing to train)
+    train_batches: str | None = None
 
     def __init__(
         self,
