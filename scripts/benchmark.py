@@ -310,7 +310,9 @@ def _optimiser_steps(model, opt, chunk) -> int:
         opt.zero_grad()
         model.batch_loss(step)[0].backward()
         opt.step()
-        rows += int(step["targets"].numel() if "targets" in step else step["users"].numel())
+        # events (session models: targets, the real ones of a sequence batch) or BPR rows
+        rows += int(step["mask"].sum() if "mask" in step else step["targets"].numel() if "targets" in step
+                    else step["users"].numel())
     return rows
 
 
@@ -375,6 +377,8 @@ def _train_epoch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--graph-batch-size", type=int, default=0, help="0: 2048 (LightGCN, MF), 1024 (NGCF, official)")
     p.add_argument("--session-path", default=str(ROOT.parent / "shared" / "datasets" / "rsc15_100k"),
                    help="RSC15 prepared folder, or 'synthetic'; '' skips the session part")
+    p.add_argument("--session-model", default="gru4rec", choices=["gru4rec", "sasrec"],
+                   help="session model: experiment=<model>_rsc15 on RSC15, model=<model> on 'synthetic'")
     p.add_argument("--epochs", type=int, default=3,
                    help="train.py epochs (>= 3): the median of those between the first and the last is reported")
     p.add_argument("--json", default="benchmark.json", help="where the flat results go")
@@ -527,12 +531,13 @@ def bench_train_epoch(args: argparse.Namespace) -> list[Row]:
             results["eval_s"], results["eval_floor_s"] = eval_s, eval_floor_s
 
         if args.session_path:
-            data = (["model=gru4rec"] if args.session_path == "synthetic"
-                    else ["experiment=gru4rec_rsc15", f"data.path={args.session_path}"])
+            name = args.session_model
+            data = ([f"model={name}"] if args.session_path == "synthetic"
+                    else [f"experiment={name}_rsc15", f"data.path={args.session_path}"])
             overrides = [*data, *args.override]
             epoch_s, chunk = _train_py_epoch(overrides, Path(tmp) / "session", args.epochs)
             bare, events, dm, _ = _bare_epoch(overrides, Path(tmp) / "session_bare")
-            rows.append(Row("train.py: one GRU4Rec training epoch (Lightning, callbacks; validation not in it)", epoch_s, None,
+            rows.append(Row(f"train.py: one {name} training epoch (Lightning, callbacks; validation not in it)", epoch_s, None,
                             f"{events:,} events, {events / epoch_s:,.0f} events/s, {chunk or 1} steps per chunk"))
             rows.append(Row("bare step loop: the same epoch without Lightning", bare, None,
                             f"{events / bare:,.0f} events/s; train.py / bare loop = {bare / epoch_s:.2f}× its speed"))
