@@ -1,5 +1,5 @@
 """Ranking losses: BPR and the embedding L2 term of the graph models (Rendle et al., UAI'09; He et al., SIGIR'20),
-and GRU4Rec's session losses (Hidasi & Karatzoglou, CIKM'18)."""
+the InfoNCE term of SimGCL (Yu et al., SIGIR'22) and GRU4Rec's session losses (Hidasi & Karatzoglou, CIKM'18)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,20 @@ def embedding_l2(table: torch.Tensor, row_weights: torch.Tensor, batch_size: int
     with torch.autocast(device_type=table.device.type, enabled=False):
         norms = table.to(dtype).square().sum(-1)
         return 0.5 * (row_weights.to(dtype) @ norms) / batch_size
+
+
+def info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE between two views ``(n, d)`` of the same ``n`` nodes (SimGCL, Yu et al., SIGIR'22, §3.1, Eq. 1):
+
+    ``L = (1/n) Σ_i −log( exp(z′_iᵀ z″_i / τ) / Σ_j exp(z′_iᵀ z″_j / τ) )``, ``z = e / ‖e‖₂`` (cosine similarity),
+
+    one direction (view 1's rows against all of view 2's), the positive in the denominator. Computed in at least
+    float32 with autocast off."""
+    dtype = torch.promote_types(view1.dtype, torch.float32)
+    with torch.autocast(device_type=view1.device.type, enabled=False):
+        z1, z2 = F.normalize(view1.to(dtype), dim=-1), F.normalize(view2.to(dtype), dim=-1)
+        logits = z1 @ z2.T / temperature
+        return (torch.logsumexp(logits, 1) - logits.diagonal()).mean()
 
 
 # -- GRU4Rec losses (Hidasi & Karatzoglou, CIKM'18, §3) -------------------------------------------------------------
