@@ -40,7 +40,7 @@ def embedding_l2(table: torch.Tensor, row_weights: torch.Tensor, batch_size: int
 
 
 def info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """InfoNCE between two views ``(n, d)`` of the same ``n`` nodes (SimGCL, Yu et al., SIGIR'22, §3.1, Eq. 1):
+    """InfoNCE between two views ``(n, d)`` of the same ``n`` nodes (as in SimGCL, Yu et al., SIGIR'22, §2.1):
 
     ``L = (1/n) Σ_i −log( exp(z′_iᵀ z″_i / τ) / Σ_j exp(z′_iᵀ z″_j / τ) )``, ``z = e / ‖e‖₂`` (cosine similarity),
 

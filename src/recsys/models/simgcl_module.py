@@ -1,7 +1,7 @@
 """SimGCL and XSimGCL: LightGCN trained with BPR plus a contrastive term between noise-perturbed views.
 
 SimGCL (Yu et al., SIGIR'22, "Are Graph Augmentations Necessary? Simple Graph Contrastive Learning for
-Recommendation", §2–3): per step one clean pass of the encoder and two perturbed ones
+Recommendation"; the joint loss §2.1, the views §3): per step one clean pass of the encoder and two perturbed ones
 (:class:`~recsys.models.components.simgcl.SimGCLEncoder`), and
 
 ``L = L_bpr + λ_reg · L_reg + λ · (InfoNCE(Z′_U, Z″_U) + InfoNCE(Z′_I, Z″_I))``

@@ -2,15 +2,15 @@
 Graph Contrastive Learning for Recommendation"; Yu et al., TKDE'23, "XSimGCL: Towards Extremely Simple Graph
 Contrastive Learning for Recommendation"), with noise added to every layer in a perturbed pass.
 
-Propagation is LightGCN's, ``E⁽ᵏ⁾ = Â E⁽ᵏ⁻¹⁾`` with ``Â = D^{-1/2} A D^{-1/2}`` (SimGCL §4.1). In a perturbed pass
-every propagated layer gets uniform noise of norm ε in the orthant of the embedding (SimGCL §4.1, Eq. 7):
+Propagation is LightGCN's, ``E⁽ᵏ⁾ = Â E⁽ᵏ⁻¹⁾`` with ``Â = D^{-1/2} A D^{-1/2}``. In a perturbed pass every
+propagated layer gets uniform noise of norm ε in the orthant of the embedding (SimGCL §3):
 
 ``E⁽ᵏ⁾ ← E⁽ᵏ⁾ + ε · sign(E⁽ᵏ⁾) ⊙ Δ/‖Δ‖₂`` (row-wise), ``Δ ~ U(0, 1)`` element-wise,
 
 drawn afresh for every layer and every pass, and the next layer propagates the perturbed ``E⁽ᵏ⁾``. The final
-embedding is the mean of layers ``1..L``: ``E = (1/L) Σ_{k=1..L} E⁽ᵏ⁾``, without the ego layer ``E⁽⁰⁾`` (SimGCL §4.1,
-Eq. 8, in the clean pass and in the views alike; LightGCN's mean includes ``E⁽⁰⁾``). The authors' code (SELFRec)
-skips ``E⁽⁰⁾`` as well. Rows of ``sign(E) = 0`` (an isolated node) get no noise.
+embedding is the mean of layers ``1..L``, ``E = (1/L) Σ_{k=1..L} E⁽ᵏ⁾``: the paper leaves the ego layer ``E⁽⁰⁾`` out
+of the clean pass and of the views alike (SimGCL §3), and so does the authors' code (SELFRec); LightGCN's mean
+includes it. A zero entry of ``E⁽ᵏ⁾`` (e.g. an isolated node's row) gets no noise.
 """
 
 from __future__ import annotations
