@@ -1,6 +1,6 @@
 """Ranking losses: BPR and the embedding L2 term of the graph models (Rendle et al., UAI'09; He et al., SIGIR'20),
-GRU4Rec's session losses (Hidasi & Karatzoglou, CIKM'18) and SASRec's (Kang & McAuley, ICDM'18; Klenitskiy &
-Vasilev, RecSys'23; Petrov & Macdonald, RecSys'23)."""
+the InfoNCE term of SimGCL (Yu et al., SIGIR'22), GRU4Rec's session losses (Hidasi & Karatzoglou, CIKM'18) and
+SASRec's (Kang & McAuley, ICDM'18; Klenitskiy & Vasilev, RecSys'23; Petrov & Macdonald, RecSys'23)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,20 @@ def embedding_l2(table: torch.Tensor, row_weights: torch.Tensor, batch_size: int
     with torch.autocast(device_type=table.device.type, enabled=False):
         norms = table.to(dtype).square().sum(-1)
         return 0.5 * (row_weights.to(dtype) @ norms) / batch_size
+
+
+def info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE between two views ``(n, d)`` of the same ``n`` nodes (as in SimGCL, Yu et al., SIGIR'22, §2.1):
+
+    ``L = (1/n) Σ_i −log( exp(z′_iᵀ z″_i / τ) / Σ_j exp(z′_iᵀ z″_j / τ) )``, ``z = e / ‖e‖₂`` (cosine similarity),
+
+    one direction (view 1's rows against all of view 2's), the positive in the denominator. Computed in at least
+    float32 with autocast off."""
+    dtype = torch.promote_types(view1.dtype, torch.float32)
+    with torch.autocast(device_type=view1.device.type, enabled=False):
+        z1, z2 = F.normalize(view1.to(dtype), dim=-1), F.normalize(view2.to(dtype), dim=-1)
+        logits = z1 @ z2.T / temperature
+        return (torch.logsumexp(logits, 1) - logits.diagonal()).mean()
 
 
 # -- GRU4Rec losses (Hidasi & Karatzoglou, CIKM'18, §3) -------------------------------------------------------------

@@ -236,11 +236,11 @@ class Run:
 
 
 def model_name(model_cfg: DictConfig) -> str:
-    """``mf``, ``lightgcn``, ``ngcf``, ``gru4rec``, … of a run's model config (MF = LightGCN without layers)."""
-    target = str(OmegaConf.select(model_cfg, "encoder._target_", default="")
-                 or OmegaConf.select(model_cfg, "_target_", default="") or "")
-    name = {"LightGCNEncoder": "lightgcn", "NGCFEncoder": "ngcf"}.get(target.rsplit(".", 1)[-1],
-                                                                    target.rsplit(".", 1)[-1].lower())
+    """``mf``, ``lightgcn``, ``ngcf``, ``simgcl``, ``gru4rec``, … of a run's model config: the module's class, or
+    for the generic graph module its encoder's (without ``Encoder``; MF = LightGCN without layers), lower case."""
+    module = str(OmegaConf.select(model_cfg, "_target_", default="") or "").rsplit(".", 1)[-1]
+    encoder = str(OmegaConf.select(model_cfg, "encoder._target_", default="") or "").rsplit(".", 1)[-1]
+    name = (encoder if encoder and module in ("GraphRecommender", "") else module).removesuffix("Encoder").lower()
     return "mf" if name == "lightgcn" and OmegaConf.select(model_cfg, "num_layers", default=None) == 0 else name
 
 

@@ -41,9 +41,10 @@ def test_graph_export_reproduces_the_scores(lightgcn, tmp_path):
     assert not (out / "items.faiss").exists() and not list(tmp_path.glob(".export*"))
 
 
-@pytest.mark.parametrize(("name", "dim"), [("ngcf", 8 + 2 * 8), ("mf", 8)])
-def test_ngcf_and_mf_exports_reproduce_the_scores_and_name_the_model(name, dim, tmp_path):
-    """NGCF's exported rows are the concatenated layer outputs (d + Σ d_l columns), MF's the ego table."""
+@pytest.mark.parametrize(("name", "dim"), [("ngcf", 8 + 2 * 8), ("mf", 8), ("simgcl", 8), ("xsimgcl", 8)])
+def test_graph_model_exports_reproduce_the_scores_and_name_the_model(name, dim, tmp_path):
+    """NGCF's exported rows are the concatenated layer outputs (d + Σ d_l columns), MF's the ego table, SimGCL's and
+    XSimGCL's the clean (noise-free) mean of layers 1..L (tests/unit/test_simgcl.py)."""
     run = build_run(name)
     meta = export_embeddings(run, tmp_path / name)
     users, items = np.load(tmp_path / name / "users.npy"), np.load(tmp_path / name / "items.npy")

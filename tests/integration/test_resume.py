@@ -24,6 +24,8 @@ MODELS = {
     "ngcf": ["model=ngcf", *GRAPH, "model.num_layers=2", "model.node_dropout=0.2", "model.message_dropout=0.3",
              "model.optimizer.lr=0.01"],
     "mf": ["model=mf", *GRAPH],
+    # the noise of the views: the resumed run must draw the same noise
+    "simgcl": ["model=simgcl", *GRAPH],
     "gru4rec": ["model=gru4rec", *SESSIONS, "sampler.n_sample=16", "model.layers=[16]", "model.dropout_embed=0.2",
                 "model.dropout_hidden=0.3"],
     # ~480 training windows in steps of 32: 15 steps an epoch
@@ -74,6 +76,7 @@ def logged_val_epochs(run: Path) -> list[int]:
     # mid-epoch (chunks of 2 steps), no validation in epoch 1
     ("ngcf", ["+callbacks.killer.epoch=2", "+callbacks.killer.batch=1", "data.steps_per_chunk=2"], 2),
     ("mf", ["+callbacks.killer.epoch=1"], 1),  # resumed with ckpt_path=last
+    ("simgcl", ["+callbacks.killer.epoch=2"], 1),
     ("gru4rec", ["+callbacks.killer.epoch=2", "+callbacks.killer.batch=5", "data.steps_per_chunk=3"], 1),  # mid-epoch
     # mid-epoch, with dropout and sampled negatives
     ("sasrec", ["+callbacks.killer.epoch=2", "+callbacks.killer.batch=2", "data.steps_per_chunk=3"], 1),

@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import json
 
+import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
+from recsys.api import load_run
 from recsys.utils import search
 from recsys.utils.search import Param, parse_search_space
 from tests.integration.conftest import ROOT, TINY_DATA, TRAIN_QUIET, check, read_metrics, run_script
@@ -52,20 +54,24 @@ def test_grid_multirun_writes_one_run_folder_per_job_and_collects_them(tmp_path)
 
 @pytest.mark.slow
 def test_multirun_with_ddp_jobs_runs_each_job_once_on_two_processes(tmp_path):
-    proc = check(run_script("train.py", "-m", "model.num_layers=1,2", "trainer=ddp_cpu", "trainer.devices=2",
+    """Also the 2-process CPU runs of SimGCL and XSimGCL (issue 26: no special-casing): each rank draws its own
+    noise, the contrastive term is logged over both ranks, and ``recommend.py`` answers from the run as the API."""
+    proc = check(run_script("train.py", "-m", "model=simgcl,xsimgcl", "trainer=ddp_cpu", "trainer.devices=2",
                             "model.embedding_dim=8", *sweep_args(tmp_path)))
     sweep = tmp_path / "sweep"
     jobs = job_dirs(sweep)
     assert [j.name for j in jobs] == ["0", "1"]
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]  # no stray run folders
     assert proc.stderr.count("Launching 2 jobs locally") + proc.stdout.count("Launching 2 jobs locally") == 1
-    for job, layers in zip(jobs, (1, 2), strict=True):
+    for job, model in zip(jobs, ("simgcl", "xsimgcl"), strict=True):
         assert "test/recall@20" in read_metrics(job)
+        logged = [r["train/cl"] for r in csv.DictReader((job / "csv" / "metrics.csv").read_text().splitlines())]
+        assert [float(v) > 0 for v in logged if v] == [True]  # the epoch's contrastive term, over both ranks
         starts = [ln for ln in (job / "train.log").read_text().splitlines() if "Starting DDP rank 1" in ln]
         assert len(starts) == 1, starts  # rank 1 started once per job, for this job only
         # the command's arguments (not the log line: its timestamp may read e.g. "…:41,266", which holds "1,2")
         args = starts[0].split("Starting DDP rank 1: ", 1)[1].split()
-        assert f"model.num_layers={layers}" in args and "model.num_layers=1,2" not in args and "-m" not in args
+        assert f"model={model}" in args and "model=simgcl,xsimgcl" not in args and "-m" not in args
         assert "hydra.mode=RUN" in args and f'hydra.run.dir="{job}"' in args
 
     # collect_results on that folder, into another folder
@@ -73,10 +79,19 @@ def test_multirun_with_ddp_jobs_runs_each_job_once_on_two_processes(tmp_path):
     done = check(run_script("scripts/collect_results.py", str(sweep), "--out", str(out), "--metric", "val/recall@20", "--no-wandb"))
     assert "2 jobs (0 failed)" in done.stdout
     rows = list(csv.DictReader((out / "results.csv").read_text().splitlines()))
-    assert [r["job"] for r in rows] == ["0", "1"] and [r["swept"] for r in rows] == ["model.num_layers=1", "model.num_layers=2"]
+    assert [r["job"] for r in rows] == ["0", "1"] and [r["swept"] for r in rows] == ["model=simgcl", "model=xsimgcl"]
     for row, job in zip(rows, jobs, strict=True):
         assert float(row["val/recall@20"]) == pytest.approx(read_metrics(job)["val/recall@20"])
     assert (out / "results.md").is_file() and (out / "plot_metric_vs_depth.png").stat().st_size > 0
+
+    # recommend.py on the SimGCL job (its DDP-written checkpoint) gives the API's rows
+    rec = tmp_path / "rec.csv"
+    check(run_script("recommend.py", f"ckpt_path={jobs[0]}", "users=[0,7]", "k=4", f"output={rec}",
+                     f"hydra.run.dir={tmp_path / 'rec'}", "extras.print_config=false", "progress=false"))
+    cli = pd.read_csv(rec, dtype={"user": str, "item": str})
+    api = load_run(jobs[0]).recommend(["0", "7"], 4)
+    assert cli[["user", "rank", "item"]].equals(api[["user", "rank", "item"]])
+    pd.testing.assert_series_equal(cli["score"], api["score"].astype(float), rtol=1e-6, check_dtype=False)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Hydra: file checked against the plugin schema

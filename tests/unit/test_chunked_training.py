@@ -24,8 +24,10 @@ from recsys.losses import SESSION_LOSSES
 from recsys.models.chunked import StepOptions
 from recsys.models.components.lightgcn import LightGCNEncoder
 from recsys.models.components.ngcf import NGCFEncoder
+from recsys.models.components.simgcl import SimGCLEncoder
 from recsys.models.graph_module import GraphRecommender
 from recsys.models.gru4rec_module import GRU4Rec
+from recsys.models.simgcl_module import SimGCL, XSimGCL
 from recsys.optim import AdagradM
 from recsys.sampling import SessionNegativeSampler, UniformNegativeSampler
 
@@ -99,7 +101,11 @@ GRAPH_ENCODERS = {
     "mf": partial(LightGCNEncoder, num_layers=0),
     "lightgcn": partial(LightGCNEncoder, num_layers=2, edge_dropout=0.1),
     "ngcf": partial(NGCFEncoder, layer_sizes=[8, 8], node_dropout=0.1, message_dropout=[0.1, 0.1]),
+    # the noise of the views: global-RNG draws that must keep their order
+    "simgcl": partial(SimGCLEncoder, num_layers=2, eps=0.1),
+    "xsimgcl": partial(SimGCLEncoder, num_layers=2, eps=0.2),
 }
+GRAPH_MODULES = {"simgcl": SimGCL, "xsimgcl": XSimGCL}
 
 
 ADAM = partial(torch.optim.Adam, lr=0.01)
@@ -116,7 +122,7 @@ def test_graph_models_train_identically_whatever_the_chunking(encoder):
         dm = graph_datamodule(t)
         dm.setup("fit")
         pl.seed_everything(0)
-        model = graph_model(dm, encoder)
+        model = graph_model(dm, encoder, GRAPH_MODULES.get(encoder, GraphRecommender))
         initial = initial or snapshot(model)
         trainer = fit(model, dm)
         batches = dm.epoch_sampler().num_batches()

@@ -27,6 +27,8 @@ MODELS = {
     "lightgcn": ["model=lightgcn", "model.embedding_dim=8", "model.num_layers=2", *TINY_GRAPH],
     "mf": ["model=mf", "model.embedding_dim=8", *TINY_GRAPH],
     "ngcf": ["model=ngcf", "model.embedding_dim=8", "model.layer_sizes=[8,8]", *TINY_GRAPH],
+    "simgcl": ["model=simgcl", "model.embedding_dim=8", "model.num_layers=2", *TINY_GRAPH],
+    "xsimgcl": ["model=xsimgcl", "model.embedding_dim=8", *TINY_GRAPH],
     "pop": ["model=pop", *TINY_GRAPH],
     "gru4rec": ["model=gru4rec", "model.layers=[8]", "sampler.n_sample=0", *TINY_SESSIONS],
     "sasrec": ["model=sasrec", "model.embedding_dim=8", "model.max_len=4", "model.num_heads=2", *TINY_SESSIONS],
@@ -90,7 +92,7 @@ def seen_sets(run: Run) -> list[set[int]]:
     return sets
 
 
-@pytest.mark.parametrize("name", ["lightgcn", "mf", "ngcf", "pop"])
+@pytest.mark.parametrize("name", ["lightgcn", "mf", "ngcf", "pop", "simgcl", "xsimgcl"])
 @pytest.mark.parametrize("exclude_seen", [True, False])
 def test_user_topk_equals_brute_force(runs, name, exclude_seen):
     run = get(runs, name)

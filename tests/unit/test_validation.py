@@ -33,8 +33,8 @@ def error_of(*overrides: str, task: str = "train") -> str:
 
 @pytest.mark.parametrize("overrides", [
     [], ["model=ngcf"], ["model=mf"], ["model=pop"], ["model=gru4rec"], ["model=session_pop"], ["model=spop"],
-    ["model=item_knn"], ["model=sasrec"], ["experiment=sasrec_rsc15"],
-    ["experiment=sasrec_synthetic"], ["sampler=hard"], ["sampler=in_batch"], ["experiment=lightgcn_synthetic"],
+    ["model=item_knn"], ["model=sasrec"], ["experiment=sasrec_rsc15"], ["experiment=sasrec_synthetic"],
+    ["model=simgcl"], ["model=xsimgcl"], ["sampler=hard"], ["sampler=in_batch"], ["experiment=lightgcn_synthetic"],
     ["trainer.max_epochs=-1"], ["trainer.max_epochs=0"], ["model.topk=[2000]"],
     ["hparams_search=lightgcn_optuna"], ["hparams_search=ngcf_optuna"],  # search spaces are not settings
 ])
@@ -67,6 +67,10 @@ def test_shipped_configs_are_valid(overrides):
     (["model=sasrec", "model.num_blocks=-1"], "model.num_blocks=-1"),
     (["model=sasrec", "model.dropout=1.0"], "model.dropout=1.0"),
     (["model.reg_weight=-1"], "model.reg_weight=-1"),
+    (["model=simgcl", "model.cl_weight=-0.5"], "model.cl_weight=-0.5"),
+    (["model=simgcl", "model.eps=-0.1"], "model.eps=-0.1"),
+    (["model=simgcl", "model.temperature=0"], "model.temperature=0"),
+    (["model=xsimgcl", "model.cross_layer=0"], "model.cross_layer=0"),
     (["sampler.num_negatives=0"], "sampler.num_negatives=0"),
     (["sampler=hard", "sampler.candidates=0"], "sampler.candidates=0"),
     (["sampler.n_sample=-2"], "sampler.n_sample=-2"),

@@ -80,26 +80,36 @@ class GraphRecommender(ChunkedTraining, TopKRecommender):
 
     # -- training --------------------------------------------------------------------------------
     def batch_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(loss, bpr)`` of one BPR batch. The final embeddings of the batch's nodes are computed once, at
-        those rows only (every other node's embedding is unused by the loss), unless the batch's node ids number
-        more than :attr:`full_pass_fraction` of the graph (then all nodes are propagated and the batch indexes
-        them directly); per-row, candidate and shared negatives index that one table."""
+        """``(loss, bpr)`` of one BPR batch: the final embeddings of the batch's nodes (:meth:`batch_nodes`),
+        then :meth:`ranking_terms`."""
+        nodes, local = self.batch_nodes(batch)
+        loss_bpr, penalty = self.ranking_terms(batch, local, self.encoder(self.adjacency(), nodes), nodes)
+        return loss_bpr + self.reg_weight * penalty, loss_bpr
+
+    def batch_nodes(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """``(nodes, local)``: the sorted node ids a BPR batch reads (users, then items offset by ``M``) and the
+        batch's ``users``, ``pos_items`` and negatives as rows of those nodes' table. The final embeddings are
+        computed at those rows only (every other node's embedding is unused by the loss), unless the batch's node
+        ids number more than :attr:`full_pass_fraction` of the graph: then ``nodes`` is None (all nodes are
+        propagated) and ``local`` holds the node ids themselves. Per-row, candidate and shared negatives index
+        that one table."""
         m = self.num_users
-        users, pos = batch["users"], batch["pos_items"]
         keys = [k for k in ("neg_items", "neg_candidates", "neg_shared") if k in batch]
         if not keys:
             raise KeyError("a BPR batch needs neg_items, neg_candidates or neg_shared (see recsys.sampling)")
-        parts = {"users": users, "pos_items": pos + m, **{k: batch[k] + m for k in keys}}
+        parts = {"users": batch["users"], "pos_items": batch["pos_items"] + m, **{k: batch[k] + m for k in keys}}
         if sum(p.numel() for p in parts.values()) > self.full_pass_fraction * (m + self.hparams.num_items):
-            local = parts  # node ids index the whole table
-            emb = self.encoder(self.adjacency())
-            reg = self.encoder.ego() if self.encoder.regularize_ego else emb
-        else:
-            nodes, index = torch.unique(torch.cat([p.reshape(-1) for p in parts.values()]), return_inverse=True)
-            pieces = index.split([p.numel() for p in parts.values()])
-            local = {k: v.view(parts[k].shape) for k, v in zip(parts, pieces, strict=True)}
-            emb = self.encoder(self.adjacency(), nodes)
-            reg = self.encoder.ego(nodes) if self.encoder.regularize_ego else emb
+            return None, parts  # node ids index the whole table
+        nodes, index = torch.unique(torch.cat([p.reshape(-1) for p in parts.values()]), return_inverse=True)
+        pieces = index.split([p.numel() for p in parts.values()])
+        return nodes, {k: v.view(parts[k].shape) for k, v in zip(parts, pieces, strict=True)}
+
+    def ranking_terms(self, batch: dict[str, torch.Tensor], local: dict[str, torch.Tensor], emb: torch.Tensor,
+                      nodes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(bpr, reg)`` of a batch given the final embeddings ``emb`` of ``nodes`` (None: all) and the batch's
+        rows ``local`` in that table (:meth:`batch_nodes`)."""
+        reg = self.encoder.ego(nodes) if self.encoder.regularize_ego else emb
+        local = dict(local)
         if "neg_candidates" in local:  # hard negatives: the best-scoring candidate, chosen without gradient
             local["neg_items"] = select_hard_negatives(rows_of(emb, local["users"]), emb, local.pop("neg_candidates"))
         rows = gather_rows(emb, local)  # every row the loss reads, in one gather (one scatter backward)
@@ -107,10 +117,8 @@ class GraphRecommender(ChunkedTraining, TopKRecommender):
         pos_scores = (u * rows["pos_items"]).sum(-1)
         shared_mask = batch.get("neg_shared_mask")
         neg_scores, neg_mask = batch_negative_scores(u, rows.get("neg_items"), rows.get("neg_shared"), shared_mask)
-        loss_bpr = bpr_loss(pos_scores, neg_scores, neg_mask)
         weights = l2_row_weights(reg.shape[0], local, shared_mask, torch.promote_types(reg.dtype, torch.float32))
-        penalty = embedding_l2(reg, weights, users.numel())
-        return loss_bpr + self.reg_weight * penalty, loss_bpr
+        return bpr_loss(pos_scores, neg_scores, neg_mask), embedding_l2(reg, weights, u.shape[0])
 
     # -- evaluation ------------------------------------------------------------------------------
     def prepare_scoring(self) -> None:

@@ -8,6 +8,8 @@ With ``num_layers=0`` this is matrix factorisation (BPR-MF).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+
 import torch
 from torch import nn
 
@@ -93,18 +95,31 @@ class LightGCNEncoder(nn.Module):
     def forward(self, adj: SparseAdjacency, rows: torch.Tensor | None = None) -> torch.Tensor:
         """``E = Σ_k α_k Âᵏ E⁽⁰⁾`` of all nodes ``(M + N, d)``, or of ``rows`` only: then the last layer is
         ``Â[rows, :] E⁽ᴷ⁻¹⁾`` (the rows' edges, forward and backward), the same numbers as the full pass."""
-        x = self.embedding.weight
         if self.num_layers == 0:
-            return x if rows is None else x.index_select(0, rows)
-        if self.training and self.edge_dropout > 0:
+            return self.ego(rows)
+        return self.combine(self.propagate(adj, rows))
+
+    def propagate(self, adj: SparseAdjacency, rows: torch.Tensor | None = None,
+                  perturb: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Iterator[torch.Tensor]:
+        """The layers ``E⁽⁰⁾, …, E⁽ᴷ⁾`` of all nodes, or of ``rows`` (the last one as ``Â[rows, :] E⁽ᴷ⁻¹⁾``), one
+        at a time. ``perturb`` (e.g. noise) replaces every propagated ``E⁽ᵏ⁾`` (k ≥ 1) by ``perturb(E⁽ᵏ⁾)``,
+        which is what the next layer propagates."""
+        x = self.embedding.weight
+        if self.training and self.edge_dropout > 0 and self.num_layers > 0:
             adj = adj.edge_dropout(self.edge_dropout)
-        alpha = self.layer_weights()
-        last = None if rows is None else adj.rows(rows)
-        pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))
-        out = alpha[0] * pick(x)
+        last = None if rows is None or self.num_layers == 0 else adj.rows(rows)
+        yield self.ego(rows)
         for k in range(1, self.num_layers + 1):
-            if last is not None and k == self.num_layers:  # the last layer at the rows only: Â[R, :] E⁽ᴷ⁻¹⁾
-                return out + alpha[k] * (last @ x)
-            x = adj @ x
-            out = out + alpha[k] * pick(x)
+            at_rows = last is not None and k == self.num_layers  # the last layer at the rows only: Â[R, :] E⁽ᴷ⁻¹⁾
+            x = (last if at_rows else adj) @ x
+            if perturb is not None:
+                x = perturb(x)
+            yield x if at_rows or rows is None else x.index_select(0, rows)
+
+    def combine(self, layers: Iterable[torch.Tensor]) -> torch.Tensor:
+        """``Σ_k α_k E⁽ᵏ⁾`` (:meth:`layer_weights`)."""
+        alpha = self.layer_weights()
+        out = None
+        for k, layer in enumerate(layers):
+            out = alpha[k] * layer if out is None else out + alpha[k] * layer
         return out
