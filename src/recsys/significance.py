@@ -1,4 +1,5 @@
-"""Statistics of a comparison between recommenders (beyond.md §5): spread over seeds, paired tests over users.
+"""Statistics of a comparison between recommenders: spread over seeds, paired tests over users (scipy.stats; the
+correction of Holm, Scand. J. Statist. 1979).
 
 * :func:`seed_summary`: mean, standard deviation and the t-distribution confidence interval of a metric over a
   configuration's seeds (``scipy.stats.t.interval``).
