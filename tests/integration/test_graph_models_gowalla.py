@@ -18,8 +18,8 @@ GOWALLA = ROOT.parent / "shared" / "datasets" / "gowalla"
 # model → extra overrides of its short run (steps of batch 4096; an epoch is 198 steps)
 SHORT_RUNS = {
     "mf": ["+trainer.limit_train_batches=150", "model.optimizer.lr=0.005"],
-    "lightgcn": ["+trainer.limit_train_batches=150", "model.optimizer.lr=0.005"],
-    "ngcf": ["+trainer.limit_train_batches=75", "model.optimizer.lr=0.005"],  # ~0.054 after 75 steps
+    "lightgcn": ["+trainer.limit_train_batches=75", "model.optimizer.lr=0.005"],
+    "ngcf": ["+trainer.limit_train_batches=40", "model.optimizer.lr=0.005"],
 }
 
 
