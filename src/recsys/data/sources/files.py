@@ -40,6 +40,11 @@ def file_identity(path: str | os.PathLike) -> dict[str, Any]:
     return ident
 
 
+def forget_file_hashes() -> None:
+    """Clear the memo of :func:`file_identity`: the next call hashes the files again, as a new process would."""
+    _HASH_MEMO.clear()
+
+
 @dataclass(frozen=True)
 class RemoteFile:
     """A downloadable file: URL and pinned checksum (``"sha256:…"``, ``"git-blob:…"`` or ``None``)."""
