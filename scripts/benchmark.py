@@ -262,7 +262,6 @@ def _evaluate_graph(model, evalset, metric, device: str) -> None:
         metric.compute()
         metric.reset()
         model.finish_scoring()
-        model._score_buffer = None
 
 
 def _session_args(p: argparse.ArgumentParser) -> None:
@@ -588,9 +587,9 @@ def bench_faiss(args: argparse.Namespace) -> list[Row]:
     note = f"{run.num_users:,} users × {run.num_items:,} items, k={k}, {torch.get_num_threads()} threads"
     results: dict[str, pd.DataFrame] = {}
 
-    def exact() -> None:
-        run._prepared = False  # propagate again, as a fresh process would
-        results["exact"] = pd.concat(list(run.iter_recommend_all(k, chunk_size=args.chunk_size)), ignore_index=True)
+    def exact() -> None:  # a new Run propagates again, as a fresh process would
+        fresh = Run(run.cfg, run.datamodule, run.model)
+        results["exact"] = pd.concat(list(fresh.iter_recommend_all(k, chunk_size=args.chunk_size)), ignore_index=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         export_seconds = _time(lambda: export_embeddings(run, Path(tmp) / "e", index="faiss"), 1)

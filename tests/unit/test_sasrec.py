@@ -18,7 +18,7 @@ from recsys.metrics import next_item_ranks
 from recsys.models.components.sasrec import SASRecNet
 from recsys.models.sasrec_module import SASRec
 from recsys.models.session_recommender import session_steps
-from recsys.sampling import PopularityNegativeSampler
+from recsys.sampling import PopularityNegativeSampler, SessionNegativeSampler
 
 NUM_ITEMS = 12
 
@@ -69,6 +69,11 @@ def test_sequence_batches_equal_a_per_session_reference(windows, max_len):
     assert batch["mask"].tolist() == mask.tolist()
     if windows == "all":  # every transition of the split is a target exactly once
         assert int(batch["mask"].sum()) == sum(len(s) - 1 for s in SESSIONS)
+
+
+def test_sequence_batches_refuse_gru4rec_shared_negatives():
+    with pytest.raises(ConfigError, match=r"sampler=gru4rec .* sampler=uniform or popularity"):
+        SequenceChunks(sessions_of(SESSIONS), 4, 3, negatives=SessionNegativeSampler(n_sample=8, alpha=0.5))
 
 
 def test_an_epoch_covers_every_example_once_per_rank_split_with_seeded_negatives():

@@ -39,7 +39,7 @@ import torch
 from recsys.data.loading import EpochSampler
 from recsys.errors import ConfigError
 from recsys.info import SessionSequences
-from recsys.sampling import NegativeSampler, sampling_generator
+from recsys.sampling import NegativeSampler, SessionNegativeSampler, sampling_generator
 
 PAD = -1
 WINDOWS = ("all", "last")
@@ -111,6 +111,9 @@ class SequenceChunks(EpochSampler):
         self.rank, self.world_size = rank, world_size
         self.num_steps = math.ceil(math.ceil(len(examples) / world_size) / batch_size)
         self.negatives = negatives
+        if isinstance(negatives, SessionNegativeSampler):
+            raise ConfigError("sampler=gru4rec draws GRU4Rec's extra negatives shared by a session-parallel step; "
+                              "sequence batches take sampler=uniform or popularity (sampler.num_negatives per target)")
         if negatives is not None and not isinstance(negatives.num_negatives, int):
             raise ConfigError(f"sampler={type(negatives).__name__} gives no number of negatives per target "
                               "(sampler.num_negatives); sequence batches take sampler=uniform or popularity")

@@ -98,7 +98,8 @@ class TopKRecommender(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self.prepare_scoring()
 
-    on_test_epoch_start = on_validation_epoch_start
+    def on_test_epoch_start(self) -> None:
+        self.prepare_scoring()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         with self.float32_scoring():

@@ -12,7 +12,7 @@ from recsys.errors import ConfigError
 from recsys.info import SessionInfo
 from recsys.losses import SASREC_LOSSES, binary_sampled_loss, gbce_beta, sampled_softmax_loss, softmax_loss
 from recsys.models.chunked import ChunkedTraining
-from recsys.models.components.sasrec import SASRecNet, trim_left_padding
+from recsys.models.components.sasrec import PAD, SASRecNet, trim_left_padding
 from recsys.models.session_recommender import SESSION_METRICS, LaneState, SessionRecommender
 
 
@@ -32,7 +32,8 @@ class SASRec(ChunkedTraining, SessionRecommender):
 
     Evaluation and recommendation: every lane of a session-parallel pass keeps the last ``max_len`` items of its
     session (a window shifted by one item per step, emptied when a session starts); the scores of a step are
-    ``F Eᵀ`` at the window's last position (:meth:`next_scores`, also what ``recommend.py`` runs on a prefix).
+    ``F Eᵀ`` at the window's last position (:meth:`next_scores`; ``recommend.py`` runs it once on each prefix's
+    window, :meth:`prefix_scores`).
 
     Args:
         info: item count and the sequence-batch settings (from the DataModule).
@@ -79,7 +80,7 @@ class SASRec(ChunkedTraining, SessionRecommender):
 
     # -- training ------------------------------------------------------------------------------
     def step_weight(self, step: dict[str, torch.Tensor]) -> float:
-        return 1.0 if step["mask"].numel() else 0.0  # the logged mean runs over real steps (not DDP padding)
+        return float(step["mask"].sum())  # the logged mean runs over target positions (DDP padding steps: none)
 
     def batch_loss(self, step: dict[str, torch.Tensor]) -> tuple[torch.Tensor]:
         """Mean loss over the target positions of one batch of sequences (a zero that touches every parameter
@@ -125,6 +126,15 @@ class SASRec(ChunkedTraining, SessionRecommender):
         """Scores ``(B, N)`` of every item as the next one after each left-padded sequence ``seq`` ``(B, w)``
         (``PAD`` = −1, ``w ≤ max_len``): ``F Eᵀ`` at the last position."""
         return self.net.score_all(self.net(trim_left_padding(seq))[:, -1])
+
+    def prefix_scores(self, prefixes: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Float32 scores ``(S, N)`` of the next item after each prefix (``prefixes`` ``(S, L)`` internal ids, padded
+        beyond ``lengths``): :meth:`next_scores` of each prefix's last ``max_len`` items, left-padded, the window
+        evaluation builds step by step; one pass of the network for all prefixes."""
+        prefixes, lengths = prefixes.to(self.device), lengths.to(self.device)
+        index = lengths[:, None] - self.net.max_len + torch.arange(self.net.max_len, device=self.device)[None, :]
+        window = prefixes.gather(1, index.clamp(min=0)).masked_fill(index < 0, PAD)
+        return self.next_scores(window).float()
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         """:meth:`next_scores`."""
