@@ -533,7 +533,8 @@ def bench_train_epoch(args: argparse.Namespace) -> list[Row]:
             overrides = [*data, *args.override]
             epoch_s, chunk = _train_py_epoch(overrides, Path(tmp) / "session", args.epochs)
             bare, events, dm, _ = _bare_epoch(overrides, Path(tmp) / "session_bare")
-            rows.append(Row(f"train.py: one {name} training epoch (Lightning, callbacks; validation not in it)", epoch_s, None,
+            label = {"gru4rec": "GRU4Rec", "sasrec": "SASRec"}[name]
+            rows.append(Row(f"train.py: one {label} training epoch (Lightning, callbacks; validation not in it)", epoch_s, None,
                             f"{events:,} events, {events / epoch_s:,.0f} events/s, {chunk or 1} steps per chunk"))
             rows.append(Row("bare step loop: the same epoch without Lightning", bare, None,
                             f"{events / bare:,.0f} events/s; train.py / bare loop = {bare / epoch_s:.2f}× its speed"))
