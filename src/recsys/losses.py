@@ -93,10 +93,10 @@ def weighted_xe_loss(
     :func:`session_xe_loss` over ``C`` columns equals this over the columns' distinct items (the candidates)
     with ``w_k = Σ_{columns j of item k} exp(−logq · log Q_j)`` and ``shift_b = logq · log Q`` of row b's target
     column: the same sum of exponentials, grouped by item, so each item's score is computed once. Computed in at
-    least float32."""
+    least float32, as ``cross_entropy(s + log w, t) + log w_t`` (one fused log-softmax)."""
     dtype = torch.promote_types(scores.dtype, torch.float32)
-    scores = scores.to(dtype)
-    loss = torch.logsumexp(scores + log_weights.to(dtype), 1) - scores.gather(1, targets[:, None]).squeeze(1)
+    log_weights = log_weights.to(dtype)
+    loss = F.cross_entropy(scores.to(dtype) + log_weights, targets, reduction="none") + log_weights[targets]
     return loss if target_shift is None else loss + target_shift
 
 

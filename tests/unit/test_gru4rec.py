@@ -42,8 +42,8 @@ def test_network_shapes_and_parameters(embedding, layers):
     hidden = net.init_hidden(3)
     out, new = net(torch.tensor([1, 2, 3]), hidden)
     assert out.shape == (3, layers[-1]) and [h.shape[1] for h in new] == layers
-    scores, column_item, _ = net.train_scores(torch.tensor([1, 2, 3]), hidden, torch.tensor([5, 4, 5]))
-    assert scores.shape == (3, 2) and column_item.tolist() == [1, 0, 1]
+    scores, _ = net.train_scores(torch.tensor([1, 2, 3]), hidden, torch.tensor([4, 5]))
+    assert scores.shape == (3, 2)
     assert net.score_all(out).shape == (3, N)
     names = {n for n, _ in net.named_parameters()}
     assert ("input_embedding" in names) == isinstance(embedding, int)
@@ -307,9 +307,11 @@ def test_logq_uses_support_for_in_batch_columns_and_support_pow_alpha_for_sample
     sampler = SessionNegativeSampler(n_sample=4, alpha=0.25).bind(item_counts=info.item_support)
     draws, log_q = StepNegatives(sampler, seed=0, epoch=0).steps(0, 1)  # what the training loader puts in a step
     targets, negatives = torch.tensor([3, 8]), draws[0]
-    candidates, column_item = torch.unique(torch.cat([targets, negatives]), return_inverse=True)
-    scores = torch.zeros(2, candidates.numel())  # the step's distinct column items
-    got = model.step_loss(scores, column_item, {"targets": targets, "neg_log_q": log_q[0]})
+    step = next(model.chunk_steps({"inputs": targets, "targets": targets, "lanes": torch.arange(2),
+                                   "reset": torch.ones(2, dtype=torch.bool), "ptr": torch.tensor([0, 2]),
+                                   "negatives": draws, "neg_log_q": log_q}))
+    scores = torch.zeros(2, step["candidates"].numel())  # the step's distinct column items
+    got = model.step_loss(scores, step)
     q = torch.cat([info.item_support[targets].double(), info.item_support[negatives].double() ** 0.25])
     logits = -torch.log(q)
     expected = -(logits - torch.logsumexp(logits, 0))[:2]
@@ -514,7 +516,8 @@ def test_candidate_scores_picked_by_column_equal_the_column_slice(sparse, embedd
     ref.load_state_dict(net.state_dict())
     items, hidden = torch.tensor([3, 0, 21, 3]), [torch.randn(4, 6)]
     columns = torch.tensor([3, 7, 7, 0, 29, 12, 3, 18, 25, 1, 2, 4, 5, 6, 8, 9, 10, 11])
-    scores, column_item, new = net.train_scores(items, hidden, columns)
+    candidates, column_item = torch.unique(columns, return_inverse=True)
+    scores, new = net.train_scores(items, hidden, candidates)
     assert scores.shape[1] == 16  # the distinct items
     got = scores[:, column_item]
     (got * torch.arange(got.numel(), dtype=got.dtype).view_as(got)).sum().backward()

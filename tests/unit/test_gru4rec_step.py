@@ -78,7 +78,9 @@ def column_loss(model: GRU4Rec, step: dict[str, torch.Tensor]) -> torch.Tensor:
     columns = step["targets"] if negatives is None else torch.cat([step["targets"], negatives])
     scores = model.net.score_all(output)[:, columns]
     if model.loss_name == "cross-entropy":
-        log_q = model.column_log_q(step["targets"], step.get("neg_log_q"))
+        log_q = model.log_support[step["targets"]]  # log Q: the support of the in-batch targets, the extras' proposal
+        if "neg_log_q" in step:
+            log_q = torch.cat([log_q.to(step["neg_log_q"].dtype), step["neg_log_q"]])
         rows = session_xe_loss(scores, log_q, model.logq)
     else:
         rows = {"bpr-max": partial(bpr_max_loss, bpreg=model.bpreg, elu_param=model.elu_param), "top1": top1_loss,
@@ -138,3 +140,24 @@ def test_weighted_bpr_max_loss_groups_the_columns_of_an_item(elu_param):
     counts = torch.bincount(column_item)
     got = weighted_bpr_max_loss(item_scores[:, items], counts, column_item[:3], 1.5, elu_param)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_step_columns_of_a_chunk_equal_each_steps_own_distinct_items():
+    """StepColumns groups the columns of every step of a chunk at once (steps of 3, 0 and 5 lanes, duplicates
+    within and across steps): per step, the candidates and column indices of ``torch.unique`` over its columns."""
+    from recsys.models.session_recommender import StepColumns
+
+    g = torch.Generator().manual_seed(3)
+    sizes, n = [3, 0, 5], 4
+    targets = torch.randint(N, (sum(sizes),), generator=g)
+    negatives = torch.randint(N, (len(sizes), n), generator=g)
+    ptr = torch.tensor([0, 3, 3, 8])
+    for negs in (negatives, None):  # None: in-batch negatives only
+        cols = StepColumns.of({"ptr": ptr, "targets": targets} | ({} if negs is None else {"negatives": negs}), N)
+        for t in range(len(sizes)):
+            columns = targets[ptr[t]:ptr[t + 1]] if negs is None else torch.cat([targets[ptr[t]:ptr[t + 1]], negs[t]])
+            want_cand, want_inverse = torch.unique(columns, return_inverse=True)
+            got_cand = cols.candidates[cols.cand_ptr[t]:cols.cand_ptr[t + 1]]
+            assert torch.equal(got_cand, want_cand) and got_cand.dtype == torch.int64
+            assert torch.equal(cols.step_column_item(t), want_inverse)
+            assert torch.equal(cols.candidates[cols.column_candidate], torch.cat([targets] + ([] if negs is None else [negs.reshape(-1)])))

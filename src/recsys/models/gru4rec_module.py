@@ -3,7 +3,7 @@ Karatzoglou, CIKM'18)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from pytorch_lightning.strategies import SingleDeviceStrategy
@@ -21,7 +21,14 @@ from recsys.losses import (
 )
 from recsys.models.chunked import ChunkedTraining
 from recsys.models.components.gru4rec import GRU4RecNet
-from recsys.models.session_recommender import SESSION_METRICS, LaneState, SessionRecommender, session_steps
+from recsys.models.session_recommender import (
+    SESSION_METRICS,
+    LaneState,
+    SessionRecommender,
+    StepColumns,
+    as_chunk,
+    session_steps,
+)
 from recsys.optim import AdagradM
 
 
@@ -104,36 +111,61 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
         super().on_train_epoch_start()
         self._train_state.clear()
 
-    def chunk_steps(self, chunk: dict[str, torch.Tensor]) -> Iterable[dict[str, torch.Tensor]]:
-        return session_steps(chunk)
+    def chunk_steps(self, chunk: dict[str, torch.Tensor]) -> Iterator[dict[str, torch.Tensor]]:
+        """The chunk's steps, each with its candidates (the distinct items of its columns) and what its loss needs
+        of them, worked out for the whole chunk at once (:class:`StepColumns`, :meth:`candidate_terms`)."""
+        columns = StepColumns.of(chunk, self.num_items)
+        weights, shift = self.candidate_terms(chunk, columns)
+        cand, ptr = columns.cand_ptr.tolist(), columns.ptr
+        for t, step in enumerate(session_steps(chunk)):
+            step["candidates"] = columns.candidates[cand[t]:cand[t + 1]]
+            step["column_item"] = columns.step_column_item(t)
+            if weights is not None:
+                step["candidate_weight"] = weights[cand[t]:cand[t + 1]]
+            if shift is not None:
+                step["target_shift"] = shift[ptr[t]:ptr[t + 1]]
+            yield step
 
     def step_weight(self, step: dict[str, torch.Tensor]) -> float:
         return 1.0 if step["inputs"].numel() else 0.0  # the mean runs over real steps (not DDP padding)
 
-    def step_loss(
-        self, scores: torch.Tensor, column_item: torch.Tensor, step: dict[str, torch.Tensor]
-    ) -> torch.Tensor:
-        """Per-lane losses ``(b,)`` of a step, given the scores ``(b, K)`` of its distinct column items and the
-        candidate of every column ``column_item`` ``(C,)`` (the lanes' targets first: row b's positive is column
-        b). Cross-entropy and BPR-max run over the candidates with their columns' weights
-        (:func:`~recsys.losses.weighted_xe_loss`, :func:`~recsys.losses.weighted_bpr_max_loss`: the same values as
-        over the columns); the other losses over the columns."""
-        b = step["targets"].numel()
+    def candidate_terms(
+        self, chunk: dict[str, torch.Tensor], columns: StepColumns
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Per candidate, what the loss weighs it by, and per target the cross-entropy's shift:
+
+        * cross-entropy: ``log w_k`` with ``w_k = Σ_{columns j of item k} exp(−logq · log Q_j)`` (``Q``: the support
+          of the in-batch targets, the extra negatives' proposal ``neg_log_q``) and ``shift_b = logq · log Q`` of
+          row b's target (:func:`~recsys.losses.weighted_xe_loss`; without logQ, ``w_k`` counts the columns);
+        * BPR-max: each candidate's number of columns (:func:`~recsys.losses.weighted_bpr_max_loss`);
+        * the other losses run over the columns: nothing."""
+        if self.loss_name not in ("cross-entropy", "bpr-max"):
+            return None, None
+        counts = torch.bincount(columns.column_candidate, minlength=columns.candidates.numel())
+        dtype = torch.promote_types(self.net.output_weight.dtype, torch.float32)  # 16-bit weights underflow
+        if self.loss_name == "bpr-max":
+            return counts.to(dtype), None
+        if self.logq == 0:
+            return counts.to(dtype).log_(), None
+        log_q = self.log_support.index_select(0, chunk["targets"])
+        neg_log_q = chunk.get("neg_log_q")
+        if neg_log_q is not None:
+            log_q = torch.cat([log_q.to(neg_log_q.dtype), neg_log_q.reshape(-1)])
+        log_q = log_q.to(dtype)
+        weights = log_q.new_zeros(counts.numel()).index_add_(0, columns.column_candidate, log_q.mul(-self.logq).exp_())
+        return weights.log_(), self.logq * log_q[: chunk["targets"].numel()]
+
+    def step_loss(self, scores: torch.Tensor, step: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-lane losses ``(b,)`` of a step, given the scores ``(b, K)`` of its candidates and the candidate of
+        every column ``step["column_item"]`` ``(C,)`` (the lanes' targets first: row b's positive is column b).
+        Cross-entropy and BPR-max run over the candidates with their weights (:meth:`candidate_terms`: the same
+        values as over the columns); the other losses over the columns."""
+        column_item = step["column_item"]
+        target = column_item[: step["targets"].numel()]
         if self.loss_name == "cross-entropy":
-            dtype = torch.promote_types(scores.dtype, torch.float32)  # 16-bit weights underflow
-            log_q = self.column_log_q(step["targets"], step.get("neg_log_q"))
-            if log_q is None:
-                column_weight = torch.ones(column_item.numel(), dtype=dtype, device=scores.device)
-                shift = None
-            else:
-                log_q = log_q.to(dtype)
-                column_weight = log_q.mul(-self.logq).exp_()
-                shift = self.logq * log_q[:b]
-            weights = column_weight.new_zeros(scores.shape[1]).index_add_(0, column_item, column_weight)
-            return weighted_xe_loss(scores, weights.log_(), column_item[:b], shift)
+            return weighted_xe_loss(scores, step["candidate_weight"], target, step.get("target_shift"))
         if self.loss_name == "bpr-max" and column_item.numel() >= 2:
-            counts = torch.bincount(column_item, minlength=scores.shape[1])
-            return weighted_bpr_max_loss(scores, counts, column_item[:b], self.bpreg, self.elu_param)
+            return weighted_bpr_max_loss(scores, step["candidate_weight"], target, self.bpreg, self.elu_param)
         columns = scores.index_select(1, column_item)  # (b, C), the lanes' targets on the diagonal
         if self.loss_name == "bpr-max":
             return bpr_max_loss(columns, self.bpreg, self.elu_param)
@@ -143,28 +175,20 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
             return session_bpr_loss(columns)
         return top1_max_loss(columns)
 
-    def column_log_q(self, targets: torch.Tensor, neg_log_q: torch.Tensor | None) -> torch.Tensor | None:
-        """``log Q`` of a step's columns for the logQ correction (None when ``logq`` is 0): the support of the
-        in-batch targets, then the extra negatives' log-proposal."""
-        if self.logq == 0:
-            return None
-        log_q = self.log_support.index_select(0, targets)
-        return log_q if neg_log_q is None else torch.cat([log_q.to(neg_log_q.dtype), neg_log_q])
-
     def batch_loss(self, step: dict[str, torch.Tensor]) -> tuple[torch.Tensor]:
-        """The loss of one session-parallel step: the lanes' hidden states (reset where a session starts) → the
-        GRU on the input items → scores of the step's candidate items (each scored once however many columns hold
-        it: :meth:`GRU4RecNet.train_scores`) → the loss summed over lanes / the batch size (a zero that touches
-        every parameter for a DDP padding step)."""
-        inputs, targets = step["inputs"], step["targets"]
+        """The loss of one session-parallel step (from :meth:`chunk_steps`; a bare step is taken as a chunk of
+        one): the lanes' hidden states (reset where a session starts) → the GRU on the input items → scores of the
+        step's candidates (each item scored once however many columns hold it) → the loss summed over lanes / the
+        batch size (a zero that touches every parameter for a DDP padding step)."""
+        inputs = step["inputs"]
         if inputs.numel() == 0:
             return (sum(p.sum() for p in self.parameters()) * 0.0,)
+        if "candidates" not in step:
+            step = next(self.chunk_steps(as_chunk(step)))
         hidden = self._train_state.gather(step["lanes"], step["reset"])
-        negatives = step.get("negatives")
-        columns = targets if negatives is None else torch.cat([targets, negatives])
-        scores, column_item, new_hidden = self.net.train_scores(inputs, hidden, columns)
+        scores, new_hidden = self.net.train_scores(inputs, hidden, step["candidates"])
         self._train_state.scatter(step["lanes"], new_hidden)
-        return (self.step_loss(scores, column_item, step).sum() / self.batch_size,)
+        return (self.step_loss(scores, step).sum() / self.batch_size,)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         optimizer = self.optimizer_factory(params=self.parameters())

@@ -15,6 +15,7 @@ step (one lane per prefix); :meth:`SessionRecommender.topk_after_prefixes` ranks
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,6 +28,49 @@ SESSION_METRICS = ("recall", "mrr")
 STEP_KEYS = ("inputs", "targets", "lanes", "reset")
 
 
+@dataclass(frozen=True)
+class StepColumns:
+    """The columns of a chunk's T session-parallel steps (each step's lanes' targets, then its extra negatives)
+    grouped into each step's distinct items, for the whole chunk at once: one sort of the ``step · N + item`` keys
+    (int32 when they fit) instead of one ``unique`` per step.
+
+    The chunk's columns are its E targets, then its ``T × n`` negatives row by row; ``column_candidate`` is each
+    column's index into ``candidates``, step t's distinct items (sorted) are
+    ``candidates[cand_ptr[t]:cand_ptr[t+1]]``, and ``column_item`` is each column's index among its step's
+    candidates (:meth:`step_column_item` puts a step's columns together)."""
+
+    candidates: torch.Tensor
+    cand_ptr: torch.Tensor
+    column_candidate: torch.Tensor
+    column_item: torch.Tensor
+    ptr: list[int]
+    n: int
+
+    @classmethod
+    def of(cls, chunk: dict[str, torch.Tensor], num_items: int) -> StepColumns:
+        ptr, targets, negatives = chunk["ptr"], chunk["targets"], chunk.get("negatives")
+        num_steps, device = ptr.numel() - 1, ptr.device
+        dtype = torch.int32 if num_steps * num_items < 2**31 else torch.int64
+        steps = torch.arange(num_steps + 1, device=device, dtype=dtype)
+        keys = torch.repeat_interleave(steps[:-1] * num_items, ptr.diff(), output_size=targets.numel()) + targets
+        n = 0 if negatives is None else negatives.shape[1]
+        if negatives is not None:
+            keys = torch.cat([keys.to(dtype), (steps[:-1, None] * num_items + negatives).reshape(-1).to(dtype)])
+        distinct, column_candidate = torch.unique(keys.to(dtype), return_inverse=True)
+        cand_ptr = torch.searchsorted(distinct, steps * num_items)
+        column_step = torch.div(keys, num_items, rounding_mode="floor")
+        return cls(distinct.remainder(num_items).long(), cand_ptr, column_candidate,
+                   column_candidate - cand_ptr[column_step], ptr.tolist(), n)
+
+    def step_column_item(self, t: int) -> torch.Tensor:
+        """Step t's columns ``(b_t + n,)``: its targets', then its negatives' index among its candidates."""
+        own = self.column_item[self.ptr[t]:self.ptr[t + 1]]
+        if not self.n:
+            return own
+        start = self.ptr[-1] + t * self.n
+        return torch.cat([own, self.column_item[start:start + self.n]])
+
+
 def session_steps(chunk: dict[str, torch.Tensor]) -> Iterator[dict[str, torch.Tensor]]:
     """The steps of a chunk ``{inputs, targets, lanes, reset (E,), ptr (T+1,), [negatives, neg_log_q (T, n)]}``:
     step ``t`` is rows ``ptr[t]:ptr[t+1]`` (and row ``t`` of the per-step negatives)."""
@@ -37,6 +81,14 @@ def session_steps(chunk: dict[str, torch.Tensor]) -> Iterator[dict[str, torch.Te
         step = {k: chunk[k][lo:hi] for k in STEP_KEYS}
         step.update({k: chunk[k][t] for k in per_step})
         yield step
+
+
+def as_chunk(step: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A single step as a chunk of one (:func:`session_steps` gives it back)."""
+    chunk = {k: step[k] for k in STEP_KEYS}
+    chunk["ptr"] = torch.tensor([0, step["inputs"].numel()], device=step["inputs"].device)
+    chunk.update({k: step[k][None] for k in ("negatives", "neg_log_q") if k in step})
+    return chunk
 
 
 class SessionRecommender(TopKRecommender):

@@ -164,15 +164,13 @@ class GRU4RecNet(nn.Module):
         return F.embedding(items, table, sparse=True) if self.sparse else table.index_select(0, items)
 
     def train_scores(
-        self, items: torch.Tensor, hidden: list[torch.Tensor], columns: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """A training step's forward: the GRU on ``items``, then the scores ``(b, K)`` of the step's candidates, the
-        distinct items of ``columns`` (each scored once however many columns hold it: ``output Wy[k]ᵀ + by[k]``),
-        the candidate of every column ``(C,)`` and the new hidden states. With the shared embedding the input rows
-        and the candidates' rows are read from ``Wy`` in one lookup (one gradient scatter back). (On RSC15 with
-        2048 extra samples the 2,080 columns hold ~1,160 distinct items of 2,933: scoring those beats scoring all
-        items, measured in docs/benchmarks.md.)"""
-        candidates, column_item = torch.unique(columns, return_inverse=True)
+        self, items: torch.Tensor, hidden: list[torch.Tensor], candidates: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """A training step's forward: the GRU on ``items``, then the scores ``(b, K)`` of the step's ``candidates``
+        (the distinct items of its targets and negatives, each scored once: ``output Wy[k]ᵀ + by[k]``) and the new
+        hidden states. With the shared embedding the input rows and the candidates' rows are read from ``Wy`` in one
+        lookup (one gradient scatter back). (On RSC15 with 2048 extra samples the 2,080 columns hold ~1,160
+        distinct items of 2,933: scoring those beats scoring all items, measured in docs/benchmarks.md.)"""
         embedded = None
         if self.input_embedding is None and self.onehot is None:
             weight, embedded = self.rows(self.output_weight, torch.cat([candidates, items])).split(
@@ -181,7 +179,7 @@ class GRU4RecNet(nn.Module):
             weight = self.rows(self.output_weight, candidates)
         output, new_hidden = self(items, hidden, embedded)
         bias = self.rows(self.output_bias, candidates).squeeze(1)
-        return torch.addmm(bias, output, weight.T), column_item, new_hidden
+        return torch.addmm(bias, output, weight.T), new_hidden
 
     def score_all(self, output: torch.Tensor) -> torch.Tensor:
         """Scores of all N items, ``(b, N)``."""
