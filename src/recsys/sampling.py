@@ -50,13 +50,21 @@ so an epoch's negatives are a function of the epoch and every DDP rank draws its
 from __future__ import annotations
 
 import copy
-import math
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from recsys.errors import ConfigError, DataError
+from recsys.errors import DataError
 from recsys.info import UserItemCSR
+from recsys.settings import (
+    NON_NEGATIVE_INT,
+    NON_NEGATIVE_NUMBER,
+    POSITIVE_INT,
+    Settings,
+    check_settings,
+    optional,
+)
 
 MAX_REJECTION_ROUNDS = 16
 _DENSE_FALLBACK_ELEMENTS = 1 << 24
@@ -110,14 +118,12 @@ class NegativeSampler:
 
     #: the kind of data this sampler draws for: None (both), "graph" or "session" (checked by recsys.validation)
     data_kind: str | None = None
+    #: the ``sampler.*`` settings (:mod:`recsys.settings`; subclasses extend them)
+    settings: ClassVar[Settings] = {"num_negatives": POSITIVE_INT, "n_sample": NON_NEGATIVE_INT,
+                                    "alpha": NON_NEGATIVE_NUMBER}
 
     def __init__(self, num_negatives: int | None = 1, n_sample: int = 0, alpha: float = 0.0) -> None:
-        if num_negatives is None or num_negatives < 1:
-            raise ConfigError(f"sampler.num_negatives must be >= 1, got {num_negatives}")
-        if n_sample < 0:
-            raise ConfigError(f"sampler.n_sample must be >= 0, got {n_sample}")
-        if not math.isfinite(alpha) or alpha < 0:
-            raise ConfigError(f"sampler.alpha must be a finite number >= 0, got {alpha}")
+        check_settings("sampler", {"num_negatives": num_negatives, "n_sample": n_sample, "alpha": alpha}, type(self))
         self.num_negatives = num_negatives
         self.n_sample = int(n_sample)
         self.alpha = float(alpha)
@@ -311,10 +317,10 @@ class InBatchNegativeSampler(NegativeSampler):
     distinct random shifts ``(b + s) mod B`` shared by the batch.
     """
 
+    settings: ClassVar[Settings] = {**NegativeSampler.settings, "num_negatives": optional(POSITIVE_INT)}
+
     def __init__(self, num_negatives: int | None = None, n_sample: int = 0, alpha: float = 0.0) -> None:
-        k = 1 if num_negatives is None else num_negatives
-        super().__init__(num_negatives=k, n_sample=n_sample, alpha=alpha)
-        self.num_negatives = num_negatives
+        super().__init__(num_negatives=num_negatives, n_sample=n_sample, alpha=alpha)
 
     def batch_negatives(
         self, users: torch.Tensor, pos_items: torch.Tensor, generator: torch.Generator
@@ -343,12 +349,13 @@ class HardNegativeSampler(NegativeSampler):
     each ``(b, n)`` (:func:`select_hard_negatives`).
     """
 
+    settings: ClassVar[Settings] = {**NegativeSampler.settings, "candidates": POSITIVE_INT}
+
     def __init__(
         self, num_negatives: int = 1, candidates: int = 16, alpha: float = 0.0, n_sample: int = 0
     ) -> None:
         super().__init__(num_negatives=num_negatives, n_sample=n_sample, alpha=alpha)
-        if candidates < 1:
-            raise ConfigError(f"sampler.candidates must be >= 1, got {candidates}")
+        check_settings("sampler", {"candidates": candidates}, type(self))
         self.candidates = int(candidates)
 
     def batch_negatives(

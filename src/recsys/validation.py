@@ -1,9 +1,13 @@
 """Configuration checks that run before any work: before data is loaded and before the run folder exists.
 
-* ``validate_config(cfg, task)``: the table ``RULES`` of (key pattern, check, what is valid) over the composed
-  config, the model/data kind check (:func:`check_kinds`, naming the matching model, e.g.
-  ``model=session_pop``), K against the synthetic sources' ``num_items`` and the device request
-  (``recsys.utils.devices.resolve_trainer_config``).
+* ``validate_config(cfg, task)``: the table ``RULES`` of (key pattern, values) for the settings no class of ours
+  owns (optimiser learning rates, Lightning's ``trainer.*``, the ``recommend`` task's ``k`` and ``chunk_size``);
+  the settings of ``model``, ``data`` and ``sampler``, each checked by the class that owns it
+  (:func:`check_owned_settings`: the node's ``_target_`` class, and for a graph model its ``encoder._target_``,
+  declare ``settings`` and ``relations``, :mod:`recsys.settings`, that their constructors run too, so a bad value
+  gets the same message before any work and from the constructor); the model/data kind check
+  (:func:`check_kinds`, naming the matching model, e.g. ``model=session_pop``), K against the synthetic sources'
+  ``num_items`` and the device request (``recsys.utils.devices.resolve_trainer_config``).
 * ``check_kinds(cfg, model_cls, data_cls)``: the one model/data kind check, run on the config's targets by
   ``validate_config`` and on the built DataModule by :func:`recsys.builders.build_model`.
 * ``ValidateConfig``: the Hydra callback (``hydra.callbacks.validate_config``) that runs it in
@@ -24,7 +28,7 @@ import fnmatch
 import itertools
 import math
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,52 +41,25 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from recsys.errors import ConfigError
+from recsys.settings import (
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    POSITIVE_NUMBER,
+    Values,
+    check_settings,
+    declared_keys,
+    invalid,
+    is_int,
+    optional,
+    show,
+)
 from recsys.utils.devices import resolve_trainer_config, step_options
 
 # ---------------------------------------------------------------------------------------------------------------
-# value checks
+# the settings no class of ours owns
 
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def positive_number(v: Any) -> bool:
-    return _is_number(v) and v > 0
-
-
-def non_negative_number(v: Any) -> bool:
-    return _is_number(v) and v >= 0
-
-
-def positive_int(v: Any) -> bool:
-    return _is_int(v) and v > 0
-
-
-def non_negative_int(v: Any) -> bool:
-    return _is_int(v) and v >= 0
-
-
-def optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda v: v is None or check(v)
-
-
-def list_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(check(x) for x in v)
-
-
-def probability(v: Any) -> bool:
-    """A drop rate: 0 <= p < 1 (p = 1 would drop everything)."""
-    return _is_number(v) and 0 <= v < 1
-
-
-def epochs(v: Any) -> bool:
-    """Lightning's epoch/step limits: a non-negative int, -1 (Lightning's 'unlimited'), or null."""
-    return v is None or (_is_int(v) and v >= -1)
+#: Lightning's epoch/step limits: a non-negative int, -1 (Lightning's 'unlimited'), or null
+EPOCHS = Values(lambda v: v is None or (is_int(v) and v >= -1), "an integer >= 0, or -1 for no limit (Lightning)")
 
 
 @dataclass(frozen=True)
@@ -90,43 +67,24 @@ class Rule:
     """``pattern``: a dotted key, ``*`` matching any run of characters (``*.lr`` = every ``lr`` at any depth)."""
 
     pattern: str
-    check: Callable[[Any], bool]
-    valid: str
+    values: Values
     tasks: tuple[str, ...] = ("train",)
 
 
+#: settings of torch's optimisers, Lightning's trainer and the recommend task; a setting of a class of ours is
+#: declared by that class instead (:mod:`recsys.settings`, :data:`OWNED_GROUPS`)
 RULES: tuple[Rule, ...] = (
-    Rule("*.lr", positive_number, "a learning rate > 0"),
-    Rule("trainer.max_epochs", epochs, "an integer >= 0, or -1 for no limit (Lightning)", ("train", "eval")),
-    Rule("trainer.min_epochs", optional(non_negative_int), "an integer >= 0"),
-    Rule("trainer.max_steps", epochs, "an integer >= 0, or -1 for no limit (Lightning)"),
-    Rule("trainer.check_val_every_n_epoch", optional(positive_int), "an integer >= 1 (or null)"),
-    Rule("data.batch_size", positive_int, "an integer > 0"),
-    Rule("data.eval_batch_size", positive_int, "an integer > 0"),
-    Rule("data.num_workers", non_negative_int, "an integer >= 0"),
-    Rule("data.steps_per_chunk", lambda v: v == "auto" or positive_int(v), "auto or an integer > 0"),
-    Rule("model.topk", list_of(positive_int), "a non-empty list of integers > 0, e.g. [10,20]"),
-    Rule("model.embedding_dim", positive_int, "an integer > 0"),
-    Rule("model.num_layers", non_negative_int, "an integer >= 0 (0 = no propagation, MF)"),
-    Rule("model.layer_sizes", optional(list_of(positive_int)), "null or a non-empty list of integers > 0"),
-    Rule("model.layers", list_of(positive_int), "a non-empty list of integers > 0, e.g. [100]"),
-    Rule("model.*dropout*", lambda v: probability(v) or list_of(probability)(v),
-         "a drop rate in [0, 1) (or a list of them)"),
-    Rule("model.reg_weight", non_negative_number, "a number >= 0"),
-    Rule("model.max_len", positive_int, "an integer > 0"),
-    Rule("data.max_len", positive_int, "an integer > 0"),
-    Rule("model.num_heads", positive_int, "an integer > 0 that divides model.embedding_dim"),
-    Rule("model.num_blocks", non_negative_int, "an integer >= 0"),
-    Rule("model.cl_weight", non_negative_number, "a number >= 0"),
-    Rule("model.eps", non_negative_number, "a number >= 0"),
-    Rule("model.temperature", positive_number, "a number > 0"),
-    Rule("model.cross_layer", positive_int, "an integer in 1..model.num_layers"),
-    Rule("sampler.num_negatives", optional(positive_int), "an integer > 0 (or null where the sampler allows)"),
-    Rule("sampler.n_sample", non_negative_int, "an integer >= 0"),
-    Rule("sampler.candidates", positive_int, "an integer > 0"),
-    Rule("k", positive_int, "an integer > 0", ("recommend",)),
-    Rule("chunk_size", positive_int, "an integer > 0", ("recommend",)),
+    Rule("*.lr", Values(POSITIVE_NUMBER.test, "a learning rate > 0")),
+    Rule("trainer.max_epochs", EPOCHS, ("train", "eval")),
+    Rule("trainer.min_epochs", optional(NON_NEGATIVE_INT)),
+    Rule("trainer.max_steps", EPOCHS),
+    Rule("trainer.check_val_every_n_epoch", optional(POSITIVE_INT)),
+    Rule("k", POSITIVE_INT, ("recommend",)),
+    Rule("chunk_size", POSITIVE_INT, ("recommend",)),
 )
+
+#: the config groups whose ``_target_`` class declares the settings of the node (checked in the train task)
+OWNED_GROUPS = ("model", "data", "sampler")
 
 # the model of the other data kind to suggest: model=pop on session data -> model=session_pop
 MATCHING_MODEL = {
@@ -189,16 +147,32 @@ def _check_rules(cfg: DictConfig, task: str) -> None:
             continue
         for key in (k for k in keys if fnmatch.fnmatchcase(k, rule.pattern)):
             value = _value(cfg, key)
-            if value is None and rule.pattern.startswith("model.*"):
-                continue  # an optional encoder setting left unset
-            if not rule.check(value):
-                raise ConfigError(f"{key}={_show(value)}: must be {rule.valid}")
+            if not rule.values.test(value):
+                raise invalid(key, value, rule.values.description)
 
 
-def _show(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_show(v) for v in value) + "]"
-    return "null" if value is None else str(value)
+def owners(cfg: DictConfig, group: str) -> tuple[type, ...]:
+    """The classes that declare the settings of the ``group`` node: its ``_target_`` class and the ``_target_``
+    classes of the nodes it names in ``settings_from`` (a graph model's ``encoder``); none for an unknown target
+    (reported when the node is instantiated, or by :func:`check_kinds`)."""
+    node = cfg.get(group)
+    cls = _class_or_none(OmegaConf.select(node, "_target_", default=None)) if isinstance(node, DictConfig) else None
+    if cls is None:
+        return ()
+    nested = (_class_or_none(OmegaConf.select(node, f"{key}._target_", default=None))
+              for key in getattr(cls, "settings_from", ()))
+    return (cls, *(c for c in nested if c is not None))
+
+
+def check_owned_settings(cfg: DictConfig) -> None:
+    """Each node of :data:`OWNED_GROUPS` against the ``settings`` and ``relations`` its classes declare
+    (:func:`owners`): the check their constructors run, on the node's resolved values."""
+    for group in OWNED_GROUPS:
+        classes = owners(cfg, group)
+        node = cfg.get(group)
+        values = {key: _value(cfg, f"{group}.{key}") for key in declared_keys(*classes)
+                  if key in node and not OmegaConf.is_missing(node, key)}
+        check_settings(group, values, *classes)
 
 
 def check_kinds(cfg: DictConfig, model_cls: type, data_cls: type) -> None:
@@ -261,8 +235,8 @@ def _class_or_none(target: str | None) -> type | None:
 def check_topk(cfg: DictConfig, num_items: int, where: str) -> None:
     """Every K of ``model.topk`` is at most the number of items."""
     topk = _value(cfg, "model.topk")
-    if isinstance(topk, list) and topk and all(_is_int(k) for k in topk) and max(topk) > num_items:
-        raise ConfigError(f"model.topk={_show(topk)}: K={max(topk)} exceeds the {num_items} items of {where}; "
+    if isinstance(topk, list) and topk and all(is_int(k) for k in topk) and max(topk) > num_items:
+        raise ConfigError(f"model.topk={show(topk)}: K={max(topk)} exceeds the {num_items} items of {where}; "
                           f"must be integers in [1, {num_items}]")
 
 
@@ -280,9 +254,10 @@ def validate_config(cfg: DictConfig, task: str = "train") -> None:
     (``train`` | ``eval`` | ``recommend``); reads no data and writes nothing."""
     _check_rules(cfg, task)
     if task == "train":
+        check_owned_settings(cfg)
         _check_kinds(cfg)
         num_items = _value(cfg, "data.source.num_items")
-        if _is_int(num_items):
+        if is_int(num_items):
             check_topk(cfg, num_items, f"data.source (data.source.num_items={num_items})")
     if task in ("train", "eval"):
         _check_devices(cfg)
@@ -292,7 +267,7 @@ def validate_against_data(cfg: DictConfig, datamodule: Any) -> None:
     """Checks that need the loaded data (after ``build_datamodule``, before the model is built)."""
     info = getattr(datamodule, "info", None)
     num_items = getattr(info, "num_items", None)
-    if _is_int(num_items):
+    if is_int(num_items):
         check_topk(cfg, num_items, f"data={_choice(cfg, 'data') or type(datamodule).__name__}")
 
 

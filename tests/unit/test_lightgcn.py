@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from recsys.errors import ConfigError
 from recsys.info import DatasetInfo, UserItemCSR
 from recsys.models.components.adjacency import SparseAdjacency, normalized_adjacency
 from recsys.models.components.lightgcn import LightGCNEncoder
@@ -405,11 +406,11 @@ def test_gradient_reaches_ego_embeddings_three_hops_away(num_layers):
 
 
 def test_encoder_rejects_bad_arguments():
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match=r"^model\.num_layers=-1: must be an integer >= 0$"):
         LightGCNEncoder(2, 2, num_layers=-1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match=r"^model\.layer_weights=max: must be one of mean, learned$"):
         LightGCNEncoder(2, 2, layer_weights="max")
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match=r"^model\.edge_dropout=1\.0: must be a drop rate in \[0, 1\)$"):
         LightGCNEncoder(2, 2, edge_dropout=1.0)
 
 

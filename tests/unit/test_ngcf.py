@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from recsys.data.synthetic import generate_synthetic_graph
+from recsys.errors import ConfigError
 from recsys.info import DatasetInfo, UserItemCSR
 from recsys.models.components.adjacency import SparseAdjacency, normalized_adjacency
 from recsys.models.components.lightgcn import LightGCNEncoder
@@ -175,11 +176,11 @@ def test_num_layers_and_layer_sizes() -> None:
     assert layer_sizes(NGCFEncoder(5, 5, embedding_dim=8, num_layers=3, layer_sizes=[8, 4])) == [8, 4]
     enc = NGCFEncoder(5, 5, num_layers=2, message_dropout=[0.1, 0.2])
     assert [layer.dropout for layer in enc.layers] == [0.1, 0.2]
-    with pytest.raises(ValueError, match="message_dropout"):
+    with pytest.raises(ConfigError, match=r"^model\.message_dropout=\[0\.1,0\.2\]: must be .* one per layer"):
         NGCFEncoder(5, 5, num_layers=3, message_dropout=[0.1, 0.2])
-    with pytest.raises(ValueError, match="adj_norm"):
+    with pytest.raises(ConfigError, match="model.adj_norm=mean: must be one of"):
         NGCFEncoder(5, 5, adj_norm="mean")
-    with pytest.raises(ValueError, match="node_dropout"):
+    with pytest.raises(ConfigError, match="model.node_dropout=1.0: must be a drop rate"):
         NGCFEncoder(5, 5, node_dropout=1.0)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytorch_lightning as pl
@@ -12,9 +12,10 @@ from torch.utils.data import DataLoader
 
 from recsys.data.cache import Source, cache_key, ensure_cached, load_or_build
 from recsys.data.chunk_size import auto_steps_per_chunk
-from recsys.data.loading import distributed_rank_and_world
+from recsys.data.loading import EpochSampler, distributed_rank_and_world
 from recsys.errors import ConfigError
 from recsys.sampling import NegativeSampler, UniformNegativeSampler
+from recsys.settings import NON_NEGATIVE_INT, POSITIVE_INT, Settings, check_settings, either, one_of
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,14 @@ class RecDataModule(pl.LightningDataModule):
     """
 
     kind = "?"
+    #: the ``data.*`` settings (:mod:`recsys.settings`; subclasses extend them): the training loader's
+    #: (:class:`~recsys.data.loading.EpochSampler`), ``steps_per_chunk`` also ``auto``
+    settings: ClassVar[Settings] = {
+        **EpochSampler.settings,
+        "eval_batch_size": POSITIVE_INT,
+        "num_workers": NON_NEGATIVE_INT,
+        "steps_per_chunk": either(one_of(AUTO), EpochSampler.settings["steps_per_chunk"]),
+    }
 
     def __init__(
         self,
@@ -49,12 +58,9 @@ class RecDataModule(pl.LightningDataModule):
         path: str | None = None,
         steps_per_chunk: int | str = AUTO,
     ) -> None:
+        check_settings("data", {"batch_size": batch_size, "eval_batch_size": eval_batch_size, "num_workers": num_workers,
+                                "steps_per_chunk": steps_per_chunk}, type(self))
         super().__init__()
-        if batch_size < 1 or eval_batch_size < 1:
-            raise ConfigError(f"data.batch_size and data.eval_batch_size must be >= 1, got {batch_size}, {eval_batch_size}")
-        if steps_per_chunk != AUTO and (isinstance(steps_per_chunk, bool) or not isinstance(steps_per_chunk, int)
-                                        or steps_per_chunk < 1):
-            raise ConfigError(f"data.steps_per_chunk must be 'auto' or an integer >= 1, got {steps_per_chunk!r}")
         self.source = source
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -17,9 +17,9 @@ from recsys.data.interactions import GraphSplits
 from recsys.data.loading import distributed_rank_and_world
 from recsys.data.preprocess import carve_validation
 from recsys.data.sources.base import GraphSource
-from recsys.errors import ConfigError
 from recsys.info import DatasetInfo, UserItemCSR
 from recsys.sampling import sampling_generator
+from recsys.settings import FRACTION, Settings, check_settings
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class GraphDataModule(RecDataModule):
     """
 
     kind = "graph"
+    settings: ClassVar[Settings] = {**RecDataModule.settings, "validate_fraction": FRACTION}
 
     def __init__(
         self,
@@ -47,9 +48,8 @@ class GraphDataModule(RecDataModule):
         **kwargs: Any,
     ) -> None:
         """``kwargs``: :class:`~recsys.data.datamodule.RecDataModule`'s (cache_dir, validate_on_test, …)."""
+        check_settings("data", {"validate_fraction": validate_fraction}, type(self))
         super().__init__(source, batch_size, eval_batch_size, **kwargs)
-        if not 0.0 <= validate_fraction < 1.0:
-            raise ConfigError(f"data.validate_fraction must be in [0, 1), got {validate_fraction}")
         self.validate_fraction = validate_fraction
         self.validate_seed = validate_seed
         self._csr: dict[str, UserItemCSR] = {}

@@ -3,10 +3,12 @@ dataset that lets a ``Sampler`` yield whole batches (no per-sample ``__getitem__
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from recsys.errors import ConfigError
+from recsys.settings import POSITIVE_INT, Settings, check_settings
 
 
 def distributed_rank_and_world() -> tuple[int, int]:
@@ -27,11 +29,11 @@ class EpochSampler(Sampler):
     """A sampler whose items are whole chunks of ``steps_per_chunk`` steps of ``batch_size`` rows (or lanes),
     drawn as a function of ``(seed, epoch)``; Lightning calls :meth:`set_epoch` before every epoch."""
 
+    #: its ``data.*`` settings (:mod:`recsys.settings`), which the DataModule passes on
+    settings: ClassVar[Settings] = {"batch_size": POSITIVE_INT, "steps_per_chunk": POSITIVE_INT}
+
     def __init__(self, batch_size: int, steps_per_chunk: int = 1, seed: int = 0) -> None:
-        if batch_size < 1:
-            raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
-        if steps_per_chunk < 1:
-            raise ConfigError(f"data.steps_per_chunk must be >= 1, got {steps_per_chunk}")
+        check_settings("data", {"batch_size": batch_size, "steps_per_chunk": steps_per_chunk}, type(self))
         self.batch_size = batch_size
         self.steps_per_chunk = steps_per_chunk
         self.seed = seed

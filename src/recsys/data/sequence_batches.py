@@ -59,11 +59,8 @@ class SequenceExamples:
 
 def sequence_examples(sessions: SessionSequences, max_len: int, windows: str = "all") -> SequenceExamples:
     """The examples of ``sessions`` (module docstring): a session of ``n ≥ 2`` events gives
-    ``ceil((n − 1) / max_len)`` windows (``all``) or one (``last``), ordered by session, latest window first."""
-    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
-        raise ConfigError(f"data.max_len={max_len!r}: must be an integer >= 1")
-    if windows not in WINDOWS:
-        raise ConfigError(f"data.windows={windows!r}: expected one of {', '.join(WINDOWS)}")
+    ``ceil((n − 1) / max_len)`` windows (``all``) or one (``last``), ordered by session, latest window first
+    (``max_len`` and ``windows`` are checked by their owner, :class:`~recsys.data.session_datamodule.SessionDataModule`)."""
     lengths = sessions.lengths
     counts = -(-np.maximum(lengths - 1, 0) // max_len)  # ceil((n - 1) / max_len), 0 for n < 2
     if windows == "last":

@@ -40,7 +40,6 @@ import numpy as np
 import torch
 
 from recsys.data.loading import EpochSampler
-from recsys.errors import ConfigError
 from recsys.info import SessionSequences
 from recsys.sampling import NegativeSampler, StepNegatives
 
@@ -61,8 +60,6 @@ def schedule_sessions(lengths: np.ndarray, num_lanes: int) -> SessionSchedule:
     Loops once per distinct release time (at most once per step), each iteration a few vector operations
     over the ``B`` lanes.
     """
-    if num_lanes < 1:
-        raise ConfigError(f"data.batch_size must be >= 1, got {num_lanes}")
     lengths = np.asarray(lengths, dtype=np.int64)
     lane = np.full(len(lengths), -1, dtype=np.int64)
     start = np.full(len(lengths), -1, dtype=np.int64)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -14,9 +14,10 @@ from recsys.data.loading import distributed_rank_and_world
 from recsys.data.sequence_batches import WINDOWS, SequenceChunks
 from recsys.data.session_batches import SessionParallelChunks
 from recsys.data.session_data import SessionSplits
-from recsys.errors import ConfigError, DataError
+from recsys.errors import DataError
 from recsys.info import SessionInfo, SessionSequences
 from recsys.sampling import StepNegatives
+from recsys.settings import POSITIVE_INT, Settings, check_settings, one_of
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +45,17 @@ class SessionDataModule(RecDataModule):
     """
 
     kind = "session"
+    settings: ClassVar[Settings] = {**RecDataModule.settings, "train_batches": one_of(*TRAIN_BATCHES),
+                                    "max_len": POSITIVE_INT, "windows": one_of(*WINDOWS)}
 
     def __init__(self, source: Any, batch_size: int = 64, eval_batch_size: int = 512, num_workers: int = 0,
                  train_batches: str = "session_parallel", max_len: int = 50, windows: str = "all",
                  **kwargs: Any) -> None:
         """``kwargs``: :class:`~recsys.data.datamodule.RecDataModule`'s (cache_dir, validate_on_test, …)."""
+        check_settings("data", {"num_workers": num_workers, "train_batches": train_batches, "max_len": max_len,
+                                "windows": windows}, type(self))
         if num_workers:
             log.info("data.num_workers=%d ignored: session loaders run in the main process", num_workers)
-        if train_batches not in TRAIN_BATCHES:
-            raise ConfigError(f"data.train_batches={train_batches!r}; expected one of {', '.join(TRAIN_BATCHES)}")
-        if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
-            raise ConfigError(f"data.max_len={max_len!r}: must be an integer >= 1")
-        if windows not in WINDOWS:
-            raise ConfigError(f"data.windows={windows!r}; expected one of {', '.join(WINDOWS)}")
         super().__init__(source, batch_size, eval_batch_size, num_workers=0, **kwargs)
         self.train_batches, self.max_len, self.windows = train_batches, max_len, windows
         self._support: torch.Tensor | None = None

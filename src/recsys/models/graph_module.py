@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -14,6 +14,7 @@ from recsys.metrics import METRIC_NAMES
 from recsys.models.chunked import ChunkedTraining
 from recsys.models.components.adjacency import SparseAdjacency, normalized_adjacency
 from recsys.models.ranking_module import TopKRecommender
+from recsys.settings import NON_NEGATIVE_NUMBER, Settings, check_settings
 
 
 class GraphRecommender(ChunkedTraining, TopKRecommender):
@@ -41,6 +42,11 @@ class GraphRecommender(ChunkedTraining, TopKRecommender):
             the encoder, so sweeps override ``model.<key>`` directly.
     """
 
+    settings: ClassVar[Settings] = {**TopKRecommender.settings, "reg_weight": NON_NEGATIVE_NUMBER}
+    #: the encoder's settings are keys of this node too (``encoder_kwargs``): :mod:`recsys.validation` checks the
+    #: ``model`` node against the class of ``model.encoder._target_`` as well
+    settings_from: ClassVar[tuple[str, ...]] = ("encoder",)
+
     #: propagate the whole graph when a step reads more than this fraction of the nodes (e.g. ``sampler=hard``)
     full_pass_fraction: float = 0.5
 
@@ -54,6 +60,7 @@ class GraphRecommender(ChunkedTraining, TopKRecommender):
         metrics: Sequence[str] = METRIC_NAMES,
         **encoder_kwargs: Any,
     ) -> None:
+        check_settings("model", {"reg_weight": reg_weight}, type(self))
         super().__init__(topk, metrics)
         self.save_hyperparameters(
             {"num_users": info.num_users, "num_items": info.num_items, "reg_weight": reg_weight, **encoder_kwargs},

@@ -4,6 +4,7 @@ Karatzoglou, CIKM'18)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from typing import ClassVar
 
 import torch
 from pytorch_lightning.strategies import SingleDeviceStrategy
@@ -30,6 +31,7 @@ from recsys.models.session_recommender import (
     session_steps,
 )
 from recsys.optim import AdagradM
+from recsys.settings import NON_NEGATIVE_NUMBER, Settings, Values, check_settings, one_of
 
 
 class GRU4Rec(ChunkedTraining, SessionRecommender):
@@ -58,6 +60,15 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
 
     loss_names = ("loss",)
     train_batches = "session_parallel"
+    settings: ClassVar[Settings] = {
+        **SessionRecommender.settings,
+        **GRU4RecNet.settings,
+        "loss": one_of(*SESSION_LOSSES),
+        "logq": NON_NEGATIVE_NUMBER,
+        "bpreg": NON_NEGATIVE_NUMBER,
+        "elu_param": NON_NEGATIVE_NUMBER,
+        "sparse_gradients": Values(lambda v: str(v).lower() in ("auto", "true", "false"), "auto, true or false"),
+    }
 
     def __init__(
         self,
@@ -77,12 +88,9 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
         metrics: Sequence[str] = SESSION_METRICS,
     ) -> None:
         super().__init__(info.num_items, topk, metrics, tie_mode)
-        if loss not in SESSION_LOSSES:
-            raise ConfigError(f"model.loss={loss!r}; expected one of {SESSION_LOSSES}")
-        if str(sparse_gradients).lower() not in ("auto", "true", "false"):
-            raise ConfigError(f"model.sparse_gradients={sparse_gradients!r}; expected auto, true or false")
-        if logq < 0 or bpreg < 0 or elu_param < 0:
-            raise ConfigError(f"model.logq, model.bpreg and model.elu_param must be >= 0, got {logq}, {bpreg}, {elu_param}")
+        check_settings("model", {"loss": loss, "layers": layers, "embedding": embedding, "dropout_embed": dropout_embed,
+                                 "dropout_hidden": dropout_hidden, "logq": logq, "bpreg": bpreg, "elu_param": elu_param,
+                                 "sparse_gradients": sparse_gradients}, type(self))
         layers = [int(x) for x in layers]
         self.save_hyperparameters(
             {"num_items": info.num_items, "loss": loss, "layers": layers, "embedding": embedding,

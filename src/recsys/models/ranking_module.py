@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import pytorch_lightning as pl
 import torch
 
 from recsys.metrics import METRIC_NAMES, TopKMetrics, hits_at, topk_excluding
+from recsys.settings import POSITIVE_INTS, Settings, check_settings
 
 
 class TopKRecommender(pl.LightningModule):
@@ -25,11 +27,14 @@ class TopKRecommender(pl.LightningModule):
 
     #: the kind of DataModule this model trains on (checked before the model is built)
     data_kind = "graph"
+    #: the ``model.*`` settings this class owns (:mod:`recsys.settings`; subclasses extend them)
+    settings: ClassVar[Settings] = {"topk": POSITIVE_INTS}
     #: scores ranked at a time on the CPU (users × items; the whole batch on an accelerator): ~16 MiB, so the
     #: block stays in cache between the product and the top-k (128 Gowalla users)
     score_block_elements = 1 << 22
 
     def __init__(self, topk: Sequence[int] = (10, 20, 50), metrics: Sequence[str] = METRIC_NAMES) -> None:
+        check_settings("model", {"topk": topk}, type(self))
         super().__init__()
         self.val_metrics = TopKMetrics(topk, metrics)
         # per-user rows of the test, written by recsys.utils.per_user.PerUserResults (per_user.parquet)

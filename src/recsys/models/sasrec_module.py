@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import torch
 
@@ -14,6 +15,7 @@ from recsys.losses import SASREC_LOSSES, binary_sampled_loss, gbce_beta, sampled
 from recsys.models.chunked import ChunkedTraining
 from recsys.models.components.sasrec import PAD, SASRecNet, trim_left_padding
 from recsys.models.session_recommender import SESSION_METRICS, LaneState, SessionRecommender
+from recsys.settings import NON_NEGATIVE_NUMBER, UNIT_INTERVAL, Relation, Settings, check_settings, one_of
 
 
 class SASRec(ChunkedTraining, SessionRecommender):
@@ -47,6 +49,9 @@ class SASRec(ChunkedTraining, SessionRecommender):
 
     train_batches = "sequences"
     loss_names = ("loss",)
+    settings: ClassVar[Settings] = {**SessionRecommender.settings, **SASRecNet.settings, "loss": one_of(*SASREC_LOSSES),
+                                    "gbce_t": UNIT_INTERVAL, "logq": NON_NEGATIVE_NUMBER}
+    relations: ClassVar[tuple[Relation, ...]] = SASRecNet.relations
 
     def __init__(self, info: SessionInfo, optimizer: Callable[..., torch.optim.Optimizer], loss: str = "ce",
                  embedding_dim: int = 50, num_blocks: int = 2, num_heads: int = 1, max_len: int = 50,
@@ -54,12 +59,7 @@ class SASRec(ChunkedTraining, SessionRecommender):
                  tie_mode: str = "standard", topk: Sequence[int] = (5, 10, 20),
                  metrics: Sequence[str] = SESSION_METRICS) -> None:
         super().__init__(info.num_items, topk, metrics, tie_mode)
-        if loss not in SASREC_LOSSES:
-            raise ConfigError(f"model.loss={loss!r}; expected one of {', '.join(SASREC_LOSSES)}")
-        if not 0.0 <= gbce_t <= 1.0:
-            raise ConfigError(f"model.gbce_t={gbce_t}: must be in [0, 1]")
-        if logq < 0:
-            raise ConfigError(f"model.logq={logq}: must be >= 0")
+        check_settings("model", {"loss": loss, "gbce_t": gbce_t, "logq": logq}, type(self))
         if info.max_len is not None and info.max_len != max_len:
             raise ConfigError(f"data.max_len={info.max_len} differs from model.max_len={max_len}; drop the data.max_len "
                               "override (model=sasrec sets data.max_len=${model.max_len})")

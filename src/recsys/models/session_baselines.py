@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from recsys.errors import ConfigError
 from recsys.info import SessionInfo, SessionSequences
 from recsys.models.session_recommender import SESSION_METRICS, LaneState, SessionRecommender
+from recsys.settings import NON_NEGATIVE_NUMBER, POSITIVE_INT, UNIT_INTERVAL, Settings, check_settings
 
 
 def _squashed_popularity(support: torch.Tensor) -> torch.Tensor:
@@ -110,12 +111,14 @@ def cooccurrence_neighbours(
 class ItemKNN(SessionRecommender):
     """Item-to-item co-occurrence of the current item (module docstring)."""
 
+    settings: ClassVar[Settings] = {**SessionRecommender.settings, "neighbours": POSITIVE_INT,
+                                    "lmbd": NON_NEGATIVE_NUMBER, "alpha": UNIT_INTERVAL}
+
     def __init__(self, info: SessionInfo, neighbours: int = 100, lmbd: float = 20.0, alpha: float = 0.5,
                  popularity_tiebreak: bool = True, tie_mode: str = "standard", topk: Sequence[int] = (5, 10, 20),
                  metrics: Sequence[str] = SESSION_METRICS) -> None:
+        check_settings("model", {"neighbours": neighbours, "lmbd": lmbd, "alpha": alpha}, type(self))
         super().__init__(info.num_items, topk, metrics, tie_mode)
-        if neighbours < 1 or lmbd < 0 or not 0 <= alpha <= 1:
-            raise ConfigError(f"model: need neighbours >= 1, lmbd >= 0, 0 <= alpha <= 1; got {neighbours}, {lmbd}, {alpha}")
         self.save_hyperparameters({"num_items": info.num_items, "neighbours": neighbours, "lmbd": lmbd,
                                    "alpha": alpha, "tie_mode": tie_mode}, logger=False)
         ids, sims = cooccurrence_neighbours(info.train, info.num_items, neighbours, lmbd, alpha)

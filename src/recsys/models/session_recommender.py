@@ -15,14 +15,16 @@ step (one lane per prefix); :meth:`SessionRecommender.topk_after_prefixes` ranks
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from recsys.errors import ConfigError
 from recsys.metrics import TIE_MODES, TopKMetrics, next_item_ranks, topk_excluding
 from recsys.models.ranking_module import TopKRecommender
+from recsys.settings import Settings, check_settings, one_of
 
 SESSION_METRICS = ("recall", "mrr")
 STEP_KEYS = ("inputs", "targets", "lanes", "reset")
@@ -102,6 +104,7 @@ class SessionRecommender(TopKRecommender):
     data_kind = "session"
     #: the training batches a trained subclass needs (``data.train_batches``; None: nothing to train)
     train_batches: str | None = None
+    settings: ClassVar[Settings] = {**TopKRecommender.settings, "tie_mode": one_of(*TIE_MODES)}
 
     def __init__(
         self,
@@ -110,9 +113,8 @@ class SessionRecommender(TopKRecommender):
         metrics: Sequence[str] = SESSION_METRICS,
         tie_mode: str = "standard",
     ) -> None:
+        check_settings("model", {"tie_mode": tie_mode}, type(self))
         super().__init__(topk, metrics)
-        if tie_mode not in TIE_MODES:
-            raise ConfigError(f"model.tie_mode={tie_mode!r}; expected one of {TIE_MODES}")
         self.num_items = num_items
         self.tie_mode = tie_mode
 

@@ -26,12 +26,20 @@ the training interactions (here the data module's epoch sampler); τ is fixed at
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from recsys.losses import info_nce
 from recsys.models.graph_module import GraphRecommender
+from recsys.settings import (
+    NON_NEGATIVE_NUMBER,
+    POSITIVE_INT,
+    POSITIVE_NUMBER,
+    Relation,
+    Settings,
+    check_settings,
+)
 
 
 class SimGCL(GraphRecommender):
@@ -43,12 +51,11 @@ class SimGCL(GraphRecommender):
     """
 
     loss_names = ("loss", "bpr", "cl")
+    settings: ClassVar[Settings] = {**GraphRecommender.settings, "cl_weight": NON_NEGATIVE_NUMBER,
+                                    "temperature": POSITIVE_NUMBER}
 
     def __init__(self, *args: Any, cl_weight: float = 0.5, temperature: float = 0.2, **kwargs: Any) -> None:
-        if not cl_weight >= 0:
-            raise ValueError(f"model.cl_weight must be >= 0, got {cl_weight}")
-        if not temperature > 0:
-            raise ValueError(f"model.temperature must be > 0, got {temperature}")
+        check_settings("model", {"cl_weight": cl_weight, "temperature": temperature}, type(self))
         super().__init__(*args, **kwargs)
         self.cl_weight, self.temperature = cl_weight, temperature
         self.hparams.update(cl_weight=cl_weight, temperature=temperature)
@@ -79,11 +86,15 @@ class XSimGCL(SimGCL):
         cross_layer: l*, the layer (1..L) whose perturbed output is contrasted with the final embeddings.
     """
 
+    settings: ClassVar[Settings] = {**SimGCL.settings, "cross_layer": POSITIVE_INT}
+    relations: ClassVar[tuple[Relation, ...]] = (
+        Relation("cross_layer", ("num_layers",), lambda v: v["cross_layer"] <= v["num_layers"],
+                 "an integer in 1..{num_layers}"),
+    )
+
     def __init__(self, *args: Any, cross_layer: int = 1, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if not 1 <= cross_layer <= self.encoder.num_layers:
-            raise ValueError(f"model.cross_layer must be in 1..model.num_layers={self.encoder.num_layers}, "
-                             f"got {cross_layer}")
+        check_settings("model", {"cross_layer": cross_layer, "num_layers": self.encoder.num_layers}, type(self))
         self.cross_layer = cross_layer
         self.hparams.update(cross_layer=cross_layer)
 

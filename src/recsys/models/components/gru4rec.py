@@ -24,14 +24,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys.errors import ConfigError
+from recsys.settings import DROP_RATE, POSITIVE_INT, POSITIVE_INTS, Settings, Values, check_settings
 
 EMBEDDING_MODES = ("shared", "onehot")
+
+
+def _embedding(v: Any) -> bool:
+    return v in EMBEDDING_MODES or POSITIVE_INT.test(v) or (isinstance(v, str) and v.isdigit() and int(v) > 0)
 
 
 def init_blocks_(tensor: torch.Tensor, rows_blocks: int = 1, cols_blocks: int = 1) -> torch.Tensor:
@@ -77,6 +82,14 @@ class GRU4RecNet(nn.Module):
         dropout_embed, dropout_hidden: dropout on the input embedding / on every layer's output.
     """
 
+    #: the ``model.*`` settings of the network (:mod:`recsys.settings`)
+    settings: ClassVar[Settings] = {
+        "layers": POSITIVE_INTS,
+        "embedding": Values(_embedding, "shared, onehot or the size of a separate input embedding (an integer > 0)"),
+        "dropout_embed": DROP_RATE,
+        "dropout_hidden": DROP_RATE,
+    }
+
     def __init__(
         self,
         num_items: int,
@@ -85,19 +98,12 @@ class GRU4RecNet(nn.Module):
         dropout_embed: float = 0.0,
         dropout_hidden: float = 0.0,
     ) -> None:
+        check_settings("model", {"layers": layers, "embedding": embedding, "dropout_embed": dropout_embed,
+                                 "dropout_hidden": dropout_hidden}, type(self))
         super().__init__()
         layers = [int(x) for x in layers]
-        if not layers or min(layers) < 1:
-            raise ConfigError(f"model.layers must be a non-empty list of positive sizes, got {layers}")
-        if isinstance(embedding, str) and embedding not in EMBEDDING_MODES:
-            if not embedding.isdigit():
-                raise ConfigError(f"model.embedding={embedding!r}; expected one of {EMBEDDING_MODES} or a size")
+        if embedding not in EMBEDDING_MODES:
             embedding = int(embedding)
-        if isinstance(embedding, bool) or (isinstance(embedding, int) and embedding < 1):
-            raise ConfigError(f"model.embedding={embedding!r}; expected one of {EMBEDDING_MODES} or a size >= 1")
-        for name, p in (("dropout_embed", dropout_embed), ("dropout_hidden", dropout_hidden)):
-            if not 0.0 <= p < 1.0:
-                raise ConfigError(f"model.{name} must be in [0, 1), got {p}")
         self.num_items = num_items
         self.layer_sizes = layers
         self.embedding_mode = embedding

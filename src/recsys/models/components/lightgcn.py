@@ -9,11 +9,16 @@ With ``num_layers=0`` this is matrix factorisation (BPR-MF).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from recsys.models.components.adjacency import SparseAdjacency
+from recsys.settings import DROP_RATE, NON_NEGATIVE_INT, POSITIVE_INT, Settings, check_settings, one_of
+
+#: ``model.init``: the ego-embedding initialisation (:func:`init_embedding`)
+INIT = one_of("normal", "xavier")
 
 
 def init_embedding(weight: torch.Tensor, init: str, std: float) -> None:
@@ -33,8 +38,6 @@ class NodeEmbedding(nn.Module):
 
     def __init__(self, num_users: int, num_items: int, dim: int, init: str, std: float) -> None:
         super().__init__()
-        if dim < 1:
-            raise ValueError(f"model.embedding_dim must be >= 1, got {dim}")
         self.num_users, self.num_items = num_users, num_items
         self.weight = nn.Parameter(torch.empty(num_users + num_items, dim))
         users, items = self.split(self.weight.data)
@@ -54,6 +57,14 @@ class LightGCNEncoder(nn.Module):
     adjacency_norm = "sym"
     #: the L2 term of LightGCN applies to the layer-0 (ego) embeddings of the batch
     regularize_ego = True
+    #: the ``model.*`` settings of the encoder (:mod:`recsys.settings`)
+    settings: ClassVar[Settings] = {
+        "embedding_dim": POSITIVE_INT,
+        "num_layers": NON_NEGATIVE_INT,
+        "layer_weights": one_of("mean", "learned"),
+        "init": INIT,
+        "edge_dropout": DROP_RATE,
+    }
 
     def __init__(
         self,
@@ -66,13 +77,9 @@ class LightGCNEncoder(nn.Module):
         init_std: float = 0.1,
         edge_dropout: float = 0.0,
     ) -> None:
+        check_settings("model", {"embedding_dim": embedding_dim, "num_layers": num_layers, "layer_weights": layer_weights,
+                                 "init": init, "edge_dropout": edge_dropout}, type(self))
         super().__init__()
-        if num_layers < 0:
-            raise ValueError(f"model.num_layers must be >= 0, got {num_layers}")
-        if layer_weights not in ("mean", "learned"):
-            raise ValueError(f"model.layer_weights must be 'mean' or 'learned', got {layer_weights!r}")
-        if not 0.0 <= edge_dropout < 1.0:
-            raise ValueError(f"model.edge_dropout must be in [0, 1), got {edge_dropout}")
         self.num_layers = num_layers
         self.edge_dropout = edge_dropout
         self.embedding = NodeEmbedding(num_users, num_items, embedding_dim, init, init_std)

@@ -45,21 +45,35 @@ Init: Xavier uniform for embeddings (``init="xavier"``), W and b (biases as ``1Ã
 The layer rule is :meth:`NGCFLayer.forward`; the encoder runs the layers in a loop and, given the rows a
 training step reads, computes the last layer at those rows only (the same numbers as the full pass).
 
-Impossible options raise ``ValueError`` naming the ``model.<key>`` (reported by ``build_model`` as a
-``ConfigError``, like :class:`~recsys.models.components.lightgcn.LightGCNEncoder`).
+Impossible options raise a ``ConfigError`` naming the ``model.<key>``: the encoder's ``settings`` and
+``relations`` (:mod:`recsys.settings`), also checked on the config before any work.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from recsys.models.components.adjacency import NORMALIZATIONS, SparseAdjacency
-from recsys.models.components.lightgcn import NodeEmbedding
+from recsys.models.components.lightgcn import INIT, NodeEmbedding
+from recsys.settings import (
+    DROP_RATE,
+    DROP_RATES,
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    Relation,
+    Settings,
+    check_settings,
+    is_list,
+    list_of,
+    one_of,
+    optional,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +151,21 @@ class NGCFEncoder(nn.Module):
 
     #: the official code regularises the final (concatenated) embeddings of the batch
     regularize_ego = False
+    #: the ``model.*`` settings of the encoder (:mod:`recsys.settings`)
+    settings: ClassVar[Settings] = {
+        "embedding_dim": POSITIVE_INT,
+        "num_layers": NON_NEGATIVE_INT,
+        "layer_sizes": optional(list_of(POSITIVE_INT, "a list of integers > 0", empty=True)),
+        "adj_norm": one_of(*ADJ_NORMS),
+        "node_dropout": DROP_RATE,
+        "message_dropout": DROP_RATES,
+        "init": INIT,
+    }
+    relations: ClassVar[tuple[Relation, ...]] = (
+        Relation("message_dropout", ("num_layers", "layer_sizes"),
+                 lambda v: not is_list(v["message_dropout"]) or len(v["message_dropout"]) == len(layer_sizes_of(v)),
+                 "a drop rate, or a list of one per layer (as many as {layer_sizes}, else {num_layers})"),
+    )
 
     def __init__(
         self,
@@ -155,35 +184,14 @@ class NGCFEncoder(nn.Module):
         init: str = "xavier",
         init_std: float = 0.1,
     ) -> None:
+        values = {"embedding_dim": embedding_dim, "num_layers": num_layers, "layer_sizes": layer_sizes,
+                  "adj_norm": adj_norm, "node_dropout": node_dropout, "message_dropout": message_dropout, "init": init}
+        check_settings("model", values, type(self))
         super().__init__()
-        if layer_sizes is None:
-            if num_layers is None or num_layers < 0:
-                raise ValueError(f"model.num_layers must be >= 0, got {num_layers}")
-            sizes = [embedding_dim] * num_layers
-        else:
-            sizes = [int(s) for s in layer_sizes]
-            if any(s < 1 for s in sizes):
-                raise ValueError(f"model.layer_sizes must be positive integers, got {list(layer_sizes)}")
-            if num_layers is not None and num_layers != len(sizes):
-                log.info("model.layer_sizes=%s defines %d layers; model.num_layers=%s is ignored", sizes, len(sizes), num_layers)
-        if adj_norm not in ADJ_NORMS:
-            raise ValueError(f"model.adj_norm must be one of {', '.join(ADJ_NORMS)}; got {adj_norm!r}")
-        if not 0.0 <= node_dropout < 1.0:
-            raise ValueError(f"model.node_dropout must be in [0, 1), got {node_dropout}")
-        if isinstance(message_dropout, (int, float)):
-            mess = [float(message_dropout)] * len(sizes)
-        else:
-            mess = [float(p) for p in message_dropout]
-            if len(mess) != len(sizes):
-                raise ValueError(
-                    f"model.message_dropout has {len(mess)} rates but the model has {len(sizes)} layers "
-                    f"(layer sizes {sizes}); give one rate per layer or a single float"
-                )
-        if any(not 0.0 <= p < 1.0 for p in mess):
-            raise ValueError(f"model.message_dropout rates must be in [0, 1), got {mess}")
-        if init not in ("xavier", "normal"):
-            raise ValueError(f"model.init must be 'xavier' or 'normal', got {init!r}")
-
+        sizes = layer_sizes_of(values)
+        if layer_sizes is not None and num_layers != len(sizes):
+            log.info("model.layer_sizes=%s defines %d layers; model.num_layers=%s is ignored", sizes, len(sizes), num_layers)
+        mess = [float(p) for p in message_dropout] if is_list(message_dropout) else [float(message_dropout)] * len(sizes)
         self.adjacency_norm = adj_norm
         self.normalize_layers = normalize_layers
         self.node_dropout = float(node_dropout)
@@ -220,6 +228,13 @@ class NGCFEncoder(nn.Module):
 
     def _stored(self, x: torch.Tensor) -> torch.Tensor:
         return _l2_normalize_rows(x) if self.normalize_layers else x
+
+
+def layer_sizes_of(values: Mapping[str, Any]) -> list[int]:
+    """The output sizes of the layers: ``layer_sizes``, else ``num_layers`` times ``embedding_dim``."""
+    if values["layer_sizes"] is not None:
+        return [int(s) for s in values["layer_sizes"]]
+    return [values.get("embedding_dim", 0)] * values["num_layers"]
 
 
 def _l2_normalize_rows(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

@@ -21,25 +21,14 @@ Every weight matrix (the tables included) is Glorot-normal initialised, as the P
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from recsys.errors import ConfigError
+from recsys.settings import DROP_RATE, NON_NEGATIVE_INT, POSITIVE_INT, Relation, Settings, check_settings
 
 PAD = -1
-
-
-def check_sasrec_sizes(embedding_dim: int, num_blocks: int, num_heads: int, max_len: int, dropout: float) -> None:
-    """A ``ConfigError`` naming the ``model.*`` key of an impossible size."""
-    for key, value, low in (("embedding_dim", embedding_dim, 1), ("num_blocks", num_blocks, 0),
-                            ("num_heads", num_heads, 1), ("max_len", max_len, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"model.{key}={value!r}: must be an integer >= {low}")
-    if embedding_dim % num_heads:
-        raise ConfigError(f"model.num_heads={num_heads} must divide model.embedding_dim={embedding_dim}")
-    if not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"model.dropout={dropout}: must be in [0, 1)")
 
 
 def attention_mask(valid: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -64,10 +53,19 @@ class SASRecNet(nn.Module):
         norm_first: pre-LN (the paper's equation) or post-LN blocks.
     """
 
+    #: the ``model.*`` settings of the network (:mod:`recsys.settings`)
+    settings: ClassVar[Settings] = {"embedding_dim": POSITIVE_INT, "num_blocks": NON_NEGATIVE_INT,
+                                    "num_heads": POSITIVE_INT, "max_len": POSITIVE_INT, "dropout": DROP_RATE}
+    relations: ClassVar[tuple[Relation, ...]] = (
+        Relation("num_heads", ("embedding_dim",), lambda v: v["embedding_dim"] % v["num_heads"] == 0,
+                 "an integer > 0 that divides {embedding_dim}"),
+    )
+
     def __init__(self, num_items: int, embedding_dim: int = 50, num_blocks: int = 2, num_heads: int = 1,
                  max_len: int = 50, dropout: float = 0.2, norm_first: bool = True) -> None:
+        check_settings("model", {"embedding_dim": embedding_dim, "num_blocks": num_blocks, "num_heads": num_heads,
+                                 "max_len": max_len, "dropout": dropout}, type(self))
         super().__init__()
-        check_sasrec_sizes(embedding_dim, num_blocks, num_heads, max_len, dropout)
         self.num_items, self.max_len, self.num_heads = num_items, max_len, num_heads
         self.scale = math.sqrt(embedding_dim)
         self.item_embedding = nn.Embedding(num_items, embedding_dim)

@@ -15,11 +15,14 @@ includes it. A zero entry of ``E⁽ᵏ⁾`` (e.g. an isolated node's row) gets n
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 
 from recsys.models.components.adjacency import SparseAdjacency
 from recsys.models.components.lightgcn import LightGCNEncoder
+from recsys.settings import NON_NEGATIVE_NUMBER, POSITIVE_INT, Settings, Values, check_settings
 
 
 class SimGCLEncoder(LightGCNEncoder):
@@ -29,13 +32,15 @@ class SimGCLEncoder(LightGCNEncoder):
         eps: ε, the norm of every node's noise in every layer of a perturbed pass.
     """
 
+    settings: ClassVar[Settings] = {
+        **{k: v for k, v in LightGCNEncoder.settings.items() if k != "layer_weights"},
+        "num_layers": Values(POSITIVE_INT.test, "an integer > 0 (the final embedding is the mean of layers 1..L)"),
+        "eps": NON_NEGATIVE_NUMBER,
+    }
+
     def __init__(self, num_users: int, num_items: int, embedding_dim: int = 64, num_layers: int = 3,
                  eps: float = 0.1, init: str = "xavier", init_std: float = 0.1, edge_dropout: float = 0.0) -> None:
-        if num_layers < 1:
-            raise ValueError(f"model.num_layers must be >= 1 (the final embedding is the mean of layers 1..L), "
-                             f"got {num_layers}")
-        if not eps >= 0:
-            raise ValueError(f"model.eps must be >= 0, got {eps}")
+        check_settings("model", {"eps": eps}, type(self))
         super().__init__(num_users, num_items, embedding_dim, num_layers, "mean", init, init_std, edge_dropout)
         self.eps = eps
 
