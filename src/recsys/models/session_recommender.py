@@ -15,7 +15,6 @@ step (one lane per prefix); :meth:`SessionRecommender.topk_after_prefixes` ranks
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
