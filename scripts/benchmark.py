@@ -12,7 +12,11 @@ process's peak RSS (``ru_maxrss``) is printed at the end.
 from __future__ import annotations
 
 import argparse
+import csv
 import gc
+import io
+import json
+import logging
 import platform
 import resource
 import statistics
@@ -22,8 +26,41 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from recsys.api import Run, load_run
+from recsys.builders import build_datamodule, build_model
+from recsys.data import cache
+from recsys.data.bpr_batches import BPREpochSampler
+from recsys.data.eval_batches import RankingEvalSet
+from recsys.data.graph_datamodule import GraphDataModule
+from recsys.data.session_batches import plan_session_parallel
+from recsys.data.session_datamodule import SessionDataModule
+from recsys.data.sources import files as files_mod
+from recsys.data.sources.session_files import PreparedSessionSource
+from recsys.data.sources.session_synthetic import SyntheticSessionSource
+from recsys.data.sources.split_folder import SplitFolderSource, read_user_lines
+from recsys.data.sources.synthetic import SyntheticGraphSource
+from recsys.export import FaissRetriever, export_embeddings
+from recsys.info import DatasetInfo
+from recsys.metrics import TopKMetrics, rank_topk
+from recsys.models.components.adjacency import normalized_adjacency
+from recsys.models.components.lightgcn import LightGCNEncoder
+from recsys.models.components.ngcf import NGCFEncoder
+from recsys.models.graph_module import GraphRecommender
+from recsys.models.gru4rec_module import GRU4Rec
+from recsys.optim import AdagradM
+from recsys.sampling import SessionNegativeSampler, UniformNegativeSampler
+from recsys.train import train
+from recsys.utils.allocator import retain_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,10 +113,7 @@ def _gowalla_args(p: argparse.ArgumentParser) -> None:
 
 def _pandas_int_tokens(path: Path):
     """Every integer of a ragged whitespace-separated file and its 0-based line, parsed by pandas' C reader."""
-    import io
 
-    import numpy as np
-    import pandas as pd
 
     lines = pd.read_csv(io.BytesIO(path.read_bytes()), header=None, names=["line"], sep="\x01", dtype=str,
                         skip_blank_lines=False)["line"]
@@ -89,9 +123,6 @@ def _pandas_int_tokens(path: Path):
 
 @section("data-gowalla", "Gowalla split files: parse, load from raw, write and load the cache", _gowalla_args)
 def bench_data_gowalla(args: argparse.Namespace) -> list[Row]:
-    from recsys.data import cache
-    from recsys.data.sources import files as files_mod
-    from recsys.data.sources.split_folder import SplitFolderSource, read_user_lines
 
     source = SplitFolderSource(dataset="gowalla", path=args.path)
     files = source.files()
@@ -138,7 +169,6 @@ def _graph_args(p: argparse.ArgumentParser) -> None:
 
 def _time(fn: Callable[[], Any], repeat: int, device: str = "cpu") -> float:
     """Best wall-clock time of ``repeat`` calls (waiting for queued CUDA kernels before stopping the clock)."""
-    import torch
 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     best = float("inf")
@@ -155,13 +185,7 @@ def _time(fn: Callable[[], Any], repeat: int, device: str = "cpu") -> float:
 @section("graph-train-eval", "graph models: adjacency, epoch sampling, training step, full-ranking evaluation", _graph_args)
 def bench_graph(args: argparse.Namespace) -> list[Row]:
     """Torch phases report time only (tracemalloc does not see torch's allocator); see the peak RSS line."""
-    import torch
 
-    from recsys.data.bpr_batches import BPREpochSampler
-    from recsys.data.eval_batches import RankingEvalSet
-    from recsys.metrics import TopKMetrics
-    from recsys.models.components.adjacency import normalized_adjacency
-    from recsys.sampling import UniformNegativeSampler
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -218,9 +242,6 @@ def bench_graph(args: argparse.Namespace) -> list[Row]:
 
 def _graph_data(path: str):
     """(splits, DatasetInfo) of the embedded default (``synthetic``) or a Gowalla-format split folder."""
-    from recsys.data.sources.split_folder import SplitFolderSource
-    from recsys.data.sources.synthetic import SyntheticGraphSource
-    from recsys.info import DatasetInfo
 
     source = SyntheticGraphSource() if path == "synthetic" else SplitFolderSource(dataset="gowalla", path=path)
     splits = source.build()
@@ -228,17 +249,12 @@ def _graph_data(path: str):
 
 
 def _graph_model(info, name: str, dim: int, layers: int, device: str):
-    import functools
 
-    import torch
 
-    from recsys.models.components.lightgcn import LightGCNEncoder
-    from recsys.models.components.ngcf import NGCFEncoder
-    from recsys.models.graph_module import GraphRecommender
 
     torch.manual_seed(0)
     encoder = NGCFEncoder if name == "ngcf" else LightGCNEncoder
-    return GraphRecommender(info, encoder=functools.partial(encoder), optimizer=functools.partial(torch.optim.Adam, lr=1e-3, fused=True),
+    return GraphRecommender(info, encoder=partial(encoder), optimizer=partial(torch.optim.Adam, lr=1e-3, fused=True),
                             embedding_dim=dim, num_layers=layers).to(device)
 
 
@@ -253,7 +269,6 @@ def _bare_step(model, batch, full_pass: bool = False) -> Callable[[], None]:
 def _evaluate_graph(model, evalset, metric, device: str) -> None:
     """The full-ranking pass as Lightning runs it: propagate once, then every batch (built and moved as the
     DataLoader + Lightning would)."""
-    import torch
 
     with torch.no_grad():
         model.prepare_scoring()
@@ -275,16 +290,8 @@ def _session_args(p: argparse.ArgumentParser) -> None:
 
 def _session_setup(path: str, n_sample: int, device: str, steps_per_chunk: int):
     """(datamodule, GRU4Rec model with its optimiser configured, batch size) as ``experiment=gru4rec_rsc15``."""
-    from functools import partial
 
-    import torch
 
-    from recsys.data.session_datamodule import SessionDataModule
-    from recsys.data.sources.session_files import PreparedSessionSource
-    from recsys.data.sources.session_synthetic import SyntheticSessionSource
-    from recsys.models.gru4rec_module import GRU4Rec
-    from recsys.optim import AdagradM
-    from recsys.sampling import SessionNegativeSampler
 
     synthetic = path == "synthetic"
     source = SyntheticSessionSource(seed=0) if synthetic else PreparedSessionSource(path=path)
@@ -328,9 +335,7 @@ def _session_loop(model, chunks, device: str) -> Callable[[int, int], None]:
 @section("session-gru4rec", "GRU4Rec: epoch planning, training steps/s, next-item evaluation events/s", _session_args)
 def bench_session(args: argparse.Namespace) -> list[Row]:
     """Without Lightning (the ``train-epoch`` section measures ``train.py``)."""
-    import torch
 
-    from recsys.data.session_batches import plan_session_parallel
 
     device = args.device
     dm, model, batch_size = _session_setup(args.path, args.n_sample, device, args.chunk)
@@ -382,8 +387,6 @@ def _train_epoch_args(p: argparse.ArgumentParser) -> None:
 
 
 def _compose(overrides: list[str], out: Path):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
@@ -396,10 +399,7 @@ def _train_py_epoch(overrides: list[str], out: Path, epochs: int) -> tuple[float
     """``python train.py <overrides>`` in this process (Hydra compose; Lightning and every callback included) for
     ``epochs`` epochs, validated after the last only: (median seconds of the training epochs between the first
     and the last, steps per chunk used)."""
-    import csv
-    import logging
 
-    from recsys.train import train
 
     if epochs < 3:
         raise SystemExit("--epochs must be >= 3 (the first epoch warms up, the last one validates)")
@@ -425,9 +425,7 @@ def _bare_epoch(overrides: list[str], out: Path) -> tuple[float, int, Any, Any]:
     """An epoch of the same data and model without Lightning: the training loader's chunks as they are drawn
     (negatives included), loss and gradients → optimiser per step (:func:`_optimiser_steps`); the second of two
     epochs is timed (the first warms up, as in train.py). (seconds, events or rows, dm, model)."""
-    import torch
 
-    from recsys.builders import build_datamodule, build_model
 
     cfg = _compose([*overrides, "data.steps_per_chunk=64"], out)
     torch.manual_seed(0)
@@ -457,15 +455,8 @@ def bench_train_epoch(args: argparse.Namespace) -> list[Row]:
     bare step loop: an epoch of the same loader and model without Lightning; then the full-ranking test of all
     users beside its floor (the score products into a buffer + top-50). Session (``experiment=gru4rec_rsc15``):
     a train.py training epoch beside the bare step loop. ``--repeat`` applies to the floors."""
-    import json
-    import logging
 
-    import torch
 
-    from recsys.data.eval_batches import RankingEvalSet
-    from recsys.metrics import TopKMetrics, rank_topk
-    from recsys.models.components.adjacency import normalized_adjacency
-    from recsys.utils.allocator import retain_freed_memory
 
     retain_freed_memory()  # as train.py's main does: the same allocator for train.py, the bare loop and the floors
     logging.getLogger("recsys").setLevel(logging.WARNING)
@@ -559,19 +550,8 @@ def bench_faiss(args: argparse.Namespace) -> list[Row]:
     """Exact = ``Run.iter_recommend_all`` (model scores, train+valid masked, rank_topk); FAISS = an export's flat
     inner-product index searched for ``k + max seen`` items per chunk, seen items dropped. Overlap = mean over users
     of |exact ∩ faiss| / k."""
-    import functools
 
-    import numpy as np
-    import pandas as pd
-    import torch
 
-    from recsys.api import Run, load_run
-    from recsys.data.graph_datamodule import GraphDataModule
-    from recsys.data.sources.split_folder import SplitFolderSource
-    from recsys.data.sources.synthetic import SyntheticGraphSource
-    from recsys.export import FaissRetriever, export_embeddings
-    from recsys.models.components.lightgcn import LightGCNEncoder
-    from recsys.models.graph_module import GraphRecommender
 
     if args.ckpt:
         run = load_run(args.ckpt)
@@ -581,8 +561,8 @@ def bench_faiss(args: argparse.Namespace) -> list[Row]:
         dm = GraphDataModule(source, validate_on_test=True)
         dm.setup()
         torch.manual_seed(0)
-        model = GraphRecommender(dm.info, encoder=functools.partial(LightGCNEncoder),
-                                 optimizer=functools.partial(torch.optim.Adam), embedding_dim=64, num_layers=3)
+        model = GraphRecommender(dm.info, encoder=partial(LightGCNEncoder),
+                                 optimizer=partial(torch.optim.Adam), embedding_dim=64, num_layers=3)
         run = Run(None, dm, model)
     k, users = args.k, np.arange(run.num_users)
     note = f"{run.num_users:,} users × {run.num_items:,} items, k={k}, {torch.get_num_threads()} threads"
@@ -625,11 +605,9 @@ def main(argv: list[str] | None = None) -> None:
         for name, (help_text, _, _) in SECTIONS.items():
             print(f"{name:<20}{help_text}")
         return
-    sys.path.insert(0, str(ROOT / "src"))
     rows = SECTIONS[args.section][1](args)
-    import numpy
 
-    print(f"## {args.section}  (python {platform.python_version()}, numpy {numpy.__version__}, "
+    print(f"## {args.section}  (python {platform.python_version()}, numpy {np.__version__}, "
           f"{platform.machine()}, best of {args.repeat})\n")
     print("| phase | seconds | peak MiB (tracemalloc) | note |")
     print("|---|---:|---:|---|")

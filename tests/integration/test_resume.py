@@ -26,6 +26,7 @@ MODELS = {
     "mf": ["model=mf", *GRAPH],
     # the noise of the views: the resumed run must draw the same noise
     "simgcl": ["model=simgcl", *GRAPH],
+    "xsimgcl": ["model=xsimgcl", *GRAPH],
     "gru4rec": ["model=gru4rec", *SESSIONS, "sampler.n_sample=16", "model.layers=[16]", "model.dropout_embed=0.2",
                 "model.dropout_hidden=0.3"],
     # ~480 training windows in steps of 32: 15 steps an epoch
@@ -77,6 +78,7 @@ def logged_val_epochs(run: Path) -> list[int]:
     ("ngcf", ["+callbacks.killer.epoch=2", "+callbacks.killer.batch=1", "data.steps_per_chunk=2"], 2),
     ("mf", ["+callbacks.killer.epoch=1"], 1),  # resumed with ckpt_path=last
     ("simgcl", ["+callbacks.killer.epoch=2"], 1),
+    ("xsimgcl", ["+callbacks.killer.epoch=2", "+callbacks.killer.batch=1", "data.steps_per_chunk=2"], 1),  # mid-epoch
     ("gru4rec", ["+callbacks.killer.epoch=2", "+callbacks.killer.batch=5", "data.steps_per_chunk=3"], 1),  # mid-epoch
     # mid-epoch, with dropout and sampled negatives
     ("sasrec", ["+callbacks.killer.epoch=2", "+callbacks.killer.batch=2", "data.steps_per_chunk=3"], 1),
