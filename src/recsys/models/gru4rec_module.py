@@ -149,18 +149,16 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
         * the other losses run over the columns: nothing."""
         if self.loss_name not in ("cross-entropy", "bpr-max"):
             return None, None
-        counts = torch.bincount(columns.column_candidate, minlength=columns.candidates.numel())
         dtype = torch.promote_types(self.net.output_weight.dtype, torch.float32)  # 16-bit weights underflow
-        if self.loss_name == "bpr-max":
-            return counts.to(dtype), None
-        if self.logq == 0:
-            return counts.to(dtype).log_(), None
+        if self.loss_name == "bpr-max" or self.logq == 0:
+            counts = torch.bincount(columns.column_candidate, minlength=columns.candidates.numel()).to(dtype)
+            return (counts if self.loss_name == "bpr-max" else counts.log_()), None
         log_q = self.log_support.index_select(0, chunk["targets"])
         neg_log_q = chunk.get("neg_log_q")
         if neg_log_q is not None:
             log_q = torch.cat([log_q.to(neg_log_q.dtype), neg_log_q.reshape(-1)])
         log_q = log_q.to(dtype)
-        weights = log_q.new_zeros(counts.numel()).index_add_(0, columns.column_candidate, log_q.mul(-self.logq).exp_())
+        weights = log_q.new_zeros(columns.candidates.numel()).index_add_(0, columns.column_candidate, log_q.mul(-self.logq).exp_())
         return weights.log_(), self.logq * log_q[: chunk["targets"].numel()]
 
     def step_loss(self, scores: torch.Tensor, step: dict[str, torch.Tensor]) -> torch.Tensor:
