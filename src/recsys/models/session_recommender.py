@@ -53,11 +53,12 @@ class StepColumns:
         num_steps, device = ptr.numel() - 1, ptr.device
         dtype = torch.int32 if num_steps * num_items < 2**31 else torch.int64
         steps = torch.arange(num_steps + 1, device=device, dtype=dtype)
-        keys = torch.repeat_interleave(steps[:-1] * num_items, ptr.diff(), output_size=targets.numel()) + targets
+        keys = torch.repeat_interleave(steps[:-1] * num_items, ptr.diff(), output_size=targets.numel())
+        keys = keys + targets.to(dtype)
         n = 0 if negatives is None else negatives.shape[1]
         if negatives is not None:
-            keys = torch.cat([keys.to(dtype), (steps[:-1, None] * num_items + negatives).reshape(-1).to(dtype)])
-        distinct, column_candidate = torch.unique(keys.to(dtype), return_inverse=True)
+            keys = torch.cat([keys, (steps[:-1, None] * num_items + negatives.to(dtype)).reshape(-1)])
+        distinct, column_candidate = torch.unique(keys, return_inverse=True)
         cand_ptr = torch.searchsorted(distinct, steps * num_items)
         column_step = torch.div(keys, num_items, rounding_mode="floor")
         return cls(distinct.remainder(num_items).long(), cand_ptr, column_candidate,
