@@ -78,7 +78,6 @@ SECTIONS: dict[str, tuple[str, Callable[[argparse.Namespace], list[Row]], Callab
 
 def section(name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None] = lambda p: None):  # noqa: A002
     """Register a benchmark section (a subcommand)."""
-
     def register(fn: Callable[[argparse.Namespace], list[Row]]) -> Callable[[argparse.Namespace], list[Row]]:
         SECTIONS[name] = (help, fn, arguments)
         return fn
@@ -113,8 +112,6 @@ def _gowalla_args(p: argparse.ArgumentParser) -> None:
 
 def _pandas_int_tokens(path: Path):
     """Every integer of a ragged whitespace-separated file and its 0-based line, parsed by pandas' C reader."""
-
-
     lines = pd.read_csv(io.BytesIO(path.read_bytes()), header=None, names=["line"], sep="\x01", dtype=str,
                         skip_blank_lines=False)["line"]
     tokens = lines.str.split().explode().dropna()
@@ -123,7 +120,6 @@ def _pandas_int_tokens(path: Path):
 
 @section("data-gowalla", "Gowalla split files: parse, load from raw, write and load the cache", _gowalla_args)
 def bench_data_gowalla(args: argparse.Namespace) -> list[Row]:
-
     source = SplitFolderSource(dataset="gowalla", path=args.path)
     files = source.files()
     rows = []
@@ -169,7 +165,6 @@ def _graph_args(p: argparse.ArgumentParser) -> None:
 
 def _time(fn: Callable[[], Any], repeat: int, device: str = "cpu") -> float:
     """Best wall-clock time of ``repeat`` calls (waiting for queued CUDA kernels before stopping the clock)."""
-
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     best = float("inf")
     for _ in range(repeat):
@@ -185,8 +180,6 @@ def _time(fn: Callable[[], Any], repeat: int, device: str = "cpu") -> float:
 @section("graph-train-eval", "graph models: adjacency, epoch sampling, training step, full-ranking evaluation", _graph_args)
 def bench_graph(args: argparse.Namespace) -> list[Row]:
     """Torch phases report time only (tracemalloc does not see torch's allocator); see the peak RSS line."""
-
-
     if args.threads:
         torch.set_num_threads(args.threads)
     splits, info = _graph_data(args.path)
@@ -242,16 +235,12 @@ def bench_graph(args: argparse.Namespace) -> list[Row]:
 
 def _graph_data(path: str):
     """(splits, DatasetInfo) of the embedded default (``synthetic``) or a Gowalla-format split folder."""
-
     source = SyntheticGraphSource() if path == "synthetic" else SplitFolderSource(dataset="gowalla", path=path)
     splits = source.build()
     return splits, DatasetInfo(splits.num_users, splits.num_items, splits.csr("train"))
 
 
 def _graph_model(info, name: str, dim: int, layers: int, device: str):
-
-
-
     torch.manual_seed(0)
     encoder = NGCFEncoder if name == "ngcf" else LightGCNEncoder
     return GraphRecommender(info, encoder=partial(encoder), optimizer=partial(torch.optim.Adam, lr=1e-3, fused=True),
@@ -269,7 +258,6 @@ def _bare_step(model, batch, full_pass: bool = False) -> Callable[[], None]:
 def _evaluate_graph(model, evalset, metric, device: str) -> None:
     """The full-ranking pass as Lightning runs it: propagate once, then every batch (built and moved as the
     DataLoader + Lightning would)."""
-
     with torch.no_grad():
         model.prepare_scoring()
         for i in range(len(evalset)):
@@ -290,9 +278,6 @@ def _session_args(p: argparse.ArgumentParser) -> None:
 
 def _session_setup(path: str, n_sample: int, device: str, steps_per_chunk: int):
     """(datamodule, GRU4Rec model with its optimiser configured, batch size) as ``experiment=gru4rec_rsc15``."""
-
-
-
     synthetic = path == "synthetic"
     source = SyntheticSessionSource(seed=0) if synthetic else PreparedSessionSource(path=path)
     batch_size = 64 if synthetic else 32
@@ -335,8 +320,6 @@ def _session_loop(model, chunks, device: str) -> Callable[[int, int], None]:
 @section("session-gru4rec", "GRU4Rec: epoch planning, training steps/s, next-item evaluation events/s", _session_args)
 def bench_session(args: argparse.Namespace) -> list[Row]:
     """Without Lightning (the ``train-epoch`` section measures ``train.py``)."""
-
-
     device = args.device
     dm, model, batch_size = _session_setup(args.path, args.n_sample, device, args.chunk)
     splits = dm.splits
@@ -387,7 +370,6 @@ def _train_epoch_args(p: argparse.ArgumentParser) -> None:
 
 
 def _compose(overrides: list[str], out: Path):
-
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         return compose("train", overrides=[*overrides, f"paths.output_dir={out}", f"paths.work_dir={ROOT}",
@@ -399,8 +381,6 @@ def _train_py_epoch(overrides: list[str], out: Path, epochs: int) -> tuple[float
     """``python train.py <overrides>`` in this process (Hydra compose; Lightning and every callback included) for
     ``epochs`` epochs, validated after the last only: (median seconds of the training epochs between the first
     and the last, steps per chunk used)."""
-
-
     if epochs < 3:
         raise SystemExit("--epochs must be >= 3 (the first epoch warms up, the last one validates)")
     cfg = _compose([*overrides, f"trainer.max_epochs={epochs}", f"trainer.check_val_every_n_epoch={epochs + 1}",
@@ -425,8 +405,6 @@ def _bare_epoch(overrides: list[str], out: Path) -> tuple[float, int, Any, Any]:
     """An epoch of the same data and model without Lightning: the training loader's chunks as they are drawn
     (negatives included), loss and gradients → optimiser per step (:func:`_optimiser_steps`); the second of two
     epochs is timed (the first warms up, as in train.py). (seconds, events or rows, dm, model)."""
-
-
     cfg = _compose([*overrides, "data.steps_per_chunk=64"], out)
     torch.manual_seed(0)
     dm = build_datamodule(cfg)
@@ -455,9 +433,6 @@ def bench_train_epoch(args: argparse.Namespace) -> list[Row]:
     bare step loop: an epoch of the same loader and model without Lightning; then the full-ranking test of all
     users beside its floor (the score products into a buffer + top-50). Session (``experiment=gru4rec_rsc15``):
     a train.py training epoch beside the bare step loop. ``--repeat`` applies to the floors."""
-
-
-
     retain_freed_memory()  # as train.py's main does: the same allocator for train.py, the bare loop and the floors
     logging.getLogger("recsys").setLevel(logging.WARNING)
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
@@ -550,9 +525,6 @@ def bench_faiss(args: argparse.Namespace) -> list[Row]:
     """Exact = ``Run.iter_recommend_all`` (model scores, train+valid masked, rank_topk); FAISS = an export's flat
     inner-product index searched for ``k + max seen`` items per chunk, seen items dropped. Overlap = mean over users
     of |exact ∩ faiss| / k."""
-
-
-
     if args.ckpt:
         run = load_run(args.ckpt)
     else:

@@ -159,5 +159,5 @@ def test_step_columns_of_a_chunk_equal_each_steps_own_distinct_items():
             want_cand, want_inverse = torch.unique(columns, return_inverse=True)
             got_cand = cols.candidates[cols.cand_ptr[t]:cols.cand_ptr[t + 1]]
             assert torch.equal(got_cand, want_cand) and got_cand.dtype == torch.int64
-            assert torch.equal(cols.step_column_item(t), want_inverse)
+            assert torch.equal(cols.step_column_items()[t], want_inverse)
             assert torch.equal(cols.candidates[cols.column_candidate], torch.cat([targets] + ([] if negs is None else [negs.reshape(-1)])))

@@ -114,11 +114,11 @@ class ChunkedTraining:
             if self._accumulated == k or (last_chunk and t == len(steps) - 1):
                 optimizer.step()
                 self._accumulated = 0
-            values.append(torch.stack(step_values).detach())
+            values.extend(v.detach() for v in step_values)
             weights.append(self.step_weight(batch))
         if not values:
             return torch.zeros(0, device=self.device)
-        stacked = torch.stack(values).float()  # (T, len(loss_names))
+        stacked = torch.stack(values).float().view(len(weights), -1)  # (T, len(loss_names))
         w = torch.tensor(weights, dtype=stacked.dtype, device=stacked.device)  # not the *-true default dtype
         total = torch.cat([w @ stacked, w.sum()[None]])
         self._loss_sums = total if self._loss_sums is None else self._loss_sums + total

@@ -124,14 +124,14 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
         of them, worked out for the whole chunk at once (:class:`StepColumns`, :meth:`candidate_terms`)."""
         columns = StepColumns.of(chunk, self.num_items)
         weights, shift = self.candidate_terms(chunk, columns)
-        cand, ptr = columns.cand_ptr.tolist(), columns.ptr
+        per_candidate = columns.cand_ptr.diff().tolist()
+        per_step = {"candidates": columns.candidates.split(per_candidate), "column_item": columns.step_column_items()}
+        if weights is not None:
+            per_step["candidate_weight"] = weights.split(per_candidate)
+        if shift is not None:
+            per_step["target_shift"] = shift.split(chunk["ptr"].diff().tolist())
         for t, step in enumerate(session_steps(chunk)):
-            step["candidates"] = columns.candidates[cand[t]:cand[t + 1]]
-            step["column_item"] = columns.step_column_item(t)
-            if weights is not None:
-                step["candidate_weight"] = weights[cand[t]:cand[t + 1]]
-            if shift is not None:
-                step["target_shift"] = shift[ptr[t]:ptr[t + 1]]
+            step.update({k: parts[t] for k, parts in per_step.items()})
             yield step
 
     def step_weight(self, step: dict[str, torch.Tensor]) -> float:

@@ -37,8 +37,8 @@ class StepColumns:
 
     The chunk's columns are its E targets, then its ``T × n`` negatives row by row; ``column_candidate`` is each
     column's index into ``candidates``, step t's distinct items (sorted) are
-    ``candidates[cand_ptr[t]:cand_ptr[t+1]]``, and ``column_item`` is each column's index among its step's
-    candidates (:meth:`step_column_item` puts a step's columns together)."""
+    ``candidates[cand_ptr[t]:cand_ptr[t+1]]``, and ``column_item`` holds every column's index among its step's
+    candidates in step order (step t's targets, then its negatives: :meth:`step_column_items` splits it)."""
 
     candidates: torch.Tensor
     cand_ptr: torch.Tensor
@@ -61,28 +61,27 @@ class StepColumns:
         distinct, column_candidate = torch.unique(keys, return_inverse=True)
         cand_ptr = torch.searchsorted(distinct, steps * num_items)
         column_step = torch.div(keys, num_items, rounding_mode="floor")
-        return cls(distinct.remainder(num_items).long(), cand_ptr, column_candidate,
-                   column_candidate - cand_ptr[column_step], ptr.tolist(), n)
+        column_item = column_candidate - cand_ptr[column_step]
+        if n:  # step order: step t's b_t targets move n places per earlier step, its negatives follow them
+            place = torch.cat([torch.arange(targets.numel(), device=device) + n * column_step[:targets.numel()],
+                               ((ptr[1:] + n * steps[:-1].long())[:, None]
+                                + torch.arange(n, device=device)).reshape(-1)])
+            column_item = torch.empty_like(column_item).index_copy_(0, place, column_item)
+        return cls(distinct.remainder(num_items).long(), cand_ptr, column_candidate, column_item, ptr.tolist(), n)
 
-    def step_column_item(self, t: int) -> torch.Tensor:
-        """Step t's columns ``(b_t + n,)``: its targets', then its negatives' index among its candidates."""
-        own = self.column_item[self.ptr[t]:self.ptr[t + 1]]
-        if not self.n:
-            return own
-        start = self.ptr[-1] + t * self.n
-        return torch.cat([own, self.column_item[start:start + self.n]])
+    def step_column_items(self) -> tuple[torch.Tensor, ...]:
+        """Every step's columns ``(b_t + n,)``: its targets', then its negatives' index among its candidates."""
+        return self.column_item.split([hi - lo + self.n for lo, hi in zip(self.ptr[:-1], self.ptr[1:], strict=True)])
 
 
 def session_steps(chunk: dict[str, torch.Tensor]) -> Iterator[dict[str, torch.Tensor]]:
     """The steps of a chunk ``{inputs, targets, lanes, reset (E,), ptr (T+1,), [negatives, neg_log_q (T, n)]}``:
     step ``t`` is rows ``ptr[t]:ptr[t+1]`` (and row ``t`` of the per-step negatives)."""
-    bounds = chunk["ptr"].tolist()
-    per_step = [k for k in ("negatives", "neg_log_q") if k in chunk]
-    for t in range(len(bounds) - 1):
-        lo, hi = bounds[t], bounds[t + 1]
-        step = {k: chunk[k][lo:hi] for k in STEP_KEYS}
-        step.update({k: chunk[k][t] for k in per_step})
-        yield step
+    sizes = chunk["ptr"].diff().tolist()
+    parts = {k: chunk[k].split(sizes) for k in STEP_KEYS}
+    parts.update({k: chunk[k].unbind(0) for k in ("negatives", "neg_log_q") if k in chunk})
+    for t in range(len(sizes)):
+        yield {k: part[t] for k, part in parts.items()}
 
 
 def as_chunk(step: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
