@@ -129,7 +129,7 @@ class GRU4Rec(ChunkedTraining, SessionRecommender):
         if weights is not None:
             per_step["candidate_weight"] = weights.split(per_candidate)
         if shift is not None:
-            per_step["target_shift"] = shift.split(chunk["ptr"].diff().tolist())
+            per_step["target_shift"] = shift.split(columns.step_sizes)
         for t, step in enumerate(session_steps(chunk)):
             step.update({k: parts[t] for k, parts in per_step.items()})
             yield step

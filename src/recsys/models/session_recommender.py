@@ -44,7 +44,7 @@ class StepColumns:
     cand_ptr: torch.Tensor
     column_candidate: torch.Tensor
     column_item: torch.Tensor
-    ptr: list[int]
+    step_sizes: list[int]
     n: int
 
     @classmethod
@@ -53,7 +53,8 @@ class StepColumns:
         num_steps, device = ptr.numel() - 1, ptr.device
         dtype = torch.int32 if num_steps * num_items < 2**31 else torch.int64
         steps = torch.arange(num_steps + 1, device=device, dtype=dtype)
-        keys = torch.repeat_interleave(steps[:-1] * num_items, ptr.diff(), output_size=targets.numel())
+        sizes = ptr.diff()
+        keys = torch.repeat_interleave(steps[:-1] * num_items, sizes, output_size=targets.numel())
         keys = keys + targets.to(dtype)
         n = 0 if negatives is None else negatives.shape[1]
         if negatives is not None:
@@ -67,11 +68,11 @@ class StepColumns:
                                ((ptr[1:] + n * steps[:-1].long())[:, None]
                                 + torch.arange(n, device=device)).reshape(-1)])
             column_item = torch.empty_like(column_item).index_copy_(0, place, column_item)
-        return cls(distinct.remainder(num_items).long(), cand_ptr, column_candidate, column_item, ptr.tolist(), n)
+        return cls(distinct.remainder(num_items).long(), cand_ptr, column_candidate, column_item, sizes.tolist(), n)
 
     def step_column_items(self) -> tuple[torch.Tensor, ...]:
         """Every step's columns ``(b_t + n,)``: its targets', then its negatives' index among its candidates."""
-        return self.column_item.split([hi - lo + self.n for lo, hi in zip(self.ptr[:-1], self.ptr[1:], strict=True)])
+        return self.column_item.split([b + self.n for b in self.step_sizes])
 
 
 def session_steps(chunk: dict[str, torch.Tensor]) -> Iterator[dict[str, torch.Tensor]]:
