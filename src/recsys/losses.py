@@ -121,15 +121,17 @@ def weighted_bpr_max_loss(
     candidate. Row b's negatives are every column but its own, so candidate k counts ``m_bk = m_k − [k = t_b]``
     times: ``s_bk = m_bk e^{o_bk} / Σ_j m_bj e^{o_bj}`` (a softmax of ``o + log m``), and ``loss_b = −log Σ_k s_bk
     σ(o_bt − o_bk) + bpreg · Σ_k s_bk o_bk²`` — the column form's sums grouped by item (``o`` after
-    ``ELU(elu_param)`` when ``elu_param > 0``)."""
+    ``ELU(elu_param)`` when ``elu_param > 0``). ``log m_bk`` is ``log m_k`` but at the target, where it is
+    ``log(m_t − 1)`` (−∞ when the target fills one column only: ``s = 0`` there)."""
     if elu_param > 0:
         scores = F.elu(scores, alpha=elu_param)
-    counts = counts.to(scores.dtype).expand(scores.shape).clone()
-    counts.scatter_add_(1, targets[:, None], torch.full_like(targets[:, None], -1, dtype=scores.dtype))
-    s = torch.softmax(scores + counts.log(), 1)  # 0 where a row has no column of the candidate
-    pos = scores.gather(1, targets[:, None])
-    ranked = (s * torch.sigmoid(pos - scores)).sum(1)
-    return -torch.log(ranked + 1e-24) + bpreg * (s * scores.pow(2)).sum(1)
+    counts = counts.to(scores.dtype)
+    own = targets[:, None]
+    own_correction = torch.log1p(-1.0 / counts.gather(0, targets))[:, None]  # log((m_t − 1) / m_t)
+    logits = (scores + counts.log()).scatter_add_(1, own, own_correction)
+    s = torch.softmax(logits, 1)
+    ranked = (s * torch.sigmoid(scores.gather(1, own) - scores)).sum(1)
+    return -torch.log(ranked + 1e-24) + bpreg * (s * (scores * scores)).sum(1)
 
 
 def top1_loss(scores: torch.Tensor) -> torch.Tensor:

@@ -130,16 +130,21 @@ def test_weighted_xe_loss_groups_the_columns_of_an_item():
 
 @pytest.mark.parametrize("elu_param", [0.0, 0.5])
 def test_weighted_bpr_max_loss_groups_the_columns_of_an_item(elu_param):
-    """BPR-max over C columns with duplicate items (a target drawn again as a negative, an item in three columns)
-    equals the form over the distinct items with each row's own column left out of its counts."""
+    """BPR-max over C columns with duplicate items (a target drawn again as a negative, an item in three columns,
+    a target in no other column) equals the form over the distinct items with each row's own column left out of its
+    counts: the losses and their gradients."""
     g = torch.Generator().manual_seed(1)
-    columns = torch.tensor([4, 1, 4, 0, 1, 1, 7, 4])  # rows 0..2 have targets 4, 1, 4
-    item_scores = torch.randn(3, 8, generator=g, dtype=torch.float64) * 2
+    columns = torch.tensor([4, 1, 4, 0, 1, 1, 7, 4])  # rows 0..3 have targets 4, 1, 4, 0 (0 in its own column only)
+    item_scores = (torch.randn(4, 8, generator=g, dtype=torch.float64) * 2).requires_grad_()
     want = bpr_max_loss(item_scores[:, columns], 1.5, elu_param)
+    (want_grad,) = torch.autograd.grad(want.sum(), item_scores)
     items, column_item = torch.unique(columns, return_inverse=True)
     counts = torch.bincount(column_item)
-    got = weighted_bpr_max_loss(item_scores[:, items], counts, column_item[:3], 1.5, elu_param)
+    got = weighted_bpr_max_loss(item_scores[:, items], counts, column_item[:4], 1.5, elu_param)
+    (got_grad,) = torch.autograd.grad(got.sum(), item_scores)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-12, atol=1e-12)
+    assert bool(torch.isfinite(got_grad).all())
 
 
 def test_step_columns_of_a_chunk_equal_each_steps_own_distinct_items():
